@@ -1,0 +1,171 @@
+"""Each client verb as a pure plan: which RPC, which request, how to read the response.
+
+The sync and asyncio clients only differ in how they send a plan, so every verb is written once here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from reward_api.v1 import reward_pb2 as pb
+
+from ._types import BestOfN, Chat, ModelInfo, RankResult, ScoreInputLike, ScoreResult, VersionStatus
+
+T = TypeVar("T")
+
+SERVICE = "reward_api.v1.RewardService"
+
+# Retry only UNAVAILABLE (a replica restarting or draining); everything else is the caller's to see.
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": SERVICE}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+        "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+    }
+)
+
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str  # attribute name on the generated stub
+    request: Any
+    parse: Callable[[Any], T]
+
+
+def _messages(chat: Chat) -> list[pb.Message]:
+    if isinstance(chat, (str, bytes)) or not isinstance(chat, Sequence):
+        raise TypeError(f"a chat is a list of {{'role': ..., 'content': ...}} messages, got {type(chat).__name__}")
+    out = []
+    for message in chat:
+        if not isinstance(message, Mapping):
+            raise TypeError(f"a chat message is a mapping with 'role' and 'content', got {type(message).__name__}")
+        out.append(pb.Message(role=message["role"], content=message["content"]))
+    return out
+
+
+def _conversation(chat: Chat) -> pb.Conversation:
+    return pb.Conversation(messages=_messages(chat))
+
+
+def _score_input(item: ScoreInputLike) -> pb.ScoreInput:
+    if isinstance(item, str):
+        return pb.ScoreInput(text=item)
+    if isinstance(item, Sequence) and item and all(isinstance(x, int) for x in item):
+        return pb.ScoreInput(token_ids=pb.TokenIds(ids=list(item)))
+    return pb.ScoreInput(conversation=_conversation(item))  # type: ignore[arg-type]
+
+
+def _results(response: Any) -> list[ScoreResult]:
+    return [ScoreResult(r.score, r.num_tokens, r.num_truncated_tokens) for r in response.results]
+
+
+def _scores(response: Any) -> list[float]:
+    return [r.score for r in response.results]
+
+
+def _rank_result(response: Any) -> RankResult:
+    return RankResult(
+        scores=_scores(response),
+        rank=list(response.rank),
+        order=list(response.order),
+        results=_results(response),
+        version=response.version,
+    )
+
+
+def _model_info(m: Any) -> ModelInfo:
+    return ModelInfo(
+        name=m.name,
+        versions=[
+            VersionStatus(v.version, pb.ModelState.Name(v.state).removeprefix("MODEL_STATE_"), v.reason)
+            for v in m.versions
+        ],
+        backend=m.backend,
+        max_sequence_length=m.max_sequence_length,
+        prompt_format=m.prompt_format,
+        max_batch_size=m.max_batch_size,
+        dtype=m.dtype,
+        device=m.device,
+    )
+
+
+@dataclass(frozen=True)
+class Planner:
+    """Builds the Call for each verb, for one (model, version)."""
+
+    model: str
+    version: str = ""
+
+    def _score_request(self, inputs: Sequence[pb.ScoreInput]) -> pb.ScoreRequest:
+        return pb.ScoreRequest(model=self.model, version=self.version, inputs=inputs)
+
+    def score(self, inputs: Sequence[ScoreInputLike]) -> Call[list[ScoreResult]]:
+        return Call("Score", self._score_request([_score_input(i) for i in inputs]), _results)
+
+    def get_score(self, chat: Chat) -> Call[float]:
+        return Call("Score", self._score_request([pb.ScoreInput(conversation=_conversation(chat))]),
+                    lambda r: _scores(r)[0])
+
+    def get_scores(self, chats: Sequence[Chat]) -> Call[list[float]]:
+        request = self._score_request([pb.ScoreInput(conversation=_conversation(c)) for c in chats])
+        return Call("Score", request, _scores)
+
+    def compare(self, chat_a: Chat, chat_b: Chat) -> Call[bool]:
+        def better(response: Any) -> bool:
+            a, b = _scores(response)
+            return a > b
+
+        return Call("Score", self.get_scores([chat_a, chat_b]).request, better)
+
+    def rank_conversations(self, chats: Sequence[Chat]) -> Call[RankResult]:
+        request = pb.RankRequest(
+            model=self.model,
+            version=self.version,
+            conversations=pb.Conversations(conversations=[_conversation(c) for c in chats]),
+        )
+        return Call("Rank", request, _rank_result)
+
+    def rank(self, chats: Sequence[Chat]) -> Call[list[int]]:
+        return Call("Rank", self.rank_conversations(chats).request, lambda r: list(r.rank))
+
+    def rank_candidates(self, prompt: Chat, responses: Sequence[str]) -> Call[RankResult]:
+        request = pb.RankRequest(
+            model=self.model,
+            version=self.version,
+            candidates=pb.Candidates(prompt=_messages(prompt), responses=list(responses)),
+        )
+        return Call("Rank", request, _rank_result)
+
+    def best_of_n(self, prompt: Chat, responses: Sequence[str]) -> Call[BestOfN]:
+        return Call(
+            "Rank",
+            self.rank_candidates(prompt, responses).request,
+            lambda r: BestOfN(index=r.order[0], scores=_scores(r)),
+        )
+
+    def model_metadata(self, model: str | None = None) -> Call[ModelInfo]:
+        request = pb.ModelMetadataRequest(model=model or self.model, version=self.version)
+        return Call("GetModelMetadata", request, _model_info)
+
+    def list_models(self) -> Call[list[ModelInfo]]:
+        return Call("ListModels", pb.ListModelsRequest(), lambda r: [_model_info(m) for m in r.models])

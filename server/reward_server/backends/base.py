@@ -1,0 +1,17 @@
+"""The backend protocol: one loaded copy of a model on one device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Backend(Protocol):
+    device: str
+    dtype: str
+
+    def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        """Exactly one float32 score per sequence, in order. Runs on the instance's own thread."""
+
+    def close(self) -> None:
+        """Free the model's memory."""

@@ -1,0 +1,171 @@
+"""Dynamic batcher of one model instance, on the instance's own thread.
+
+Contract: inputs wait in a bounded FIFO queue (full -> RESOURCE_EXHAUSTED at once, never a wait);
+a batch is dispatched when it reaches max_batch_size or a preferred size, or when its first input
+has waited max_queue_delay; cancelled and expired inputs are dropped before compute; the backend
+returns exactly one score per input; a future is set only if it is not done already.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from .backends import Backend
+from .errors import BackendFailure, DeadlineExceeded, ResourceExhausted, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item:
+    ids: Sequence[int]
+    deadline: float | None  # time.monotonic() value
+    enqueued: float
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class BatcherStats:
+    """Counters read by tests and, later, metrics. Updated on the batcher thread only."""
+
+    batches: int = 0
+    computed: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    failed_batches: int = 0
+    batch_sizes: Counter = field(default_factory=Counter)  # size -> batches of that size
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        preferred_batch_sizes: Sequence[int] = (),
+        max_queue_size: int = 0,
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.preferred_batch_sizes = tuple(sorted(preferred_batch_sizes))
+        self.max_queue_size = max_queue_size
+        self.stats = BatcherStats()
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"batcher:{name}", daemon=True)
+        self._thread.start()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None) -> list[Future]:
+        """Queue every sequence of one request, or none of them."""
+        now = time.monotonic()
+        items = [_Item(ids, deadline, now) for ids in sequences]
+        with self._cond:
+            if self._closed:
+                raise Unavailable(f"model instance {self.name} is unloading")
+            if self.max_queue_size and len(self._queue) + len(items) > self.max_queue_size:
+                raise ResourceExhausted(
+                    f"queue of {self.name} is full: {len(self._queue)} inputs waiting, request adds "
+                    f"{len(items)}, max_queue_size is {self.max_queue_size}"
+                )
+            self._queue.extend(items)
+            self._cond.notify()
+        return [item.future for item in items]
+
+    def close(self) -> None:
+        """Stop taking work, fail what still waits, finish the batch in flight, release the backend."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        self.backend.close()
+
+    # --- the batcher thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._execute(batch)
+
+    def _batch_size_ready(self) -> int:
+        """Size to dispatch now without waiting for the delay, or 0 to keep waiting."""
+        queued = len(self._queue)
+        if queued >= self.max_batch_size:
+            return self.max_batch_size
+        fitting = [size for size in self.preferred_batch_sizes if size <= queued]
+        return fitting[-1] if fitting else 0
+
+    def _next_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while True:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    self._fail_waiting()
+                    return None
+                dispatch_at = self._queue[0].enqueued + self.max_queue_delay_s
+                size = self._batch_size_ready()
+                while not size and not self._closed:
+                    remaining = dispatch_at - time.monotonic()
+                    if remaining <= 0:
+                        size = min(len(self._queue), self.max_batch_size)
+                        break
+                    self._cond.wait(remaining)
+                    size = self._batch_size_ready()
+                if self._closed:
+                    continue
+                batch = self._live([self._queue.popleft() for _ in range(size)])
+                if batch:
+                    return batch
+
+    def _live(self, items: list[_Item]) -> list[_Item]:
+        """Drop cancelled and expired items; the rest are marked running (no longer cancellable)."""
+        now = time.monotonic()
+        live = []
+        for item in items:
+            if not item.future.set_running_or_notify_cancel():
+                self.stats.cancelled += 1
+            elif item.deadline is not None and now >= item.deadline:
+                self.stats.expired += 1
+                item.future.set_exception(DeadlineExceeded("deadline passed while the input waited in the queue"))
+            else:
+                live.append(item)
+        return live
+
+    def _fail_waiting(self) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(Unavailable(f"model instance {self.name} is unloading"))
+
+    def _execute(self, batch: list[_Item]) -> None:
+        try:
+            scores = self.backend.score_batch([item.ids for item in batch])
+            if len(scores) != len(batch):
+                raise RuntimeError(f"backend returned {len(scores)} scores for {len(batch)} inputs")
+        except Exception as e:
+            self.stats.failed_batches += 1
+            log.exception("backend of %s failed on a batch of %d", self.name, len(batch))
+            error = BackendFailure(f"model {self.name} failed on a batch of {len(batch)}: {type(e).__name__}: {e}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        self.stats.batches += 1
+        self.stats.computed += len(batch)
+        self.stats.batch_sizes[len(batch)] += 1
+        for item, score in zip(batch, scores):
+            if not item.future.done():
+                item.future.set_result(float(score))

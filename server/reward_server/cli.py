@@ -1,0 +1,69 @@
+"""`reward-server` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("reward_server")
+
+DEFAULT_PORT = 50051
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .settings import ServerSettings, read_auth_token
+    from .transport import StartupError, serve
+
+    try:
+        settings = ServerSettings(
+            model_repository=Path(args.model_repository),
+            host=args.host,
+            port=args.port,
+            strict=args.strict,
+            max_items_per_request=args.max_items_per_request,
+            auth_token=read_auth_token(args.auth_token_file),
+            grace_period_s=args.grace_period,
+        )
+    except (ValueError, OSError) as e:
+        log.error("%s", e)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reward-server", description="gRPC reward-model server")
+    parser.add_argument("--version", action="version", version=f"reward-server {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging level (default INFO; DEBUG logs one line per request)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve a model repository over gRPC")
+    serve.add_argument("--model-repository", required=True, help="path of the Triton-style model repository")
+    serve.add_argument("--host", default="[::]", help="address to bind (default [::], every interface)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"gRPC port (default {DEFAULT_PORT}; 0 picks one)")
+    serve.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
+                       help="refuse to start when a model fails to load (default); --no-strict serves the others")
+    serve.add_argument("--max-items-per-request", type=int, default=4096,
+                       help="most inputs one Score or Rank request may carry (default 4096)")
+    serve.add_argument("--auth-token-file", default=None,
+                       help="require this bearer token (else $REWARD_SERVER_AUTH_TOKEN if set; else no auth)")
+    serve.add_argument("--grace-period", type=float, default=30.0,
+                       help="seconds requests in flight may take to finish after SIGTERM (default 30)")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return args.run(args)

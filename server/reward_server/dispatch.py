@@ -1,0 +1,81 @@
+"""The core of a request: resolve (model, version), encode off the event loop, queue on the batcher,
+reassemble one result per input. Rank scores its candidates and orders them (ties: lower index first)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+
+from .datatypes import (
+    Candidates,
+    ModelMetadata,
+    RankRequest,
+    RankResponse,
+    ScoreInput,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+)
+from .encoding import candidate_conversations
+from .errors import InvalidArgument, Unavailable
+from .repository import LoadedVersion, ModelRepository
+
+
+def rank_of(scores: Sequence[float]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(rank index of each item, item indexes best first); equal scores keep input order."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    rank = [0] * len(scores)
+    for position, index in enumerate(order):
+        rank[index] = position
+    return tuple(rank), tuple(order)
+
+
+class RewardCore:
+    def __init__(self, repository: ModelRepository, encode_pool: Executor, max_items_per_request: int) -> None:
+        self.repository = repository
+        self._encode_pool = encode_pool
+        self._max_items = max_items_per_request
+        self.draining = False
+
+    async def _score_inputs(
+        self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None
+    ) -> tuple[LoadedVersion, tuple[ScoreResult, ...]]:
+        if self.draining:
+            raise Unavailable("server is shutting down")
+        if not inputs:
+            raise InvalidArgument("the request has no inputs")
+        if len(inputs) > self._max_items:
+            raise InvalidArgument(f"the request has {len(inputs)} inputs; at most {self._max_items} are allowed")
+        loaded = self.repository.resolve(model, version)
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
+        futures = loaded.submit([e.ids for e in encoded], deadline)
+        scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        return loaded, tuple(
+            ScoreResult(score, len(e.ids), e.num_truncated) for score, e in zip(scores, encoded)
+        )
+
+    async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
+        loaded, results = await self._score_inputs(request.model, request.version, request.inputs, deadline)
+        return ScoreResponse(loaded.name, loaded.version, results)
+
+    async def rank(self, request: RankRequest, deadline: float | None) -> RankResponse:
+        items = request.items
+        inputs = candidate_conversations(items) if isinstance(items, Candidates) else items
+        loaded, results = await self._score_inputs(request.model, request.version, inputs, deadline)
+        rank, order = rank_of([r.score for r in results])
+        return RankResponse(loaded.name, loaded.version, results, rank, order)
+
+    def model_metadata(self, model: str, version: str) -> ModelMetadata:
+        if version:
+            self.repository.resolve(model, version)  # NOT_FOUND / UNAVAILABLE for that version
+        return self.repository.metadata(model)
+
+    def list_models(self) -> list[ModelMetadata]:
+        return self.repository.list_models()
+
+
+def deadline_from(time_remaining: float | None) -> float | None:
+    return None if time_remaining is None else time.monotonic() + time_remaining

@@ -1,0 +1,161 @@
+"""Parse config.pbtxt (text protobuf, schema in proto/reward_api/v1/model_config.proto), validate it
+fully, and freeze it. Every message names the file, the field and the bad value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from reward_api.v1 import model_config_pb2 as mc
+
+from ..errors import ConfigError
+
+CONFIG_FILENAME = "config.pbtxt"
+BACKENDS = ("pytorch", "onnxruntime")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+PROMPT_FORMATS = ("chat_template",)
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    kind: str  # "latest" | "all" | "specific"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of the numeric folders present, ascending."""
+        ordered = sorted(available)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[-self.num_versions:]
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    kind: str  # "auto" | "gpu" | "cpu"
+    count: int
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    path: Path  # the config.pbtxt it came from
+    backend: str
+    max_batch_size: int
+    version_policy: VersionPolicy
+    max_queue_delay_s: float
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_size: int  # 0 = unbounded
+    instance_groups: tuple[InstanceGroup, ...]
+    default_model_filename: str
+    prompt_format: str
+    max_sequence_length: int  # 0 = from the model's config
+    truncation: bool
+    truncation_side: str  # "left" | "right"
+    dtype: str
+
+
+def _fail(path: Path, field: str, value: object, why: str) -> ConfigError:
+    return ConfigError(f"{path}: field '{field}' = {value!r}: {why}")
+
+
+def _version_policy(path: Path, proto: mc.ModelVersionPolicy) -> VersionPolicy:
+    choice = proto.WhichOneof("policy_choice")
+    if choice == "all":
+        return VersionPolicy("all")
+    if choice == "specific":
+        versions = tuple(proto.specific.versions)
+        if not versions:
+            raise _fail(path, "version_policy.specific.versions", [], "list at least one version")
+        for v in versions:
+            if v < 1:
+                raise _fail(path, "version_policy.specific.versions", v, "versions are positive integers")
+        return VersionPolicy("specific", versions=versions)
+    num = proto.latest.num_versions if choice == "latest" else 1
+    if num < 1:
+        raise _fail(path, "version_policy.latest.num_versions", num, "must be >= 1")
+    return VersionPolicy("latest", num_versions=num)
+
+
+def _instance_groups(path: Path, groups: list[mc.ModelInstanceGroup]) -> tuple[InstanceGroup, ...]:
+    if not groups:
+        return (InstanceGroup("auto", 1, ()),)
+    out = []
+    for i, g in enumerate(groups):
+        field = f"instance_group[{i}]"
+        count = g.count or 1
+        if count < 1:
+            raise _fail(path, f"{field}.count", g.count, "must be >= 1")
+        kind = mc.ModelInstanceGroup.Kind.Name(g.kind).removeprefix("KIND_").lower()
+        if kind == "cpu" and g.gpus:
+            raise _fail(path, f"{field}.gpus", list(g.gpus), "a KIND_CPU group takes no gpus")
+        for gpu in g.gpus:
+            if gpu < 0:
+                raise _fail(path, f"{field}.gpus", gpu, "GPU ordinals are >= 0")
+        out.append(InstanceGroup(kind, count, tuple(g.gpus)))
+    return tuple(out)
+
+
+def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
+    """Read and validate `path`; `folder_name` is the model's folder, which `name` must match."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from e
+    proto = mc.ModelConfig()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+    if proto.name and proto.name != folder_name:
+        raise _fail(path, "name", proto.name, f"must match the model folder name {folder_name!r}")
+    backend = proto.backend or "pytorch"
+    if backend not in BACKENDS:
+        raise _fail(path, "backend", proto.backend, f"expected one of {', '.join(BACKENDS)}")
+    if proto.max_batch_size < 1:
+        raise _fail(path, "max_batch_size", proto.max_batch_size, "must be >= 1")
+
+    batching = proto.dynamic_batching
+    for size in batching.preferred_batch_size:
+        if not 1 <= size <= proto.max_batch_size:
+            raise _fail(path, "dynamic_batching.preferred_batch_size", size,
+                        f"must be in 1..max_batch_size ({proto.max_batch_size})")
+
+    reward = proto.reward
+    prompt_format = reward.prompt_format or "chat_template"
+    if prompt_format not in PROMPT_FORMATS:
+        raise _fail(path, "reward.prompt_format", reward.prompt_format,
+                    f"expected one of {', '.join(PROMPT_FORMATS)}")
+    if reward.max_sequence_length < 0:
+        raise _fail(path, "reward.max_sequence_length", reward.max_sequence_length, "must be >= 0")
+    dtype = reward.dtype or "auto"
+    if dtype not in DTYPES:
+        raise _fail(path, "reward.dtype", reward.dtype, f"expected one of {', '.join(DTYPES)}")
+    side = "right" if reward.truncation_side == mc.RewardSettings.RIGHT else "left"
+
+    filename = proto.default_model_filename
+    if filename and (Path(filename).name != filename or filename in (".", "..")):
+        raise _fail(path, "default_model_filename", filename, "must be a plain file name inside the version folder")
+
+    return ModelConfig(
+        name=folder_name,
+        path=path,
+        backend=backend,
+        max_batch_size=proto.max_batch_size,
+        version_policy=_version_policy(path, proto.version_policy),
+        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
+        preferred_batch_sizes=tuple(sorted(set(batching.preferred_batch_size))),
+        max_queue_size=batching.default_queue_policy.max_queue_size,
+        instance_groups=_instance_groups(path, list(proto.instance_group)),
+        default_model_filename=filename,
+        prompt_format=prompt_format,
+        max_sequence_length=reward.max_sequence_length,
+        truncation=reward.truncation if reward.HasField("truncation") else True,
+        truncation_side=side,
+        dtype=dtype,
+    )

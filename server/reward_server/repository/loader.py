@@ -1,0 +1,127 @@
+"""Load one model version: checkpoint -> encoder + one batcher per instance (each with its backend)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backends import create_backend
+from ..batching import DynamicBatcher
+from ..encoding import InputEncoder
+from ..errors import LoadError, ResourceExhausted
+from ..formats import make_format
+from .checkpoint import read_checkpoint
+from .config import InstanceGroup, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def instance_devices(groups: Sequence[InstanceGroup]) -> list[str]:
+    """One device string per instance, as Triton places instance groups."""
+    devices = []
+    for group in groups:
+        kind = group.kind
+        if kind == "auto":
+            kind = "gpu" if _cuda_available() else "cpu"
+        if kind == "cpu":
+            devices += ["cpu"] * group.count
+            continue
+        if not _cuda_available():
+            raise LoadError("instance_group asks for KIND_GPU but CUDA is not available")
+        for gpu in group.gpus or (0,):
+            devices += [f"cuda:{gpu}"] * group.count
+    return devices
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype != "auto":
+        return dtype
+    return "float16" if device.startswith("cuda") else "float32"
+
+
+@dataclass
+class LoadedVersion:
+    """A ready model version: its encoder and its instances' batchers."""
+
+    name: str
+    version: int
+    config: ModelConfig
+    encoder: InputEncoder
+    instances: list[DynamicBatcher]
+
+    @property
+    def device(self) -> str:
+        return ",".join(sorted({b.backend.device for b in self.instances}))
+
+    @property
+    def dtype(self) -> str:
+        return self.instances[0].backend.dtype
+
+    def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None) -> list[Future]:
+        """Send a request to the least-loaded instance; if it is full, try the others."""
+        last_error: ResourceExhausted | None = None
+        for batcher in sorted(self.instances, key=lambda b: b.pending()):
+            try:
+                return batcher.submit(sequences, deadline)
+            except ResourceExhausted as e:
+                last_error = e
+        assert last_error is not None
+        raise last_error
+
+    def close(self) -> None:
+        for batcher in self.instances:
+            batcher.close()
+
+
+def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersion:
+    checkpoint = read_checkpoint(folder, config.default_model_filename)
+    model_config = checkpoint.model_config
+    hidden, heads = getattr(model_config, "hidden_size", None), getattr(model_config, "num_attention_heads", None)
+    if hidden and heads and hidden % heads:
+        raise LoadError(f"{folder}/config.json: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+    model_max = getattr(model_config, "max_position_embeddings", 0) or 0
+    max_length = config.max_sequence_length or model_max
+    if not max_length:
+        raise LoadError(f"{config.path}: set reward.max_sequence_length (config.json has no max_position_embeddings)")
+    if model_max and max_length > model_max:
+        raise LoadError(f"{config.path}: field 'reward.max_sequence_length' = {max_length}: larger than the "
+                        f"model's max_position_embeddings {model_max}")
+    encoder = InputEncoder(
+        format=make_format(config.prompt_format, checkpoint.tokenizer),
+        vocab_size=model_config.vocab_size,
+        max_length=max_length,
+        truncation=config.truncation,
+        truncation_side=config.truncation_side,
+    )
+    instances: list[DynamicBatcher] = []
+    try:
+        for index, device in enumerate(instance_devices(config.instance_groups)):
+            backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device))
+            instances.append(DynamicBatcher(
+                f"{config.name}/{version}#{index}",
+                backend,
+                max_batch_size=config.max_batch_size,
+                max_queue_delay_s=config.max_queue_delay_s,
+                preferred_batch_sizes=config.preferred_batch_sizes,
+                max_queue_size=config.max_queue_size,
+            ))
+    except BaseException:
+        for batcher in instances:
+            batcher.close()
+        raise
+    loaded = LoadedVersion(config.name, version, config, encoder, instances)
+    log.info("loaded model %s version %d: backend %s, %d instance(s) on %s, dtype %s, max length %d, format %s",
+             config.name, version, config.backend, len(instances), loaded.device, loaded.dtype,
+             max_length, config.prompt_format)
+    return loaded

@@ -1,0 +1,43 @@
+"""Frozen, validated server settings (built by the CLI or by tests)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_repository: Path
+    host: str = "[::]"
+    port: int = 50051
+    # Refuse to start when any model fails to load (Triton's exit-on-error).
+    strict: bool = True
+    max_items_per_request: int = 4096
+    # Bearer token required in `authorization` metadata; None disables auth. Health stays open.
+    auth_token: str | None = None
+    grace_period_s: float = 30.0
+    # Threads that format and tokenize requests off the event loop.
+    tokenizer_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not Path(self.model_repository).is_dir():
+            raise ValueError(f"model repository {str(self.model_repository)!r} is not a directory")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.max_items_per_request < 1:
+            raise ValueError(f"max_items_per_request must be >= 1, got {self.max_items_per_request}")
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ValueError("auth token is empty")
+        if self.grace_period_s < 0:
+            raise ValueError(f"grace period must be >= 0, got {self.grace_period_s}")
+        if self.tokenizer_threads < 1:
+            raise ValueError(f"tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
+
+
+def read_auth_token(path: str | None, env_var: str = "REWARD_SERVER_AUTH_TOKEN") -> str | None:
+    """The token from a file (first line), else from the environment, else None."""
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return os.environ.get(env_var) or None

@@ -1,0 +1,31 @@
+"""RewardService servicer: decode -> core -> encode, nothing else."""
+
+from __future__ import annotations
+
+import grpc
+from reward_api.v1 import reward_pb2 as pb
+from reward_api.v1 import reward_pb2_grpc
+
+from ..dispatch import RewardCore, deadline_from
+from . import codec
+
+
+class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
+    def __init__(self, core: RewardCore) -> None:
+        self._core = core
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        response = await self._core.score(codec.decode_score(request), deadline_from(context.time_remaining()))
+        return codec.encode_score(response)
+
+    async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
+        response = await self._core.rank(codec.decode_rank(request), deadline_from(context.time_remaining()))
+        return codec.encode_rank(response)
+
+    async def GetModelMetadata(self, request: pb.ModelMetadataRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ModelMetadata:
+        return codec.encode_metadata(self._core.model_metadata(request.model, request.version))
+
+    async def ListModels(self, request: pb.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[codec.encode_metadata(m) for m in self._core.list_models()])
