@@ -1,0 +1,83 @@
+"""Test helpers: a real server on a loopback port, run on its own event-loop thread, and
+repositories written into tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from pathlib import Path
+
+from reward_server.settings import ServerSettings
+from reward_server.tiny_models import demo_config_pbtxt
+from reward_server.transport import RewardServer, build_server
+
+CHAT_1 = [{"role": "user", "content": "Hello! What's your name?"},
+          {"role": "assistant", "content": "My name is InternLM2! A helpful AI assistant. What can I do for you?"}]
+CHAT_2 = [{"role": "user", "content": "Hello! What's your name?"},
+          {"role": "assistant", "content": "I have no idea."}]
+
+
+def config_text(name: str, *, max_batch_size: int = 8, delay_us: int = 0, queue: int = 0,
+                extra: str = "", reward: str = "") -> str:
+    return (
+        f'name: "{name}"\nbackend: "pytorch"\nmax_batch_size: {max_batch_size}\n'
+        f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} "
+        f"default_queue_policy {{ max_queue_size: {queue} }} }}\n"
+        f'instance_group [ {{ kind: KIND_CPU count: 1 }} ]\n'
+        f'reward {{ prompt_format: "chat_template" dtype: "float32" {reward} }}\n{extra}'
+    )
+
+
+def add_model(repo: Path, name: str, checkpoint: Path, config: str | None = None,
+              versions: tuple[int, ...] = (1,)) -> Path:
+    """Copy a checkpoint into `repo/name/<version>` for each version, with a config.pbtxt."""
+    model = repo / name
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "config.pbtxt").write_text(config if config is not None else config_text(name), encoding="utf-8")
+    for version in versions:
+        shutil.copytree(checkpoint, model / str(version))
+    return model
+
+
+class ServerThread:
+    """A real grpc.aio server on 127.0.0.1:<free port>, its event loop on a background thread."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        try:
+            self.server, self.port = self.run(build_server(settings), timeout=120)
+        except BaseException:
+            self._close_loop()
+            raise
+        self.target = f"127.0.0.1:{self.port}"
+
+    def run(self, coroutine, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    @property
+    def running(self) -> RewardServer:
+        return self.server
+
+    def stop(self) -> None:
+        self.run(self.server.stop(0))
+        self._close_loop()
+
+    def _close_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_repo(repo: Path, **settings) -> ServerThread:
+    return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
+
+
+__all__ = ["CHAT_1", "CHAT_2", "ServerThread", "add_model", "config_text", "demo_config_pbtxt", "serve_repo"]

@@ -1,0 +1,197 @@
+"""The error table of ARCHITECTURE.md, row by row, through a real server; it keeps serving after."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from helpers import CHAT_1, CHAT_2, add_model, config_text, serve_repo
+
+import reward_client as rc
+from reward_api.v1 import reward_pb2 as pb
+from reward_api.v1 import reward_pb2_grpc
+from reward_client import RewardClient
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    add_model(repo, "tiny", tiny_checkpoint)
+    add_model(repo, "strict", tiny_checkpoint,
+              config_text("strict", reward="max_sequence_length: 16 truncation: false"))
+    add_model(repo, "slow", tiny_checkpoint, config_text("slow", max_batch_size=8, delay_us=1_500_000, queue=2))
+    broken = add_model(repo, "broken", tiny_checkpoint)
+    (broken / "1" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with serve_repo(repo, strict=False, max_items_per_request=8) as running:
+        yield running
+
+
+@pytest.fixture()
+def rm(server):
+    with RewardClient(server.target, model="tiny", timeout=30) as client:
+        yield client
+
+
+def assert_still_serving(server):
+    with RewardClient(server.target, model="tiny") as client:
+        assert len(client.get_scores([CHAT_1, CHAT_2])) == 2
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([], "no inputs"),
+        ([[{"role": "bot", "content": "hi"}]], "unknown role 'bot'"),
+        ([[{"role": "user", "content": ""}]], "empty content in a user message"),
+        ([[]], "no messages"),
+        (["", ], "empty text"),
+        ([[10**6]], "outside the vocabulary"),
+        ([CHAT_1] * 9, "at most 8"),
+    ],
+    ids=["empty-list", "unknown-role", "empty-content", "empty-conversation", "empty-text", "bad-token-id",
+         "too-many-items"],
+)
+def test_score_is_invalid_argument_when_input_is_malformed(server, rm, inputs, message):
+    with pytest.raises(rc.InvalidArgumentError, match=message):
+        rm.score(inputs)
+    assert_still_serving(server)
+
+
+def test_score_is_invalid_argument_when_version_is_not_a_number(server):
+    with RewardClient(server.target, model="tiny", version="latest") as client:
+        with pytest.raises(rc.InvalidArgumentError, match="version must be a positive integer"):
+            client.get_score(CHAT_1)
+    assert_still_serving(server)
+
+
+def test_score_is_invalid_argument_naming_lengths_when_too_long_and_truncation_disabled(server):
+    with RewardClient(server.target, model="strict") as client:
+        with pytest.raises(rc.InvalidArgumentError, match=r"has \d+ tokens, more than .* max_sequence_length 16"):
+            client.get_score(CHAT_1)
+        assert client.score([[1, 2, 3]])[0].num_truncated_tokens == 0
+    assert_still_serving(server)
+
+
+def test_request_without_model_or_kind_is_invalid_argument(server):
+    with grpc.insecure_channel(server.target) as channel:
+        stub = reward_pb2_grpc.RewardServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Score(pb.ScoreRequest(inputs=[pb.ScoreInput(text="x")]))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Rank(pb.RankRequest(model="tiny"))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Score(pb.ScoreRequest(model="tiny", inputs=[pb.ScoreInput()]))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_unknown_model_or_version_is_not_found(server):
+    with RewardClient(server.target, model="nope") as client:
+        with pytest.raises(rc.NotFoundError, match="unknown model 'nope'"):
+            client.get_score(CHAT_1)
+        with pytest.raises(rc.NotFoundError):
+            client.model_metadata()
+    with RewardClient(server.target, model="tiny", version=7) as client:
+        with pytest.raises(rc.NotFoundError, match="no version 7"):
+            client.get_score(CHAT_1)
+    assert_still_serving(server)
+
+
+def test_model_that_failed_to_load_is_unavailable_with_its_reason(server):
+    with RewardClient(server.target, model="broken") as client:
+        with pytest.raises(rc.UnavailableError, match="cannot read safetensors"):
+            client.get_score(CHAT_1)
+        info = client.model_metadata()
+    assert info.versions[0].state == "UNAVAILABLE" and "safetensors" in info.versions[0].reason
+    assert_still_serving(server)
+
+
+def test_draining_server_is_unavailable(server, rm):
+    server.running.core.draining = True
+    try:
+        # The client retries UNAVAILABLE a few times (service config), then reports it.
+        with pytest.raises(rc.UnavailableError, match="shutting down"):
+            rm.get_score(CHAT_1)
+    finally:
+        server.running.core.draining = False
+    assert_still_serving(server)
+
+
+def test_full_queue_is_resource_exhausted_at_once(server):
+    with RewardClient(server.target, model="slow") as client:
+        first = threading.Thread(target=client.get_scores, args=([CHAT_1, CHAT_2],))
+        first.start()  # two inputs fill the queue (max_queue_size 2) for 1.5 s
+        batcher = server.running.repository.resolve("slow", "").instances[0]
+        while batcher.pending() < 2:
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(rc.ResourceExhaustedError, match="queue of slow/1#0 is full"):
+            client.get_score(CHAT_1)
+        assert time.monotonic() - started < 1.0, "a full queue must refuse at once, not wait"
+        first.join()
+    assert_still_serving(server)
+
+
+def test_expired_input_never_reaches_the_model(server):
+    batcher = server.running.repository.resolve("slow", "").instances[0]
+    computed_before = batcher.stats.computed
+    with RewardClient(server.target, model="slow") as client:
+        with pytest.raises(rc.DeadlineExceededError):
+            client.get_score(CHAT_1, timeout=0.3)  # the batch waits 1.5 s for company
+    deadline = time.monotonic() + 5
+    while batcher.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batcher.stats.computed == computed_before
+    assert batcher.stats.expired + batcher.stats.cancelled >= 1
+    assert_still_serving(server)
+
+
+class PoisonedBackend:
+    """Fault injection around the real backend: a batch holding token id 7 fails."""
+
+    def __init__(self, real):
+        self.real, self.device, self.dtype = real, real.device, real.dtype
+
+    def score_batch(self, batch):
+        if any(7 in ids for ids in batch):
+            raise RuntimeError("injected failure")
+        return self.real.score_batch(batch)
+
+    def close(self):
+        self.real.close()
+
+
+def test_backend_failure_is_internal_and_server_keeps_serving(server, rm):
+    batcher = server.running.repository.resolve("tiny", "").instances[0]
+    real = batcher.backend
+    batcher.backend = PoisonedBackend(real)
+    try:
+        with pytest.raises(rc.InternalError, match="injected failure"):
+            rm.score([[5, 6, 7]])
+        assert len(rm.score([[5, 6, 8]])) == 1
+    finally:
+        batcher.backend = real
+    assert_still_serving(server)
+
+
+def test_missing_or_wrong_token_is_refused_and_health_stays_open(tiny_checkpoint, tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    add_model(tmp_path, "tiny", tiny_checkpoint)
+    with serve_repo(tmp_path, auth_token=TOKEN) as server:
+        with RewardClient(server.target, model="tiny") as client:
+            with pytest.raises(rc.UnauthenticatedError):
+                client.get_score(CHAT_1)
+        with RewardClient(server.target, model="tiny", token="wrong") as client:
+            with pytest.raises(rc.PermissionDeniedError):
+                client.get_score(CHAT_1)
+        with RewardClient(server.target, model="tiny", token=TOKEN) as client:
+            assert isinstance(client.get_score(CHAT_1), float)
+        with grpc.insecure_channel(server.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
