@@ -21,3 +21,14 @@ def tiny_checkpoint_b(tmp_path_factory) -> Path:
     """Another tiny model (other seed, Mistral backbone, head bias) to tell models apart."""
     shape = TinyShape(architecture="mistral", num_hidden_layers=3)
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_b") / "ckpt", shape=shape, seed=1, head_bias=0.75)
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (GPU tests run on GPU hosts only)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

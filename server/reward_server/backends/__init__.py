@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import LoadError
-from ..repository.checkpoint import Checkpoint
+from ..checkpoint import Checkpoint
 from .base import Backend
 
 

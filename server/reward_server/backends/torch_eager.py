@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import LoadError
-from ..repository.checkpoint import Checkpoint
+from ..checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from ..batching import DynamicBatcher
 from ..encoding import InputEncoder
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
-from .checkpoint import read_checkpoint
+from ..checkpoint import read_checkpoint
 from .config import InstanceGroup, ModelConfig
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,137 @@
+"""DynamicBatcher contract on a real tiny model: batch limits, delays, preferred sizes, queue bound,
+cancelled and expired inputs dropped before compute, one result per input, failures per batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from reward_server.backends.torch_eager import TorchEagerBackend
+from reward_server.batching import DynamicBatcher
+from reward_server.errors import BackendFailure, DeadlineExceeded, ResourceExhausted
+from reward_server.checkpoint import read_checkpoint
+
+
+class Recording:
+    """The real backend, with a record of each batch it ran (and a gate to hold the thread)."""
+
+    def __init__(self, real):
+        self.real, self.device, self.dtype = real, real.device, real.dtype
+        self.batches: list[list[tuple[int, ...]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_on: int | None = None
+
+    def score_batch(self, batch):
+        self.gate.wait()
+        self.batches.append([tuple(ids) for ids in batch])
+        if self.fail_on is not None and any(self.fail_on in ids for ids in batch):
+            raise RuntimeError("injected")
+        return self.real.score_batch(batch)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def real_backend(tiny_checkpoint):
+    return TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32")
+
+
+def make(real_backend, **kwargs):
+    backend = Recording(real_backend)
+    defaults = dict(max_batch_size=4, max_queue_delay_s=0.0)
+    return DynamicBatcher("t", backend, **{**defaults, **kwargs}), backend
+
+
+def test_batches_never_exceed_max_batch_size(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=3, max_queue_delay_s=0.05)
+    futures = batcher.submit([[i + 5] for i in range(10)], None)
+    scores = [f.result(10) for f in futures]
+    batcher.close()
+    assert len(scores) == 10
+    assert max(len(b) for b in backend.batches) <= 3
+    assert [ids for b in backend.batches for ids in b] == [(i + 5,) for i in range(10)]  # FIFO
+
+
+def test_queue_delay_gathers_requests_into_one_batch(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.3)
+    first = batcher.submit([[5, 6]], None)
+    time.sleep(0.05)
+    second = batcher.submit([[7, 8, 9]], None)
+    [f.result(10) for f in first + second]
+    batcher.close()
+    assert backend.batches == [[(5, 6), (7, 8, 9)]]
+
+
+def test_preferred_batch_size_dispatches_without_waiting(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=30.0, preferred_batch_sizes=(2,))
+    started = time.monotonic()
+    [f.result(10) for f in batcher.submit([[5], [6]], None)]
+    assert time.monotonic() - started < 10
+    batcher.close()
+    assert backend.batches == [[(5,), (6,)]]
+
+
+def test_results_match_their_own_inputs(real_backend):
+    batcher, _ = make(real_backend, max_batch_size=4, max_queue_delay_s=0.01)
+    inputs = [[5 + i] * (1 + i) for i in range(9)]
+    batched = [f.result(10) for f in batcher.submit(inputs, None)]
+    batcher.close()
+    alone = [real_backend.score_batch([ids])[0] for ids in inputs]
+    assert all(abs(a - b) <= 1e-5 * max(1, abs(b)) for a, b in zip(batched, alone))
+
+
+def test_submit_refuses_all_inputs_when_queue_would_overflow(real_backend):
+    batcher, backend = make(real_backend, max_queue_size=3)
+    backend.gate.clear()  # hold the thread inside the first batch
+    running = batcher.submit([[5]], None)
+    while not backend.batches and batcher.pending():
+        time.sleep(0.01)
+    time.sleep(0.05)
+    waiting = batcher.submit([[6], [7]], None)
+    with pytest.raises(ResourceExhausted, match="max_queue_size is 3"):
+        batcher.submit([[8], [9]], None)
+    assert batcher.pending() == 2  # nothing of the refused request was queued
+    backend.gate.set()
+    [f.result(10) for f in running + waiting]
+    batcher.close()
+
+
+def test_cancelled_and_expired_inputs_never_reach_the_model(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.3)
+    expired = batcher.submit([[5]], deadline=time.monotonic() + 0.05)
+    cancelled = batcher.submit([[6]], None)
+    live = batcher.submit([[7]], None)
+    assert cancelled[0].cancel()
+    assert isinstance(live[0].result(10), float)
+    with pytest.raises(DeadlineExceeded):
+        expired[0].result(10)
+    batcher.close()
+    assert backend.batches == [[(7,)]]
+    assert (batcher.stats.expired, batcher.stats.cancelled, batcher.stats.computed) == (1, 1, 1)
+
+
+def test_backend_failure_fails_only_its_batch(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=2, max_queue_delay_s=0.0)
+    backend.fail_on = 13
+    backend.gate.clear()
+    futures = batcher.submit([[13], [14]], None) + batcher.submit([[15], [16]], None)
+    backend.gate.set()
+    for f in futures[:2]:
+        with pytest.raises(BackendFailure, match="injected"):
+            f.result(10)
+    assert all(isinstance(f.result(10), float) for f in futures[2:])
+    batcher.close()
+    assert batcher.stats.failed_batches == 1
+
+
+def test_backend_returning_wrong_count_fails_the_batch(real_backend):
+    batcher, backend = make(real_backend)
+    backend.score_batch = lambda batch: [0.0]  # one score for two inputs breaks the contract
+    futures = batcher.submit([[5], [6]], None)
+    with pytest.raises(BackendFailure, match="1 scores for 2 inputs"):
+        futures[0].result(10)
+    batcher.close()

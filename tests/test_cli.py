@@ -1,0 +1,109 @@
+"""The `reward-server` command in a real subprocess: help, serve, health, reflection, SIGTERM, strict."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from helpers import CHAT_1, add_model, config_text
+
+from reward_client import RewardClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command() -> list[str]:
+    exe = shutil.which("reward-server", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "reward_server"]
+
+
+def start(repo: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+                             "--port", "0", *extra], stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(r"serving \d+ model\(s\) on 127\.0\.0\.1:(\d+)", line):
+            return proc, int(m.group(1))
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def test_help_lists_the_commands():
+    done = subprocess.run([*command(), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "serve" in done.stdout and "--log-level" in done.stdout
+    done = subprocess.run([*command(), "serve", "--help"], capture_output=True, text=True, timeout=60)
+    for flag in ("--model-repository", "--port", "--strict", "--no-strict", "--grace-period", "--auth-token-file"):
+        assert flag in done.stdout
+
+
+def test_serve_logs_models_answers_health_and_reflection_and_drains_on_sigterm(tiny_checkpoint, tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    add_model(tmp_path, "tiny", tiny_checkpoint, config_text("tiny"))
+    proc, port = start(tmp_path)
+    try:
+        target = f"127.0.0.1:{port}"
+        with RewardClient(target, model="tiny") as rm:
+            assert isinstance(rm.get_score(CHAT_1), float)
+        with grpc.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "tiny", "reward_api.v1.RewardService"):
+                status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+                assert status == health_pb2.HealthCheckResponse.SERVING
+            reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+            reply = next(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+            names = {s.name for s in reply.list_services_response.service}
+            assert {"reward_api.v1.RewardService", "grpc.health.v1.Health"} <= names
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        log = proc.stderr.read()
+        assert "stopped" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
+def test_serve_exits_nonzero_in_strict_mode_when_a_model_fails(tiny_checkpoint, tmp_path):
+    add_model(tmp_path, "bad", tiny_checkpoint)
+    (tmp_path / "bad" / "1" / "config.json").write_text("{ not json", encoding="utf-8")
+    done = subprocess.run([*command(), "serve", "--model-repository", str(tmp_path), "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "bad version 1" in done.stderr and "--no-strict" in done.stderr
+
+
+@pytest.mark.parametrize("args", [["serve"], ["serve", "--model-repository", "/nonexistent/repo"]])
+def test_serve_rejects_bad_arguments(args):
+    done = subprocess.run([*command(), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+
+
+def test_default_repository_serves_the_demo_model_with_the_card_example():
+    proc, port = start(ROOT / "model_repository")
+    try:
+        with RewardClient(f"127.0.0.1:{port}", model="demo") as rm:
+            chat_2 = [CHAT_1[0], {"role": "assistant", "content": "I have no idea."}]
+            scores = rm.get_scores([CHAT_1, chat_2])
+            assert rm.get_score(CHAT_1) == pytest.approx(scores[0], rel=1e-5)
+            assert rm.compare(CHAT_1, chat_2) == (scores[0] > scores[1])
+            assert sorted(rm.rank([CHAT_1, chat_2])) == [0, 1]
+            assert rm.model_metadata().versions[0].state == "READY"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        proc.stderr.close()
