@@ -1,0 +1,62 @@
+"""Measure how far half-precision scores drift from fp32, and how much batching changes a score.
+
+    python bench/precision.py [--device cpu|cuda] [--n 48]
+
+For each dtype it scores the same conversations through the server's PyTorch backend, alone and in
+mixed-length batches of 16, and prints the median and max relative difference
+|a - b| / max(1, |b|) against fp32-alone, and batched against alone in the same dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from reward_server.backends.torch_eager import TorchEagerBackend
+from reward_server.checkpoint import read_checkpoint
+from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(1.0, abs(b))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--n", type=int, default=48)
+    args = parser.parse_args()
+    rng = random.Random(0)
+    shape = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                      num_key_value_heads=4, max_position_embeddings=1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = read_checkpoint(write_tiny_checkpoint(Path(tmp) / "m", shape=shape, seed=0))
+        sequences = [[rng.randrange(5, shape.vocab_size) for _ in range(rng.randint(16, 512))] for _ in range(args.n)]
+        results = {}
+        for dtype in ("float32", "bfloat16", "float16"):
+            backend = TorchEagerBackend(checkpoint, args.device, dtype)
+            alone = [backend.score_batch([s])[0] for s in sequences]
+            batched = [x for i in range(0, len(sequences), 16) for x in backend.score_batch(sequences[i:i + 16])]
+            results[dtype] = (alone, batched)
+            backend.close()
+    reference = results["float32"][0]
+    report = {"device": args.device, "inputs": args.n, "lengths": "16..512 tokens", "model": "4 layers x 256"}
+    for dtype, (alone, batched) in results.items():
+        vs_fp32 = [rel(a, r) for a, r in zip(alone, reference)]
+        batch_effect = [rel(b, a) for b, a in zip(batched, alone)]
+        report[dtype] = {
+            "vs_fp32_median": f"{statistics.median(vs_fp32):.2e}", "vs_fp32_max": f"{max(vs_fp32):.2e}",
+            "batched_vs_alone_median": f"{statistics.median(batch_effect):.2e}",
+            "batched_vs_alone_max": f"{max(batch_effect):.2e}",
+        }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
