@@ -4,18 +4,29 @@ repositories written into tmp_path."""
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import threading
 from pathlib import Path
 
 from reward_server.settings import ServerSettings
-from reward_server.tiny_models import demo_config_pbtxt
 from reward_server.transport import RewardServer, build_server
 
 CHAT_1 = [{"role": "user", "content": "Hello! What's your name?"},
           {"role": "assistant", "content": "My name is InternLM2! A helpful AI assistant. What can I do for you?"}]
 CHAT_2 = [{"role": "user", "content": "Hello! What's your name?"},
           {"role": "assistant", "content": "I have no idea."}]
+
+
+WORDS = "the reward model reads a conversation and answers with one number 你好 😀 def f(x): return x".split()
+
+
+def random_chat(rng: random.Random, turns: int = 1) -> list[dict]:
+    chat = []
+    for _ in range(turns):
+        chat.append({"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 12)))})
+        chat.append({"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(0, 40)))})
+    return chat
 
 
 def config_text(name: str, *, max_batch_size: int = 8, delay_us: int = 0, queue: int = 0,
@@ -80,4 +91,4 @@ def serve_repo(repo: Path, **settings) -> ServerThread:
     return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
 
 
-__all__ = ["CHAT_1", "CHAT_2", "ServerThread", "add_model", "config_text", "demo_config_pbtxt", "serve_repo"]
+__all__ = ["CHAT_1", "CHAT_2", "ServerThread", "add_model", "config_text", "random_chat", "serve_repo"]

@@ -10,8 +10,8 @@ import pytest
 
 from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.batching import DynamicBatcher
-from reward_server.errors import BackendFailure, DeadlineExceeded, ResourceExhausted
 from reward_server.checkpoint import read_checkpoint
+from reward_server.errors import BackendFailure, DeadlineExceeded, ResourceExhausted
 
 
 class Recording:

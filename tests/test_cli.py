@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import CHAT_1, add_model, config_text
 
+from helpers import CHAT_1, add_model, config_text
 from reward_client import RewardClient
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from helpers import add_model, config_text, serve_repo
+from helpers import add_model, config_text, random_chat, serve_repo
 from reference import close, reference_score
-from test_scores import random_chat
-
 from reward_client import AsyncRewardClient
 
 CLIENTS = 64

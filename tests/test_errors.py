@@ -7,9 +7,9 @@ import time
 
 import grpc
 import pytest
-from helpers import CHAT_1, CHAT_2, add_model, config_text, serve_repo
 
 import reward_client as rc
+from helpers import CHAT_1, CHAT_2, add_model, config_text, serve_repo
 from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
 from reward_client import RewardClient

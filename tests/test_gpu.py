@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers import add_model, config_text, serve_repo
-from reference import reference_score
-from test_scores import random_chat
 
+from helpers import add_model, config_text, random_chat, serve_repo
+from reference import reference_score
 from reward_client import RewardClient
 
 pytestmark = pytest.mark.gpu

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import CHAT_1, add_model, config_text, serve_repo
-from reference import close
 
 import reward_client as rc
+from helpers import CHAT_1, add_model, config_text, serve_repo
+from reference import close
 from reward_client import RewardClient
 from reward_server.errors import ConfigError
 from reward_server.repository.config import parse_model_config

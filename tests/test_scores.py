@@ -5,20 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers import CHAT_1, CHAT_2, add_model, config_text, serve_repo
+
+from helpers import CHAT_1, CHAT_2, add_model, config_text, random_chat, serve_repo
 from reference import close, reference_ids, reference_score, reference_score_ids
-
 from reward_client import AsyncRewardClient, RewardClient
-
-WORDS = "the reward model reads a conversation and answers with one number 你好 😀 def f(x): return x".split()
-
-
-def random_chat(rng: random.Random, turns: int = 1) -> list[dict]:
-    chat = []
-    for _ in range(turns):
-        chat.append({"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 12)))})
-        chat.append({"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(0, 40)))})
-    return chat
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+
 from reward_api.v1 import reward_pb2_grpc
 
 from ._base import ClientBase, Metadata

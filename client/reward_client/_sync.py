@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import grpc
+
 from reward_api.v1 import reward_pb2_grpc
 
 from ._base import ClientBase, Metadata

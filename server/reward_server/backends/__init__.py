@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import LoadError
 from ..checkpoint import Checkpoint
+from ..errors import LoadError
 from .base import Backend
 
 

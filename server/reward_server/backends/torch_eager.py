@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import LoadError
 from ..checkpoint import Checkpoint
+from ..errors import LoadError
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
+
 from reward_api.v1 import model_config_pb2 as mc
 
 from ..errors import ConfigError

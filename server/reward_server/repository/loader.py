@@ -10,10 +10,10 @@ from pathlib import Path
 
 from ..backends import create_backend
 from ..batching import DynamicBatcher
+from ..checkpoint import read_checkpoint
 from ..encoding import InputEncoder
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
-from ..checkpoint import read_checkpoint
 from .config import InstanceGroup, ModelConfig
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from reward_api.v1 import reward_pb2, reward_pb2_grpc
 
 from ..dispatch import RewardCore
@@ -43,13 +44,12 @@ class RewardServer:
     encode_pool: ThreadPoolExecutor
 
     async def _set_health(self, status: int) -> None:
+        """Overall and service health get `status`; each model is SERVING only if it has a ready version."""
         await self.health.set("", status)
         await self.health.set(SERVICE_NAME, status)
         for model in self.repository.list_models():
             ready = any(v.state == "READY" for v in model.versions)
-            serving = health_pb2.HealthCheckResponse.SERVING
-            await self.health.set(model.name, status if ready or status != serving
-                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.health.set(model.name, status if ready else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, refuse new work, let requests in flight finish within `grace`, release models."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
 
