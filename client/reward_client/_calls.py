@@ -68,6 +68,8 @@ def _conversation(chat: Chat) -> pb.Conversation:
 
 
 def _score_input(item: ScoreInputLike) -> pb.ScoreInput:
+    if hasattr(item, "tolist"):  # numpy arrays and torch tensors of token ids
+        item = item.tolist()
     if isinstance(item, str):
         return pb.ScoreInput(text=item)
     if isinstance(item, Sequence) and item and all(isinstance(x, int) for x in item):
