@@ -18,7 +18,7 @@ class Recording:
     """The real backend, with a record of each batch it ran (and a gate to hold the thread)."""
 
     def __init__(self, real):
-        self.real, self.device, self.dtype = real, real.device, real.dtype
+        self.real, self.device, self.dtype, self.head_bias = real, real.device, real.dtype, real.head_bias
         self.batches: list[list[tuple[int, ...]]] = []
         self.gate = threading.Event()
         self.gate.set()

@@ -155,7 +155,7 @@ class PoisonedBackend:
     """Fault injection around the real backend: a batch holding token id 7 fails."""
 
     def __init__(self, real):
-        self.real, self.device, self.dtype = real, real.device, real.dtype
+        self.real, self.device, self.dtype, self.head_bias = real, real.device, real.dtype, real.head_bias
 
     def score_batch(self, batch):
         if any(7 in ids for ids in batch):

@@ -1,12 +1,14 @@
-"""Inputs -> token ids: prompt format, tokenizer, validation and truncation. Runs off the event loop."""
+"""Inputs -> token ids: prompt format, tokenizer, special-token frame, validation and truncation.
+Runs on the encode thread pool, never on the event loop."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .datatypes import Candidates, Conversation, Encoded, Message, ScoreInput, Text, TokenIds
-from .errors import InvalidArgument
+from .errors import InvalidArgument, LoadError
 from .formats import PromptFormat
 
 
@@ -17,47 +19,65 @@ def candidate_conversations(candidates: Candidates) -> tuple[Conversation, ...]:
     )
 
 
+def special_token_frame(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ids the tokenizer puts before and after a text when it adds special tokens (e.g. BOS / EOS)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    framed = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(framed) - len(plain) + 1):
+        if framed[start:start + len(plain)] == plain:
+            return tuple(framed[:start]), tuple(framed[start + len(plain):])
+    raise LoadError("cannot tell which special tokens the tokenizer adds around a text")
+
+
 @dataclass(frozen=True)
 class InputEncoder:
     format: PromptFormat
+    tokenizer: Any  # a transformers fast tokenizer
     vocab_size: int
     max_length: int
     truncation: bool
     truncation_side: str  # "left" keeps the end, where the score is read
+    prefix_ids: tuple[int, ...] = ()
+    suffix_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_length <= len(self.prefix_ids) + len(self.suffix_ids):
+            raise LoadError(f"max_sequence_length {self.max_length} leaves no room for the text between "
+                            f"{len(self.prefix_ids)} prefix and {len(self.suffix_ids)} suffix tokens")
+
+    def render(self, item: Conversation | Text) -> str:
+        return self.format.render(item.messages) if isinstance(item, Conversation) else item.text
 
     def encode(self, inputs: Sequence[ScoreInput]) -> list[Encoded]:
-        texts: list[str] = []
-        for item in inputs:
-            if isinstance(item, Conversation):
-                texts.append(self.format.render(item.messages))
-            elif isinstance(item, Text):
-                texts.append(item.text)
-        encoded_texts = iter(self.format.encode_texts(texts))
+        texts = [self.render(item) for item in inputs if not isinstance(item, TokenIds)]
+        bodies = iter(self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else ())
         out = []
         for index, item in enumerate(inputs):
             if isinstance(item, TokenIds):
-                ids = self._checked_ids(index, item.ids)
+                out.append(self._truncated(index, self._checked_ids(index, item.ids), (), ()))
             else:
-                ids = tuple(next(encoded_texts))
-            out.append(self._truncated(index, ids))
+                out.append(self._truncated(index, tuple(next(bodies)), self.prefix_ids, self.suffix_ids))
         return out
 
     def _checked_ids(self, index: int, ids: tuple[int, ...]) -> tuple[int, ...]:
         for token in ids:
             if not 0 <= token < self.vocab_size:
-                raise InvalidArgument(f"input {index}: token id {token} is outside the vocabulary (0..{self.vocab_size - 1})")
+                raise InvalidArgument(
+                    f"input {index}: token id {token} is outside the vocabulary (0..{self.vocab_size - 1})")
         return ids
 
-    def _truncated(self, index: int, ids: tuple[int, ...]) -> Encoded:
-        if not ids:
+    def _truncated(self, index: int, body: tuple[int, ...], prefix: tuple[int, ...],
+                   suffix: tuple[int, ...]) -> Encoded:
+        total = len(prefix) + len(body) + len(suffix)
+        if not total:
             raise InvalidArgument(f"input {index} has no tokens to score")
-        excess = len(ids) - self.max_length
+        excess = total - self.max_length
         if excess <= 0:
-            return Encoded(ids, 0)
+            return Encoded(prefix + body + suffix, 0)
         if not self.truncation:
             raise InvalidArgument(
-                f"input {index} has {len(ids)} tokens, more than the model's max_sequence_length "
+                f"input {index} has {total} tokens, more than the model's max_sequence_length "
                 f"{self.max_length}, and truncation is disabled"
             )
-        kept = ids[excess:] if self.truncation_side == "left" else ids[: self.max_length]
-        return Encoded(kept, excess)
+        kept = body[excess:] if self.truncation_side == "left" else body[: len(body) - excess]
+        return Encoded(prefix + kept + suffix, excess)

@@ -67,7 +67,7 @@ class ModelInstanceGroup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelInstanceGroup.Kind, str]] = ..., count: _Optional[int] = ..., gpus: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RewardSettings(_message.Message):
-    __slots__ = ("prompt_format", "max_sequence_length", "truncation", "truncation_side", "dtype")
+    __slots__ = ("prompt_format", "max_sequence_length", "truncation", "truncation_side", "dtype", "reward_token_id", "add_special_tokens", "head_bias")
     class TruncationSide(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TRUNCATION_SIDE_UNSPECIFIED: _ClassVar[RewardSettings.TruncationSide]
@@ -81,12 +81,18 @@ class RewardSettings(_message.Message):
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_SIDE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_BIAS_FIELD_NUMBER: _ClassVar[int]
     prompt_format: str
     max_sequence_length: int
     truncation: bool
     truncation_side: RewardSettings.TruncationSide
     dtype: str
-    def __init__(self, prompt_format: _Optional[str] = ..., max_sequence_length: _Optional[int] = ..., truncation: _Optional[bool] = ..., truncation_side: _Optional[_Union[RewardSettings.TruncationSide, str]] = ..., dtype: _Optional[str] = ...) -> None: ...
+    reward_token_id: int
+    add_special_tokens: bool
+    head_bias: bool
+    def __init__(self, prompt_format: _Optional[str] = ..., max_sequence_length: _Optional[int] = ..., truncation: _Optional[bool] = ..., truncation_side: _Optional[_Union[RewardSettings.TruncationSide, str]] = ..., dtype: _Optional[str] = ..., reward_token_id: _Optional[int] = ..., add_special_tokens: _Optional[bool] = ..., head_bias: _Optional[bool] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
     __slots__ = ("name", "backend", "max_batch_size", "version_policy", "dynamic_batching", "instance_group", "default_model_filename", "reward")

@@ -9,6 +9,7 @@ from typing import Protocol
 class Backend(Protocol):
     device: str
     dtype: str
+    head_bias: bool  # whether the reward head has a bias
 
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
         """Exactly one float32 score per sequence, in order. Runs on the instance's own thread."""

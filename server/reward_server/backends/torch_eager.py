@@ -69,6 +69,7 @@ class TorchEagerBackend:
         except (RuntimeError, ValueError) as e:  # missing/unexpected keys, shape mismatches
             raise LoadError(f"{checkpoint.folder}: weights do not match config.json: {e}") from e
         self._model = model.to(torch_dtype).eval()
+        self.head_bias = "score.bias" in state
 
     @torch.inference_mode()
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:

@@ -6,14 +6,15 @@ from typing import Any
 
 from .base import PromptFormat
 from .chat_template import ChatTemplateFormat
+from .internlm2 import InternLM2Format
+from .llama2 import Llama2Format
+from .ziya import ZiyaFormat
 
-FORMATS = {
-    ChatTemplateFormat.name: ChatTemplateFormat,
-}
+FORMATS: dict[str, type] = {cls.name: cls for cls in (ChatTemplateFormat, InternLM2Format, ZiyaFormat, Llama2Format)}
 
 
-def make_format(name: str, tokenizer: Any) -> PromptFormat:
-    return FORMATS[name](tokenizer)
+def make_format(name: str, tokenizer: Any, reward_token_id: int | None = None) -> PromptFormat:
+    return FORMATS[name](tokenizer, reward_token_id)
 
 
 __all__ = ["FORMATS", "PromptFormat", "make_format"]

@@ -11,11 +11,11 @@ from google.protobuf import text_format
 from reward_api.v1 import model_config_pb2 as mc
 
 from ..errors import ConfigError
+from ..formats import FORMATS
 
 CONFIG_FILENAME = "config.pbtxt"
 BACKENDS = ("pytorch", "onnxruntime")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-PROMPT_FORMATS = ("chat_template",)
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class ModelConfig:
     truncation: bool
     truncation_side: str  # "left" | "right"
     dtype: str
+    reward_token_id: int | None
+    add_special_tokens: bool | None  # None: the prompt format's default
+    head_bias: bool | None  # None: whatever the weights have
 
 
 def _fail(path: Path, field: str, value: object, why: str) -> ConfigError:
@@ -129,9 +132,13 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
 
     reward = proto.reward
     prompt_format = reward.prompt_format or "chat_template"
-    if prompt_format not in PROMPT_FORMATS:
-        raise _fail(path, "reward.prompt_format", reward.prompt_format,
-                    f"expected one of {', '.join(PROMPT_FORMATS)}")
+    if prompt_format not in FORMATS:
+        raise _fail(path, "reward.prompt_format", reward.prompt_format, f"expected one of {', '.join(FORMATS)}")
+    reward_token_id = reward.reward_token_id if reward.HasField("reward_token_id") else None
+    if reward_token_id is not None and reward_token_id < 0:
+        raise _fail(path, "reward.reward_token_id", reward_token_id, "must be >= 0")
+    if prompt_format == "internlm2" and reward_token_id is None:
+        raise _fail(path, "reward.reward_token_id", None, "prompt_format 'internlm2' needs the reward token id")
     if reward.max_sequence_length < 0:
         raise _fail(path, "reward.max_sequence_length", reward.max_sequence_length, "must be >= 0")
     dtype = reward.dtype or "auto"
@@ -159,4 +166,7 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         truncation=reward.truncation if reward.HasField("truncation") else True,
         truncation_side=side,
         dtype=dtype,
+        reward_token_id=reward_token_id,
+        add_special_tokens=reward.add_special_tokens if reward.HasField("add_special_tokens") else None,
+        head_bias=reward.head_bias if reward.HasField("head_bias") else None,
     )

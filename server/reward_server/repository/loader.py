@@ -11,7 +11,7 @@ from pathlib import Path
 from ..backends import create_backend
 from ..batching import DynamicBatcher
 from ..checkpoint import read_checkpoint
-from ..encoding import InputEncoder
+from ..encoding import InputEncoder, special_token_frame
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
 from .config import InstanceGroup, ModelConfig
@@ -97,17 +97,32 @@ def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersi
     if model_max and max_length > model_max:
         raise LoadError(f"{config.path}: field 'reward.max_sequence_length' = {max_length}: larger than the "
                         f"model's max_position_embeddings {model_max}")
+    prompt_format = make_format(config.prompt_format, checkpoint.tokenizer, config.reward_token_id)
+    add_special = config.add_special_tokens
+    if add_special is None:
+        add_special = prompt_format.default_add_special_tokens
+    prefix, suffix = special_token_frame(checkpoint.tokenizer) if add_special else ((), ())
+    if config.reward_token_id is not None and not 0 <= config.reward_token_id < model_config.vocab_size:
+        raise LoadError(f"{config.path}: field 'reward.reward_token_id' = {config.reward_token_id}: "
+                        f"outside the vocabulary (vocab_size {model_config.vocab_size})")
     encoder = InputEncoder(
-        format=make_format(config.prompt_format, checkpoint.tokenizer),
+        format=prompt_format,
+        tokenizer=checkpoint.tokenizer,
         vocab_size=model_config.vocab_size,
         max_length=max_length,
         truncation=config.truncation,
         truncation_side=config.truncation_side,
+        prefix_ids=prefix,
+        suffix_ids=suffix + prompt_format.suffix_ids,
     )
     instances: list[DynamicBatcher] = []
     try:
         for index, device in enumerate(instance_devices(config.instance_groups)):
             backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device))
+            if config.head_bias is not None and backend.head_bias != config.head_bias:
+                backend.close()
+                raise LoadError(f"{config.path}: field 'reward.head_bias' = {config.head_bias}, but the weights "
+                                f"{'have no' if config.head_bias else 'have a'} score.bias")
             instances.append(DynamicBatcher(
                 f"{config.name}/{version}#{index}",
                 backend,
