@@ -40,6 +40,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from .errors import ImportRefused
+    from .importers import import_checkpoint
+
+    try:
+        folder, version = import_checkpoint(
+            args.source, Path(args.repository), args.name, family=args.family,
+            base=Path(args.base) if args.base else None, revision=args.revision, dtype=args.dtype,
+        )
+    except ImportRefused as e:
+        log.error("import refused: %s", e)
+        return 1
+    print(f"imported {args.source} as {args.name} version {version}: {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reward-server", description="gRPC reward-model server")
     parser.add_argument("--version", action="version", version=f"reward-server {__version__}")
@@ -60,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace-period", type=float, default=30.0,
                        help="seconds requests in flight may take to finish after SIGTERM (default 30)")
     serve.set_defaults(run=_serve)
+
+    from .importers import DTYPES, FAMILIES
+
+    imp = commands.add_parser("import", help="import an original reward-model checkpoint as a new model version",
+                              description="Convert a checkpoint in its authors' layout (local folder or hub id) into "
+                                          "the canonical layout (safetensors, transformers config, fast tokenizer) "
+                                          "as the next version of a model, with a config.pbtxt. No code from the "
+                                          "checkpoint is executed; .bin pickles are read with weights_only=True.")
+    imp.add_argument("source", help="a local folder, or a hub id (owner/name) to download")
+    imp.add_argument("--repository", required=True, help="model repository to write into")
+    imp.add_argument("--name", required=True, help="model name (folder) in the repository")
+    imp.add_argument("--family", choices=list(FAMILIES), default=None, help="skip detection and use this family")
+    imp.add_argument("--base", default=None,
+                     help="folder with the base model's config.json / tokenizer, when the checkpoint lacks them")
+    imp.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) to download")
+    imp.add_argument("--dtype", choices=DTYPES, default="keep", help="dtype of the stored weights (default: keep)")
+    imp.set_defaults(run=_import)
     return parser
 
 

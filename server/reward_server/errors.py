@@ -53,3 +53,8 @@ class ConfigError(Exception):
 
 class LoadError(Exception):
     """A model version could not be loaded."""
+
+
+class ImportRefused(Exception):
+    """A checkpoint cannot be imported (unknown family, unmappable keys, unsafe or corrupt files).
+    Nothing is written to the repository when this is raised."""

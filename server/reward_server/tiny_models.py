@@ -107,24 +107,12 @@ def write_tiny_checkpoint(folder: Path, shape: TinyShape = TinyShape(), seed: in
 
 
 def demo_config_pbtxt(name: str = "demo") -> str:
-    return f"""\
-# The demo reward model: a tiny random Llama with a trained byte-level BPE tokenizer.
-# Its scores are deterministic but meaningless; it exists to try the server offline.
-name: "{name}"
-backend: "pytorch"
-max_batch_size: 32
-dynamic_batching {{
-  max_queue_delay_microseconds: 2000
-  default_queue_policy {{ max_queue_size: 4096 }}
-}}
-instance_group [ {{ kind: KIND_AUTO count: 1 }} ]
-reward {{
-  prompt_format: "chat_template"
-  max_sequence_length: 512
-  truncation_side: LEFT
-  dtype: "auto"
-}}
-"""
+    from .repository.config import RewardDefaults, config_pbtxt
+
+    comment = ("The demo reward model: a tiny random Llama with a trained byte-level BPE tokenizer.\n"
+               "Its scores are deterministic but meaningless; it exists to try the server offline.")
+    return config_pbtxt(name, RewardDefaults(max_sequence_length=512), comment=comment, max_batch_size=32,
+                        max_queue_delay_us=2000, max_queue_size=4096)
 
 
 def main() -> None:

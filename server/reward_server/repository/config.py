@@ -170,3 +170,48 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         add_special_tokens=reward.add_special_tokens if reward.HasField("add_special_tokens") else None,
         head_bias=reward.head_bias if reward.HasField("head_bias") else None,
     )
+
+
+@dataclass(frozen=True)
+class RewardDefaults:
+    """What a model family needs in the `reward` block of its config.pbtxt."""
+
+    prompt_format: str = "chat_template"
+    max_sequence_length: int = 0
+    truncation_side: str = "left"
+    dtype: str = "auto"
+    reward_token_id: int | None = None
+    add_special_tokens: bool | None = None
+    head_bias: bool | None = None
+
+
+def config_pbtxt(name: str, reward: RewardDefaults, *, comment: str = "", max_batch_size: int = 16,
+                 max_queue_delay_us: int = 2000, max_queue_size: int = 4096) -> str:
+    """A config.pbtxt for a new model, in the text form users edit."""
+    def flag(value: bool) -> str:
+        return "true" if value else "false"
+
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [
+        f'name: "{name}"',
+        'backend: "pytorch"',
+        f"max_batch_size: {max_batch_size}",
+        "dynamic_batching {",
+        f"  max_queue_delay_microseconds: {max_queue_delay_us}",
+        f"  default_queue_policy {{ max_queue_size: {max_queue_size} }}",
+        "}",
+        "instance_group [ { kind: KIND_AUTO count: 1 } ]",
+        "reward {",
+        f'  prompt_format: "{reward.prompt_format}"',
+    ]
+    if reward.max_sequence_length:
+        lines.append(f"  max_sequence_length: {reward.max_sequence_length}")
+    lines += [f"  truncation_side: {reward.truncation_side.upper()}", f'  dtype: "{reward.dtype}"']
+    if reward.reward_token_id is not None:
+        lines.append(f"  reward_token_id: {reward.reward_token_id}")
+    if reward.add_special_tokens is not None:
+        lines.append(f"  add_special_tokens: {flag(reward.add_special_tokens)}")
+    if reward.head_bias is not None:
+        lines.append(f"  head_bias: {flag(reward.head_bias)}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
