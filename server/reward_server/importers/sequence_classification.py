@@ -46,7 +46,7 @@ def convert(source: SourceCheckpoint) -> Canonical:
     from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     config = _config(source)
-    prefix = getattr(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config)), "base_model_prefix", "model")
+    prefix = getattr(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None), "base_model_prefix", "model")
     state = {("model." + k[len(prefix) + 1:] if k.startswith(prefix + ".") else k): v
              for k, v in source.load_state().items()}
     tokenizer = tokenizer_json_or_sentencepiece(source)
