@@ -14,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 # torch from the registry is the CUDA build on Linux (CI and laptops install the CPU build instead).
 RUN pip install --no-cache-dir torch==2.13.0 \
- && pip install --no-cache-dir ./client . \
+ && pip install --no-cache-dir ./client ".[gpu]" \
  && rm -rf /src
 
 # The demo repository is baked in; mount your own repository over /models.

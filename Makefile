@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first (a plain `torch` would pull the CUDA stack).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ./client -e ".[test]"
+	$(PY) -m pip install -q -e ./client -e ".[cpu,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,9 +1,10 @@
 """The canonical layout of one version folder, shared by every backend:
 
     config.json                  a transformers config of a built-in architecture (no remote code)
-    model.safetensors            backbone keys `model.*`, reward head `score.weight` [1, hidden]
-      (or model.safetensors.index.json + shards)   and optionally `score.bias` [1]
     tokenizer.json, tokenizer_config.json          a fast tokenizer (chat template in the config)
+    pytorch backend:     model.safetensors (or model.safetensors.index.json + shards): backbone keys
+                         `model.*`, reward head `score.weight` [1, hidden] and optionally `score.bias` [1]
+    onnxruntime backend: model.onnx (+ external data), the head and pooling inside the graph
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ SHARD_INDEX = "model.safetensors.index.json"
 class Checkpoint:
     folder: Path
     model_config: Any  # transformers.PretrainedConfig
-    weight_files: tuple[Path, ...]
     tokenizer: Any  # transformers.PreTrainedTokenizerFast
+    model_filename: str = ""  # config.pbtxt's default_model_filename; "" = the backend's default
+
+    def model_file(self, default: str) -> Path:
+        return _plain_file(self.folder, self.model_filename or default, "model file")
 
 
 def _plain_file(folder: Path, name: str, what: str) -> Path:
@@ -61,7 +65,6 @@ def read_checkpoint(folder: Path, default_model_filename: str = "") -> Checkpoin
     # Imported here so that scanning a repository does not pay for transformers.
     from transformers import AutoConfig, PreTrainedTokenizerFast
 
-    files = weight_files(folder, default_model_filename)
     try:
         model_config = AutoConfig.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
@@ -72,4 +75,4 @@ def read_checkpoint(folder: Path, default_model_filename: str = "") -> Checkpoin
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
         raise LoadError(f"{folder}: cannot load the tokenizer: {e}") from e
-    return Checkpoint(folder, model_config, files, tokenizer)
+    return Checkpoint(folder, model_config, tokenizer, default_model_filename)

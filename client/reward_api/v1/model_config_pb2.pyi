@@ -94,8 +94,16 @@ class RewardSettings(_message.Message):
     head_bias: bool
     def __init__(self, prompt_format: _Optional[str] = ..., max_sequence_length: _Optional[int] = ..., truncation: _Optional[bool] = ..., truncation_side: _Optional[_Union[RewardSettings.TruncationSide, str]] = ..., dtype: _Optional[str] = ..., reward_token_id: _Optional[int] = ..., add_special_tokens: _Optional[bool] = ..., head_bias: _Optional[bool] = ...) -> None: ...
 
+class OnnxRuntimeSettings(_message.Message):
+    __slots__ = ("graph_optimization_level", "intra_op_threads")
+    GRAPH_OPTIMIZATION_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
+    graph_optimization_level: str
+    intra_op_threads: int
+    def __init__(self, graph_optimization_level: _Optional[str] = ..., intra_op_threads: _Optional[int] = ...) -> None: ...
+
 class ModelConfig(_message.Message):
-    __slots__ = ("name", "backend", "max_batch_size", "version_policy", "dynamic_batching", "instance_group", "default_model_filename", "reward")
+    __slots__ = ("name", "backend", "max_batch_size", "version_policy", "dynamic_batching", "instance_group", "default_model_filename", "reward", "onnxruntime")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +112,7 @@ class ModelConfig(_message.Message):
     INSTANCE_GROUP_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MODEL_FILENAME_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
+    ONNXRUNTIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     backend: str
     max_batch_size: int
@@ -112,4 +121,5 @@ class ModelConfig(_message.Message):
     instance_group: _containers.RepeatedCompositeFieldContainer[ModelInstanceGroup]
     default_model_filename: str
     reward: RewardSettings
-    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., version_policy: _Optional[_Union[ModelVersionPolicy, _Mapping]] = ..., dynamic_batching: _Optional[_Union[ModelDynamicBatching, _Mapping]] = ..., instance_group: _Optional[_Iterable[_Union[ModelInstanceGroup, _Mapping]]] = ..., default_model_filename: _Optional[str] = ..., reward: _Optional[_Union[RewardSettings, _Mapping]] = ...) -> None: ...
+    onnxruntime: OnnxRuntimeSettings
+    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., version_policy: _Optional[_Union[ModelVersionPolicy, _Mapping]] = ..., dynamic_batching: _Optional[_Union[ModelDynamicBatching, _Mapping]] = ..., instance_group: _Optional[_Iterable[_Union[ModelInstanceGroup, _Mapping]]] = ..., default_model_filename: _Optional[str] = ..., reward: _Optional[_Union[RewardSettings, _Mapping]] = ..., onnxruntime: _Optional[_Union[OnnxRuntimeSettings, _Mapping]] = ...) -> None: ...

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, weight_files
 from ..errors import LoadError
+from .padding import right_padded
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,11 @@ def load_state_dict(files: Sequence[Any], device: str) -> dict[str, torch.Tensor
 
 
 class TorchEagerBackend:
-    def __init__(self, checkpoint: Checkpoint, device: str, dtype: str) -> None:
+    def __init__(self, checkpoint: Checkpoint, device: str, dtype: str, config: Any = None) -> None:
         self.device = device
         self.dtype = dtype
         torch_dtype = TORCH_DTYPES[dtype]
-        state = load_state_dict(checkpoint.weight_files, device)
+        state = load_state_dict(weight_files(checkpoint.folder, checkpoint.model_filename), device)
         if "score.weight" not in state:
             raise LoadError(f"{checkpoint.folder}: the reward head 'score.weight' is missing from the weights")
         try:
@@ -73,13 +74,8 @@ class TorchEagerBackend:
 
     @torch.inference_mode()
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.zeros((len(batch), width), dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):  # right padding; the pad id is irrelevant under the mask
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        scores = self._model(input_ids.to(self.device), attention_mask.to(self.device))
+        input_ids, attention_mask = (torch.from_numpy(a).to(self.device) for a in right_padded(batch))
+        scores = self._model(input_ids, attention_mask)
         return scores.cpu().tolist()
 
     def close(self) -> None:

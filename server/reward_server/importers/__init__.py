@@ -11,10 +11,11 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import ImportRefused
+from ..repository.config import config_pbtxt
+from ..repository.writer import publish_version
 from . import internlm2, sequence_classification, starling, ziya
-from .canonical import check_canonical
+from .canonical import accept_under, check_canonical, write_canonical
 from .source import SourceCheckpoint, resolve_source
-from .writer import write_import
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,12 @@ def import_checkpoint(source: str, repository: Path, name: str, *, family: str |
     canonical.state = _cast(canonical.state, dtype)
     check_canonical(canonical)
     comment = f"Imported from {source} (family {module.NAME}) by `reward-server import`."
-    return write_import(repository, name, canonical, comment)
+    return publish_version(
+        repository, name, lambda folder: write_canonical(folder, canonical),
+        new_model_config=config_pbtxt(name, canonical.reward, comment=comment),
+        accept_existing=lambda existing: accept_under(existing, canonical),
+        error=ImportRefused,
+    )
 
 
 __all__ = ["FAMILIES", "detect_family", "import_checkpoint"]

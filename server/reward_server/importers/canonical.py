@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ..checkpoint import SHARD_INDEX, SINGLE_FILE
 from ..errors import ImportRefused
-from ..repository.config import RewardDefaults
+from ..repository.config import ModelConfig, RewardDefaults
 
 MAX_LISTED = 12
+SHARD_BYTES = 4 * 1024**3
 
 
 @dataclass
@@ -60,3 +64,53 @@ def check_canonical(canonical: Canonical) -> None:
     if len(canonical.tokenizer) > canonical.config.vocab_size:
         raise ImportRefused(f"the tokenizer has {len(canonical.tokenizer)} tokens, more than the model's "
                             f"vocab_size {canonical.config.vocab_size}")
+
+
+def accept_under(existing: ModelConfig, canonical: Canonical) -> None:
+    """A new version must be servable under the model's existing config.pbtxt."""
+    wanted = canonical.reward
+    for field in ("prompt_format", "reward_token_id", "add_special_tokens", "head_bias"):
+        have, need = getattr(existing, field), getattr(wanted, field)
+        if need is not None and have != need:
+            raise ImportRefused(f"{existing.path}: field 'reward.{field}' is {have!r} but this "
+                                f"{canonical.family} checkpoint needs {need!r}; import it under another --name")
+    if existing.backend != "pytorch":
+        raise ImportRefused(f"{existing.path}: backend is {existing.backend!r}; imports are PyTorch versions")
+
+
+def save_weights(state: dict[str, Any], folder: Path, shard_bytes: int = SHARD_BYTES) -> list[str]:
+    """safetensors, sharded with an index past `shard_bytes`. Returns the file names written."""
+    from safetensors.torch import save_file
+
+    shards: list[dict[str, Any]] = [{}]
+    size = 0
+    for name in sorted(state):
+        tensor = state[name]
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        names = [SINGLE_FILE]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        weight_map = {key: file for file, shard in zip(names, shards) for key in shard}
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+                 "weight_map": weight_map}
+        (folder / SHARD_INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+    for file, shard in zip(names, shards):
+        # clone: split views (InternLM2's wqkv) share storage, which safetensors refuses
+        save_file({k: v.detach().contiguous().clone() for k, v in shard.items()}, str(folder / file),
+                  metadata={"format": "pt"})
+    return names
+
+
+def write_canonical(folder: Path, canonical: Canonical) -> None:
+    """config.json, safetensors weights and the fast tokenizer into an empty folder."""
+    config = canonical.config
+    config.architectures = None
+    config.save_pretrained(folder)
+    save_weights(canonical.state, folder)
+    canonical.tokenizer.save_pretrained(folder)

@@ -16,6 +16,7 @@ from ..formats import FORMATS
 CONFIG_FILENAME = "config.pbtxt"
 BACKENDS = ("pytorch", "onnxruntime")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+ORT_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class ModelConfig:
     reward_token_id: int | None
     add_special_tokens: bool | None  # None: the prompt format's default
     head_bias: bool | None  # None: whatever the weights have
+    ort_graph_optimization_level: str = "all"
+    ort_intra_op_threads: int = 0  # 0: onnxruntime's default
 
 
 def _fail(path: Path, field: str, value: object, why: str) -> ConfigError:
@@ -146,6 +149,14 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         raise _fail(path, "reward.dtype", reward.dtype, f"expected one of {', '.join(DTYPES)}")
     side = "right" if reward.truncation_side == mc.RewardSettings.RIGHT else "left"
 
+    ort = proto.onnxruntime
+    ort_level = ort.graph_optimization_level or "all"
+    if ort_level not in ORT_OPTIMIZATION_LEVELS:
+        raise _fail(path, "onnxruntime.graph_optimization_level", ort.graph_optimization_level,
+                    f"expected one of {', '.join(ORT_OPTIMIZATION_LEVELS)}")
+    if ort.intra_op_threads < 0:
+        raise _fail(path, "onnxruntime.intra_op_threads", ort.intra_op_threads, "must be >= 0")
+
     filename = proto.default_model_filename
     if filename and (Path(filename).name != filename or filename in (".", "..")):
         raise _fail(path, "default_model_filename", filename, "must be a plain file name inside the version folder")
@@ -169,6 +180,8 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         reward_token_id=reward_token_id,
         add_special_tokens=reward.add_special_tokens if reward.HasField("add_special_tokens") else None,
         head_bias=reward.head_bias if reward.HasField("head_bias") else None,
+        ort_graph_optimization_level=ort_level,
+        ort_intra_op_threads=ort.intra_op_threads,
     )
 
 
@@ -185,8 +198,8 @@ class RewardDefaults:
     head_bias: bool | None = None
 
 
-def config_pbtxt(name: str, reward: RewardDefaults, *, comment: str = "", max_batch_size: int = 16,
-                 max_queue_delay_us: int = 2000, max_queue_size: int = 4096) -> str:
+def config_pbtxt(name: str, reward: RewardDefaults, *, comment: str = "", backend: str = "pytorch",
+                 max_batch_size: int = 16, max_queue_delay_us: int = 2000, max_queue_size: int = 4096) -> str:
     """A config.pbtxt for a new model, in the text form users edit."""
     def flag(value: bool) -> str:
         return "true" if value else "false"
@@ -194,7 +207,7 @@ def config_pbtxt(name: str, reward: RewardDefaults, *, comment: str = "", max_ba
     lines = [f"# {line}" for line in comment.splitlines()]
     lines += [
         f'name: "{name}"',
-        'backend: "pytorch"',
+        f'backend: "{backend}"',
         f"max_batch_size: {max_batch_size}",
         "dynamic_batching {",
         f"  max_queue_delay_microseconds: {max_queue_delay_us}",

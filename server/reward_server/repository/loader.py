@@ -118,7 +118,7 @@ def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersi
     instances: list[DynamicBatcher] = []
     try:
         for index, device in enumerate(instance_devices(config.instance_groups)):
-            backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device))
+            backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device), config)
             if config.head_bias is not None and backend.head_bias != config.head_bias:
                 backend.close()
                 raise LoadError(f"{config.path}: field 'reward.head_bias' = {config.head_bias}, but the weights "
