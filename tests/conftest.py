@@ -17,6 +17,35 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def seed_originals(tmp_path_factory) -> dict:
+    """Each seed family in its original layout: name -> (folder, original config.json)."""
+    from originals import write_internlm2, write_mistral_rm, write_starling, write_ziya
+
+    root = tmp_path_factory.mktemp("originals")
+    return {
+        "internlm2": (root / "internlm2", write_internlm2(root / "internlm2", heads=6, kv_heads=2, hidden=72)),
+        "ziya": (root / "ziya", write_ziya(root / "ziya")),
+        "starling": (root / "starling", write_starling(root / "starling")),
+        "starling-transformer": (root / "st", write_starling(root / "st", prefixes=("transformer.",))),
+        "starling-model": (root / "sm", write_starling(root / "sm", prefixes=("model.model.",))),
+        "mistral": (root / "mistral", write_mistral_rm(root / "mistral")),
+    }
+
+
+@pytest.fixture(scope="session")
+def seed_repository(seed_originals, tmp_path_factory) -> Path:
+    """Every seed family imported into one repository, scoring in fp32. Tests must not modify it."""
+    from reward_server.importers import import_checkpoint
+
+    repo = tmp_path_factory.mktemp("seed_repo")
+    for name, (folder, _) in seed_originals.items():
+        import_checkpoint(str(folder), repo, name)
+        path = repo / name / "config.pbtxt"
+        path.write_text(path.read_text().replace('dtype: "auto"', 'dtype: "float32"'))
+    return repo
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint_b(tmp_path_factory) -> Path:
     """Another tiny model (other seed, Mistral backbone, head bias) to tell models apart."""
     shape = TinyShape(architecture="mistral", num_hidden_layers=3)

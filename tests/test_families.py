@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import random_chat, serve_repo
-from originals import write_internlm2, write_mistral_rm, write_starling, write_ziya
 from reference_forward import internlm2_score, llama_score
 from reward_client import RewardClient
 from reward_server.datatypes import Conversation, Message
@@ -102,28 +101,14 @@ def mistral_card_ids(folder, chat) -> list[int]:
 # --- fixtures ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def originals(tmp_path_factory):
-    root = tmp_path_factory.mktemp("originals")
-    return {
-        "internlm2": (root / "internlm2", write_internlm2(root / "internlm2", heads=6, kv_heads=2, hidden=72)),
-        "ziya": (root / "ziya", write_ziya(root / "ziya")),
-        "starling": (root / "starling", write_starling(root / "starling")),
-        "starling-transformer": (root / "st", write_starling(root / "st", prefixes=("transformer.",))),
-        "starling-model": (root / "sm", write_starling(root / "sm", prefixes=("model.model.",))),
-        "mistral": (root / "mistral", write_mistral_rm(root / "mistral")),
-    }
+def originals(seed_originals):
+    return seed_originals
 
 
 @pytest.fixture(scope="module")
-def server(originals, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    for name, (folder, _) in originals.items():
-        import_checkpoint(str(folder), repo, name)
-    for name in originals:  # every test model scores in fp32 on CPU
-        path = repo / name / "config.pbtxt"
-        path.write_text(path.read_text().replace('dtype: "auto"', 'dtype: "float32"'))
-    with serve_repo(repo) as running:
-        running.repo = repo
+def server(seed_repository):
+    with serve_repo(seed_repository) as running:
+        running.repo = seed_repository
         yield running
 
 

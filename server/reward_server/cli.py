@@ -56,6 +56,20 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .errors import ExportRefused
+    from .onnx_export import export_version
+
+    try:
+        folder, version = export_version(Path(args.repository), args.model, version=args.version, fp16=args.fp16,
+                                         name=args.name, output_version=args.output_version)
+    except ExportRefused as e:
+        log.error("export refused: %s", e)
+        return 1
+    print(f"exported {args.model} as {folder.parent.name} version {version}: {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reward-server", description="gRPC reward-model server")
     parser.add_argument("--version", action="version", version=f"reward-server {__version__}")
@@ -93,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) to download")
     imp.add_argument("--dtype", choices=DTYPES, default="keep", help="dtype of the stored weights (default: keep)")
     imp.set_defaults(run=_import)
+
+    exp = commands.add_parser("export", help="export a PyTorch model version to ONNX (onnxruntime backend)",
+                              description="Export a model version with optimum's ONNX exporter (head, bias and "
+                                          "pooling inside the graph), check it against PyTorch with onnxruntime, "
+                                          "and publish it as a version of an onnxruntime model.")
+    exp.add_argument("model", help="the PyTorch model to export")
+    exp.add_argument("--repository", required=True, help="model repository")
+    exp.add_argument("--version", type=int, default=None, help="version to export (default: the newest)")
+    exp.add_argument("--fp16", action="store_true", help="convert the graph to float16 (for the CUDA provider)")
+    exp.add_argument("--name", default=None, help="onnxruntime model to write into (default: MODEL-onnx)")
+    exp.add_argument("--output-version", type=int, default=None,
+                     help="version number to create (default: the next free one; an existing one is refused)")
+    exp.set_defaults(run=_export)
     return parser
 
 

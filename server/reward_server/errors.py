@@ -58,3 +58,7 @@ class LoadError(Exception):
 class ImportRefused(Exception):
     """A checkpoint cannot be imported (unknown family, unmappable keys, unsafe or corrupt files).
     Nothing is written to the repository when this is raised."""
+
+
+class ExportRefused(Exception):
+    """A model version cannot be exported; nothing is written to the repository."""

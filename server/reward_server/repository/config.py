@@ -191,6 +191,7 @@ class RewardDefaults:
 
     prompt_format: str = "chat_template"
     max_sequence_length: int = 0
+    truncation: bool = True
     truncation_side: str = "left"
     dtype: str = "auto"
     reward_token_id: int | None = None
@@ -219,6 +220,8 @@ def config_pbtxt(name: str, reward: RewardDefaults, *, comment: str = "", backen
     ]
     if reward.max_sequence_length:
         lines.append(f"  max_sequence_length: {reward.max_sequence_length}")
+    if not reward.truncation:
+        lines.append("  truncation: false")
     lines += [f"  truncation_side: {reward.truncation_side.upper()}", f'  dtype: "{reward.dtype}"']
     if reward.reward_token_id is not None:
         lines.append(f"  reward_token_id: {reward.reward_token_id}")
