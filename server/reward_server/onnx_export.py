@@ -89,14 +89,14 @@ def _set_metadata(path: Path, values: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def _verify(path: Path, torch_backend: Any, dtype: str) -> float:
-    """Run the graph with onnxruntime (CPU; it runs fp16 graphs too) on probe inputs against the
-    fp32 PyTorch scores; refuse the graph if they disagree."""
+def _verify(folder: Path, torch_backend: Any, dtype: str) -> float:
+    """Load the exported version folder with the onnxruntime backend (CPU; it runs fp16 graphs too),
+    score probe inputs against the fp32 PyTorch scores, and refuse the graph if they disagree."""
     from .backends.ort_session import OnnxRuntimeBackend
 
-    probe = [ids for ids in PROBE if max(ids) < torch_backend.vocab_size] or [[0]]
-    checkpoint = type("Graph", (), {"model_file": staticmethod(lambda default: path)})()
-    got = OnnxRuntimeBackend(checkpoint, "cpu", dtype).score_batch(probe)
+    exported = read_checkpoint(folder)
+    probe = [ids for ids in PROBE if max(ids) < exported.model_config.vocab_size] or [[0]]
+    got = OnnxRuntimeBackend(exported, "cpu", dtype).score_batch(probe)
     want = torch_backend.score_batch(probe)
     worst = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(got, want))
     if worst > TOLERANCE[dtype]:
@@ -142,7 +142,6 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
         torch_backend = TorchEagerBackend(checkpoint, "cpu", "float32")
     except LoadError as e:
         raise ExportRefused(f"cannot load {model} version {source_version}: {e}") from e
-    torch_backend.vocab_size = checkpoint.model_config.vocab_size
     dtype = "float16" if fp16 else "float32"
 
     def fill(folder: Path) -> None:
@@ -150,7 +149,7 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
 
         graph = folder / MODEL_FILE
         _step(2, f"exporting with optimum ({checkpoint.model_config.model_type}, opset {OPSET})")
-        export(model=_exportable(torch_backend._model, checkpoint.model_config), config=onnx_config,
+        export(model=_exportable(torch_backend.module, checkpoint.model_config), config=onnx_config,
                output=graph, opset=OPSET)
         if fp16:
             _step(3, "converting the graph to float16")
@@ -161,7 +160,7 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
             if (source / file).is_file():
                 shutil.copy2(source / file, folder / file)
         _step(4, "checking the graph against PyTorch with onnxruntime")
-        worst = _verify(graph, torch_backend, dtype)
+        worst = _verify(folder, torch_backend, dtype)
         log.info("largest relative difference from PyTorch on the probe batch: %.2e", worst)
         _step(5, "publishing")
 

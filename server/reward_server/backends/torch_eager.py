@@ -72,6 +72,11 @@ class TorchEagerBackend:
         self._model = model.to(torch_dtype).eval()
         self.head_bias = "score.bias" in state
 
+    @property
+    def module(self) -> RewardModel:
+        """The loaded nn.Module (the exporter traces it)."""
+        return self._model
+
     @torch.inference_mode()
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
         input_ids, attention_mask = (torch.from_numpy(a).to(self.device) for a in right_padded(batch))
