@@ -135,3 +135,36 @@ def test_backend_returning_wrong_count_fails_the_batch(real_backend):
     with pytest.raises(BackendFailure, match="1 scores for 2 inputs"):
         futures[0].result(10)
     batcher.close()
+
+
+def test_batches_group_similar_lengths_and_keep_the_token_budget(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=4, max_queue_delay_s=5.0, max_batch_tokens=64)
+    backend.gate.clear()
+    lengths = [30, 4, 31, 5, 29, 6, 3, 32]
+    futures = batcher.submit([[5] * n for n in lengths], None)
+    backend.gate.set()
+    assert all(isinstance(f.result(10), float) for f in futures)
+    batcher.close()
+    for batch in backend.batches:
+        assert len(batch) == 1 or len(batch) * max(map(len, batch)) <= 64
+    shapes = [sorted(map(len, b)) for b in backend.batches]
+    assert shapes[0] == [30, 31]  # the oldest input, with the closest length (ties: oldest) in the budget
+    assert [3, 4, 5, 6] in shapes  # the short inputs travel together instead of padding to 30
+    assert batcher.stats.padding_efficiency > 0.9
+
+
+def test_oldest_input_is_never_passed_over(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=2, max_queue_delay_s=5.0, max_batch_tokens=40)
+    backend.gate.clear()
+    futures = batcher.submit([[5] * 35] + [[6] * 3] * 6, None)  # a long input, then many short ones
+    backend.gate.set()
+    [f.result(10) for f in futures]
+    batcher.close()
+    assert backend.batches[0] == [tuple([5] * 35)]  # runs first, alone: it is the oldest and over budget
+
+
+def test_input_over_the_token_budget_runs_alone(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.0, max_batch_tokens=10)
+    assert isinstance(batcher.submit([[5] * 50], None)[0].result(10), float)
+    batcher.close()
+    assert backend.batches == [[tuple([5] * 50)]]

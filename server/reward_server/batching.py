@@ -1,9 +1,13 @@
 """Dynamic batcher of one model instance, on the instance's own thread.
 
 Contract: inputs wait in a bounded FIFO queue (full -> RESOURCE_EXHAUSTED at once, never a wait);
-a batch is dispatched when it reaches max_batch_size or a preferred size, or when its first input
-has waited max_queue_delay; cancelled and expired inputs are dropped before compute; the backend
-returns exactly one score per input; a future is set only if it is not done already.
+a batch is dispatched when it reaches max_batch_size, a preferred size or the token budget, or when
+its first input has waited max_queue_delay; cancelled and expired inputs are dropped before compute;
+the backend returns exactly one score per input; a future is set only if it is not done already.
+
+Length-aware batches: the oldest input always goes into the next batch (so no input waits behind
+more than the inputs queued before it), and its companions are the queued inputs closest to it in
+length that fit max_batch_size and max_batch_tokens (padded tokens = batch size x longest input).
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ class BatcherStats:
     expired: int = 0
     cancelled: int = 0
     failed_batches: int = 0
+    real_tokens: int = 0  # tokens of the inputs computed
+    padded_tokens: int = 0  # tokens computed, padding included
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
     batch_sizes: Counter = field(default_factory=Counter)  # size -> batches of that size
 
 
@@ -52,6 +62,7 @@ class DynamicBatcher:
         max_queue_delay_s: float,
         preferred_batch_sizes: Sequence[int] = (),
         max_queue_size: int = 0,
+        max_batch_tokens: int = 0,
     ) -> None:
         self.name = name
         self.backend = backend
@@ -59,6 +70,8 @@ class DynamicBatcher:
         self.max_queue_delay_s = max_queue_delay_s
         self.preferred_batch_sizes = tuple(sorted(preferred_batch_sizes))
         self.max_queue_size = max_queue_size
+        self.max_batch_tokens = max_batch_tokens
+        self._queued_tokens = 0
         self.stats = BatcherStats()
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -82,6 +95,7 @@ class DynamicBatcher:
                     f"{len(items)}, max_queue_size is {self.max_queue_size}"
                 )
             self._queue.extend(items)
+            self._queued_tokens += sum(len(item.ids) for item in items)
             self._cond.notify()
         return [item.future for item in items]
 
@@ -104,6 +118,8 @@ class DynamicBatcher:
         queued = len(self._queue)
         if queued >= self.max_batch_size:
             return self.max_batch_size
+        if self.max_batch_tokens and self._queued_tokens >= self.max_batch_tokens:
+            return queued  # enough work to fill the budget; _take decides how much fits
         fitting = [size for size in self.preferred_batch_sizes if size <= queued]
         return fitting[-1] if fitting else 0
 
@@ -126,9 +142,31 @@ class DynamicBatcher:
                     size = self._batch_size_ready()
                 if self._closed:
                     continue
-                batch = self._live([self._queue.popleft() for _ in range(size)])
+                batch = self._live(self._take(size))
                 if batch:
                     return batch
+
+    def _take(self, size: int) -> list[_Item]:
+        """The oldest input plus up to size-1 queued inputs closest to it in length within the budget."""
+        head = self._queue.popleft()
+        chosen, width = [head], len(head.ids)
+        if size > 1 and self._queue:
+            closeness = sorted(range(len(self._queue)), key=lambda i: (abs(len(self._queue[i].ids) - len(head.ids)), i))
+            picked = set()
+            for index in closeness:
+                if len(chosen) >= size:
+                    break
+                item = self._queue[index]
+                padded_width = max(width, len(item.ids))
+                if self.max_batch_tokens and padded_width * (len(chosen) + 1) > self.max_batch_tokens:
+                    continue
+                chosen.append(item)
+                picked.add(index)
+                width = padded_width
+            if picked:
+                self._queue = deque(item for i, item in enumerate(self._queue) if i not in picked)
+        self._queued_tokens -= sum(len(item.ids) for item in chosen)
+        return chosen
 
     def _live(self, items: list[_Item]) -> list[_Item]:
         """Drop cancelled and expired items; the rest are marked running (no longer cancellable)."""
@@ -145,6 +183,7 @@ class DynamicBatcher:
         return live
 
     def _fail_waiting(self) -> None:
+        self._queued_tokens = 0
         while self._queue:
             item = self._queue.popleft()
             if item.future.set_running_or_notify_cancel():
@@ -166,6 +205,8 @@ class DynamicBatcher:
         self.stats.batches += 1
         self.stats.computed += len(batch)
         self.stats.batch_sizes[len(batch)] += 1
+        self.stats.real_tokens += sum(len(item.ids) for item in batch)
+        self.stats.padded_tokens += len(batch) * max(len(item.ids) for item in batch)
         for item, score in zip(batch, scores):
             if not item.future.done():
                 item.future.set_result(float(score))

@@ -51,8 +51,12 @@ class RewardCore:
         loaded = self.repository.resolve(model, version)
         loop = asyncio.get_running_loop()
         encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
-        futures = loaded.submit([e.ids for e in encoded], deadline)
-        scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
+        # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
+        unique = list(dict.fromkeys(e.ids for e in encoded))
+        futures = loaded.submit(unique, deadline)
+        computed = dict(zip(unique, await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))))
+        scores = [computed[e.ids] for e in encoded]
         return loaded, tuple(
             ScoreResult(score, len(e.ids), e.num_truncated) for score, e in zip(scores, encoded)
         )

@@ -130,6 +130,7 @@ def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersi
                 max_queue_delay_s=config.max_queue_delay_s,
                 preferred_batch_sizes=config.preferred_batch_sizes,
                 max_queue_size=config.max_queue_size,
+                max_batch_tokens=config.max_batch_tokens,
             ))
     except BaseException:
         for batcher in instances:
