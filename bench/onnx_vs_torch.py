@@ -7,7 +7,8 @@ both versions are served by one in-process server. For each backend:
 - bare: the backend alone (no server) over the same token sequences, length-sorted, batches of 8;
 - served: C concurrent clients in a closed loop over real gRPC, one Score request of token ids each
   (lengths 16..512, seeded), through the dynamic batcher (max_batch_size 8, 2 ms delay).
-Reports sequences/s, tokens/s and request latency p50 / p99; ratios are ORT / PyTorch.
+Reports sequences/s, tokens/s, request latency p50 / p99 and the batcher's padding efficiency (real
+tokens / computed tokens); ratios are ORT / PyTorch.
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ async def run(args: argparse.Namespace) -> dict:
         running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0))
         try:
             target = f"127.0.0.1:{port}"
-            results["served"] = {"pytorch": await served(target, "rm", sequences, args.clients),
-                                 "onnxruntime": await served(target, "rm-onnx", sequences, args.clients)}
+            results["served"] = {}
+            for backend, model in (("pytorch", "rm"), ("onnxruntime", "rm-onnx")):
+                results["served"][backend] = await served(target, model, sequences, args.clients)
+                stats = running.repository.resolve(model, "").instances[0].stats
+                results["served"][backend]["padding_efficiency"] = stats.padding_efficiency
         finally:
             await running.stop(1)
     for kind in ("bare", "served"):
@@ -112,12 +116,13 @@ def main() -> None:
     results = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"{'':10} {'backend':12} {'seq/s':>8} {'tokens/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'':10} {'backend':12} {'seq/s':>8} {'tokens/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'pad eff':>8}")
     for kind in ("bare", "served"):
         for backend in ("pytorch", "onnxruntime"):
             r = results[kind][backend]
             print(f"{kind:10} {backend:12} {r['sequences_per_s']:8.1f} {r['tokens_per_s']:10.0f} "
-                  f"{r.get('latency_p50_ms', float('nan')):8.1f} {r.get('latency_p99_ms', float('nan')):8.1f}")
+                  f"{r.get('latency_p50_ms', float('nan')):8.1f} {r.get('latency_p99_ms', float('nan')):8.1f} "
+                  f"{r.get('padding_efficiency', float('nan')):8.2f}")
         print(f"{kind:10} ORT / PyTorch tokens/s: {results[kind]['ratio_onnxruntime_over_pytorch']:.2f}")
     print(f"wrote {args.out}")
 
