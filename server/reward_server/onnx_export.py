@@ -19,7 +19,14 @@ from typing import Any
 from .backends.ort_session import META_DTYPE, META_HEAD_BIAS, MODEL_FILE
 from .checkpoint import read_checkpoint
 from .errors import ConfigError, ExportRefused, LoadError
-from .repository.config import CONFIG_FILENAME, ModelConfig, RewardDefaults, config_pbtxt, parse_model_config
+from .repository.config import (
+    CONFIG_FILENAME,
+    ModelConfig,
+    RewardDefaults,
+    config_pbtxt,
+    conflict_with,
+    parse_model_config,
+)
 from .repository.layout import MODEL_NAME, ModelFolder, inside, version_folders
 from .repository.writer import publish_version
 
@@ -172,12 +179,9 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
     )
 
     def accept_existing(existing: ModelConfig) -> None:
-        if existing.backend != "onnxruntime":
-            raise ExportRefused(f"{existing.path}: model {target!r} is served by {existing.backend!r}, not onnxruntime")
-        for field in ("prompt_format", "reward_token_id", "add_special_tokens", "truncation_side", "max_sequence_length"):
-            if getattr(existing, field) != getattr(config, field):
-                raise ExportRefused(f"{existing.path}: field 'reward.{field}' differs from {model}'s; "
-                                    "export under another --name")
+        fields = ("prompt_format", "reward_token_id", "add_special_tokens", "truncation_side", "max_sequence_length")
+        if reason := conflict_with(existing, "onnxruntime", {f: getattr(config, f) for f in fields}):
+            raise ExportRefused(f"{reason}; export under another --name")
 
     comment = f"Exported from {model} version {source_version} by `reward-server export`."
     return publish_version(

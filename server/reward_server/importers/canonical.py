@@ -9,7 +9,7 @@ from typing import Any
 
 from ..checkpoint import SHARD_INDEX, SINGLE_FILE
 from ..errors import ImportRefused
-from ..repository.config import ModelConfig, RewardDefaults
+from ..repository.config import ModelConfig, RewardDefaults, conflict_with
 
 MAX_LISTED = 12
 SHARD_BYTES = 4 * 1024**3
@@ -68,14 +68,10 @@ def check_canonical(canonical: Canonical) -> None:
 
 def accept_under(existing: ModelConfig, canonical: Canonical) -> None:
     """A new version must be servable under the model's existing config.pbtxt."""
-    wanted = canonical.reward
-    for field in ("prompt_format", "reward_token_id", "add_special_tokens", "head_bias"):
-        have, need = getattr(existing, field), getattr(wanted, field)
-        if need is not None and have != need:
-            raise ImportRefused(f"{existing.path}: field 'reward.{field}' is {have!r} but this "
-                                f"{canonical.family} checkpoint needs {need!r}; import it under another --name")
-    if existing.backend != "pytorch":
-        raise ImportRefused(f"{existing.path}: backend is {existing.backend!r}; imports are PyTorch versions")
+    reward = canonical.reward
+    wanted = {f: getattr(reward, f) for f in ("prompt_format", "reward_token_id", "add_special_tokens", "head_bias")}
+    if reason := conflict_with(existing, "pytorch", wanted):
+        raise ImportRefused(f"{reason}; import this {canonical.family} checkpoint under another --name")
 
 
 def save_weights(state: dict[str, Any], folder: Path, shard_bytes: int = SHARD_BYTES) -> list[str]:

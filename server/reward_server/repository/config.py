@@ -233,3 +233,15 @@ def config_pbtxt(name: str, reward: RewardDefaults, *, comment: str = "", backen
         lines.append(f"  head_bias: {flag(reward.head_bias)}")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def conflict_with(existing: ModelConfig, backend: str, wanted: dict[str, object]) -> str | None:
+    """Why a new version with this backend and these settings would not be servable under an existing
+    model's config.pbtxt, or None. A wanted value of None means any value will do."""
+    if existing.backend != backend:
+        return f"{existing.path}: model {existing.name!r} is served by {existing.backend!r}, not {backend!r}"
+    for field, need in wanted.items():
+        have = getattr(existing, field)
+        if need is not None and have != need:
+            return f"{existing.path}: field 'reward.{field}' is {have!r} but the new version needs {need!r}"
+    return None
