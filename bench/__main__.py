@@ -1,0 +1,58 @@
+"""`python -m bench run`: the benchmark suite (bench/suite.py): suite.json, suite.png and, with
+--profile, the py-spy summary of the served `mixed` run (profile_mixed_server.txt) in --out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import platform
+import tempfile
+from pathlib import Path
+
+from .report import plot, table
+from .suite import SuiteOptions, run_suite
+
+
+def _concurrency(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the suite, write suite.json and suite.png")
+    run.add_argument("--workloads", default="mixed,rank,tiny")
+    run.add_argument("--systems", default="server,server-full,naive,bare-grpc")
+    run.add_argument("--concurrency", type=_concurrency, help="one sweep for every workload, e.g. 1,8,64")
+    run.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (after warmup)")
+    run.add_argument("--warmup", type=float, default=1.5)
+    run.add_argument("--max-batch-tokens", type=int, default=SuiteOptions.max_batch_tokens)
+    run.add_argument("--no-floor", action="store_true")
+    run.add_argument("--out", type=Path, default=Path("bench/results"))
+    run.add_argument("--profile", action="store_true", help="py-spy the served mixed run at the top concurrency")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    options = SuiteOptions(
+        workloads=tuple(args.workloads.split(",")), systems=tuple(args.systems.split(",")),
+        warmup_s=args.warmup, duration_s=args.duration, floor=not args.no_floor,
+        max_batch_tokens=args.max_batch_tokens, profile_to=args.out / "profile_mixed_server.txt" if args.profile else None,
+        **({"concurrency": {w: args.concurrency for w in ("mixed", "rank", "tiny")}} if args.concurrency else {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        results = asyncio.run(run_suite(options, Path(tmp)))
+    results["title"] = f"reward-server bench, {platform.machine()} CPU x{__import__('os').cpu_count()}, " \
+                       f"{datetime.date.today().isoformat()}"
+    (args.out / "suite.json").write_text(json.dumps(results, indent=1))
+    print(table(results))
+    try:
+        plot(results, args.out / "suite.png")
+    except ImportError:
+        print("matplotlib is not installed (pip install '.[bench]'): no plot")
+    print(f"wrote {args.out / 'suite.json'}")
+
+
+if __name__ == "__main__":
+    main()

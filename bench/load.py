@@ -1,0 +1,76 @@
+"""Closed-loop load generator, run as its own process (`python -m bench.load < spec.json`), so that
+the clients do not share the server's interpreter.
+
+C clients, each with its own channel, send one request at a time, round-robin over the workload's
+requests, for warmup_s + duration_s. Only requests that complete inside the measured window count;
+what is in flight at the end is cancelled. Prints one JSON object: requests/s, inputs/s, tokens/s
+(the tokens the server reports having read), latency p50 / p99, errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+import time
+
+from reward_client import AsyncRewardClient, RewardError
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def run(spec: dict) -> dict:
+    requests, kind = spec["requests"], spec["kind"]
+    next_index = itertools.count()
+    window_start = time.perf_counter() + spec["warmup_s"]
+    window_end = window_start + spec["duration_s"]
+    latencies: list[float] = []
+    inputs = tokens = errors = 0
+
+    async def client() -> None:
+        nonlocal inputs, tokens, errors
+        async with AsyncRewardClient(spec["target"], model=spec["model"], timeout=600) as rm:
+            while time.perf_counter() < window_end:
+                request = requests[next(next_index) % len(requests)]
+                start = time.perf_counter()
+                try:
+                    if kind == "rank":
+                        results = (await rm.rank_candidates(request["prompt"], request["responses"])).results
+                    elif kind == "rank_full":  # the same candidates sent as N whole conversations
+                        chats = [request["prompt"] + [{"role": "assistant", "content": r}] for r in request["responses"]]
+                        results = (await rm.rank_conversations(chats)).results
+                    else:
+                        results = await rm.score([request["chat"]])
+                except RewardError:
+                    errors += 1
+                    continue
+                done = time.perf_counter()
+                if window_start <= done <= window_end:
+                    latencies.append(done - start)
+                    inputs += len(results)
+                    tokens += sum(r.num_tokens for r in results)
+
+    tasks = [asyncio.create_task(client()) for _ in range(spec["concurrency"])]
+    await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    duration = spec["duration_s"]
+    return {
+        "requests": len(latencies), "errors": errors,
+        "requests_per_s": len(latencies) / duration, "inputs_per_s": inputs / duration,
+        "tokens_per_s": tokens / duration,
+        "latency_p50_ms": 1e3 * percentile(latencies, 0.5), "latency_p99_ms": 1e3 * percentile(latencies, 0.99),
+    }
+
+
+def main() -> None:
+    print(json.dumps(asyncio.run(run(json.load(sys.stdin)))))
+
+
+if __name__ == "__main__":
+    main()

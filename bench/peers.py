@@ -1,0 +1,92 @@
+"""The systems the server is compared with, behind the same gRPC API on loopback.
+
+- NaivePeer: what the model cards do: per request, tokenize, pad, one forward, no batching across
+  requests. It reuses the server's servicer, codec, encoder and backend (the same ids, the same model),
+  and replaces only the core: forwards run one at a time on one model thread (a card's model object
+  behind a web handler), never on the event loop.
+- BareServicer: answers Score with zeros without a model: the ceiling of grpc.aio itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import grpc.aio
+
+from reward_api.v1 import reward_pb2 as pb
+from reward_api.v1 import reward_pb2_grpc
+from reward_server.datatypes import (
+    Candidates,
+    ModelMetadata,
+    RankRequest,
+    RankResponse,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+)
+from reward_server.dispatch import rank_of
+from reward_server.encoding import candidate_conversations
+from reward_server.repository import ModelRepository
+from reward_server.transport.servicer import RewardServicer
+
+
+class NaiveCore:
+    """RewardCore's interface with no batcher: each request is tokenized, padded and run on its own."""
+
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="naive-model")
+
+    def _forward(self, model: str, version: str, inputs) -> tuple[str, int, tuple[ScoreResult, ...]]:
+        loaded = self.repository.resolve(model, version)
+        encoded = loaded.encoder.encode(inputs)
+        scores = loaded.instances[0].backend.score_batch([e.ids for e in encoded])
+        results = tuple(ScoreResult(s, len(e.ids), e.num_truncated) for s, e in zip(scores, encoded))
+        return loaded.name, loaded.version, results
+
+    async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
+        loop = asyncio.get_running_loop()
+        return ScoreResponse(*await loop.run_in_executor(
+            self._model_thread, self._forward, request.model, request.version, request.inputs))
+
+    async def rank(self, request: RankRequest, deadline: float | None) -> RankResponse:
+        items = request.items
+        inputs = candidate_conversations(items) if isinstance(items, Candidates) else items
+        loop = asyncio.get_running_loop()
+        name, version, results = await loop.run_in_executor(
+            self._model_thread, self._forward, request.model, request.version, inputs)
+        rank, order = rank_of([r.score for r in results])
+        return RankResponse(name, version, results, rank, order)
+
+    def model_metadata(self, model: str, version: str) -> ModelMetadata:
+        return self.repository.metadata(model)
+
+    def list_models(self) -> list[ModelMetadata]:
+        return self.repository.list_models()
+
+    def close(self) -> None:
+        self._model_thread.shutdown(wait=True)
+
+
+class BareServicer(reward_pb2_grpc.RewardServiceServicer):
+    """Score without a model: one zero per input."""
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        return pb.ScoreResponse(model=request.model, version="1",
+                                results=[pb.ScoreResult(score=0.0) for _ in request.inputs])
+
+
+async def start_grpc(servicer: reward_pb2_grpc.RewardServiceServicer) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+async def start_naive_peer(repository: ModelRepository) -> tuple[grpc.aio.Server, int, NaiveCore]:
+    core = NaiveCore(repository)
+    server, port = await start_grpc(RewardServicer(core))  # type: ignore[arg-type]
+    return server, port, core

@@ -1,0 +1,201 @@
+"""The benchmark suite: our server, the floor, the naive peer and (for `tiny`) bare grpc.aio, side by
+side in one run, on the same seeded inputs. Entry point: `python -m bench run` (bench/__main__.py).
+
+The servers run in this process (each on the event loop of this process; models run on their own
+threads); the clients run in a separate process (bench/load.py) so that they do not share the
+servers' interpreter. The floor is measured here, on the served model's own backend, while no load runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reward_server.repository.config import RewardDefaults, config_pbtxt
+from reward_server.settings import ServerSettings
+from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
+from reward_server.transport import RewardServer, build_server
+
+from . import profile
+from .floor import measure_floor
+from .peers import BareServicer, start_grpc, start_naive_peer
+from .workloads import Workload, rank_workload, score_workload
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+# Compute-bound on a 2-core CPU: ~12k tokens/s bare, so one `mixed` request of ~500 tokens is ~40 ms.
+BENCH_SHAPE = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                        num_key_value_heads=4, max_position_embeddings=2048)
+TINY_SHAPE = TinyShape()
+WORKLOAD_MODEL = {"mixed": "rm", "rank": "rm", "tiny": "tiny"}
+WORKLOAD_SYSTEMS = {"mixed": ("server", "naive"), "rank": ("server", "server-full", "naive"),
+                    "tiny": ("server", "naive", "bare-grpc")}
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    workloads: tuple[str, ...] = ("mixed", "rank", "tiny")
+    concurrency: dict[str, tuple[int, ...]] = field(
+        default_factory=lambda: {"mixed": (1, 8, 64), "rank": (1, 4, 16), "tiny": (1, 8, 64)})
+    systems: tuple[str, ...] = ("server", "server-full", "naive", "bare-grpc")
+    warmup_s: float = 1.5
+    duration_s: float = 5.0
+    mixed_requests: int = 128
+    rank_requests: int = 8
+    rank_prompt_tokens: int = 1024
+    rank_responses: int = 8
+    rank_response_tokens: int = 128
+    tiny_requests: int = 256
+    floor: bool = True
+    floor_inputs: int = 64  # inputs of the workload the floor runs over (time)
+    bench_shape: TinyShape = BENCH_SHAPE
+    max_batch_size: int = 64
+    max_batch_tokens: int = 4096
+    profile_to: Path | None = None  # py-spy the served `mixed` run at the highest concurrency, summary here
+
+
+def write_repository(root: Path, options: SuiteOptions) -> Path:
+    """`rm` (the compute-bound model, mixed and rank) and `tiny`, both fp32 on CPU."""
+    for name, shape in (("rm", options.bench_shape), ("tiny", TINY_SHAPE)):
+        model = root / name
+        model.mkdir(parents=True)
+        text = config_pbtxt(name, RewardDefaults(max_sequence_length=shape.max_position_embeddings, dtype="float32"),
+                            max_batch_size=options.max_batch_size, max_queue_delay_us=2000, max_queue_size=0)
+        if options.max_batch_tokens:
+            text = text.replace("dynamic_batching {", f"dynamic_batching {{\n  max_batch_tokens: {options.max_batch_tokens}")
+        (model / "config.pbtxt").write_text(text)
+        write_tiny_checkpoint(model / "1", shape=shape, seed=0)
+    return root
+
+
+def make_workload(name: str, running: RewardServer, options: SuiteOptions) -> Workload:
+    encoder = running.repository.resolve(WORKLOAD_MODEL[name], "").encoder
+    if name == "mixed":
+        return score_workload("mixed", encoder, options.mixed_requests, 16, 1024, seed=1)
+    if name == "rank":
+        return rank_workload(encoder, options.rank_requests, options.rank_prompt_tokens, options.rank_responses,
+                             options.rank_response_tokens, seed=2)
+    return score_workload("tiny", encoder, options.tiny_requests, 8, 48, seed=3)
+
+
+async def drive(target: str, model: str, kind: str, workload: Workload, concurrency: int, options: SuiteOptions) -> dict:
+    """One closed-loop run by the load process (bench/load.py)."""
+    spec = {"target": target, "model": model, "kind": kind, "requests": workload.requests,
+            "concurrency": concurrency, "warmup_s": options.warmup_s, "duration_s": options.duration_s}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.load", cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate(json.dumps(spec).encode())
+    if process.returncode:
+        raise RuntimeError(f"load process failed ({process.returncode}): {err.decode()[-2000:]}")
+    return json.loads(out)
+
+
+async def _profiled(options: SuiteOptions) -> None:
+    """py-spy over the measured window of the run being driven, summarised into options.profile_to."""
+    assert options.profile_to is not None
+    await asyncio.sleep(options.warmup_s)
+    raw = options.profile_to.with_suffix(".raw")
+    if await profile.record(options.duration_s, raw):
+        options.profile_to.write_text(profile.summarize(raw) + "\n")
+        raw.unlink()
+    else:
+        log.warning("py-spy is not installed or cannot attach (pip install '.[bench]'): no profile")
+
+
+def batcher_delta(before, after) -> dict:
+    """Batches, sizes and padding efficiency of what the server computed during one run."""
+    real = after.real_tokens - before.real_tokens
+    padded = after.padded_tokens - before.padded_tokens
+    batches = after.batches - before.batches
+    sizes = after.batch_sizes - before.batch_sizes
+    return {"batches": batches, "mean_batch_size": (after.computed - before.computed) / batches if batches else 0.0,
+            "max_batch_size": max(sizes) if sizes else 0,
+            "padding_efficiency": real / padded if padded else 1.0}
+
+
+def summarize(results: dict) -> dict:
+    """The issue's target ratios from the measured numbers."""
+    out = {}
+    mixed, rank, tiny = (results["workloads"].get(w) for w in ("mixed", "rank", "tiny"))
+
+    def at(runs: list[dict], key: str, concurrency: int | None = None) -> float | None:
+        runs = [r for r in runs if concurrency is None or r["concurrency"] == concurrency]
+        return max((r[key] for r in runs), default=None)
+
+    if mixed:
+        server, naive = mixed["systems"].get("server", []), mixed["systems"].get("naive", [])
+        if server and mixed.get("floor"):
+            out["mixed_server_over_floor"] = at(server, "tokens_per_s") / mixed["floor"]["tokens_per_s"]
+        if server:
+            top = max(server, key=lambda r: r["tokens_per_s"])
+            out["mixed_padding_efficiency"] = top["batching"]["padding_efficiency"]
+        c = max(r["concurrency"] for r in server) if server else None
+        if server and naive and at(naive, "tokens_per_s", c):
+            out[f"mixed_server_over_naive_at_{c}"] = at(server, "tokens_per_s", c) / at(naive, "tokens_per_s", c)
+    if rank:
+        shared, full = rank["systems"].get("server", []), rank["systems"].get("server-full", [])
+        if shared and full:
+            out["rank_shared_over_full"] = at(shared, "inputs_per_s") / at(full, "inputs_per_s")
+    if tiny:
+        server, bare = tiny["systems"].get("server", []), tiny["systems"].get("bare-grpc", [])
+        c = max(r["concurrency"] for r in server) if server else None
+        if server and bare and at(bare, "requests_per_s", c):
+            out[f"tiny_server_over_bare_grpc_at_{c}"] = at(server, "requests_per_s", c) / at(bare, "requests_per_s", c)
+    return out
+
+
+async def run_suite(options: SuiteOptions, repo: Path) -> dict:
+    write_repository(repo, options)
+    running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0))
+    naive_server, naive_port, naive_core = await start_naive_peer(running.repository)
+    bare_server, bare_port = await start_grpc(BareServicer())
+    targets = {"server": f"127.0.0.1:{port}", "server-full": f"127.0.0.1:{port}",
+               "naive": f"127.0.0.1:{naive_port}", "bare-grpc": f"127.0.0.1:{bare_port}"}
+    results: dict = {"options": {k: v if not isinstance(v, Path) else str(v) for k, v in options.__dict__.items()
+                                 if k != "bench_shape"},
+                     "models": {"rm": options.bench_shape.__dict__, "tiny": TINY_SHAPE.__dict__}, "workloads": {}}
+    try:
+        for name in options.workloads:
+            workload = make_workload(name, running, options)
+            model = WORKLOAD_MODEL[name]
+            loaded = running.repository.resolve(model, "")
+            entry: dict = {"model": model, "requests": len(workload.requests), "tokens": workload.tokens,
+                           "inputs_per_request": len(workload.sequences[0]), "systems": {}}
+            if options.floor and name != "tiny":
+                inputs = [ids for request in workload.sequences for ids in request][: options.floor_inputs]
+                log.info("%s: measuring the floor over %d inputs", name, len(inputs))
+                entry["floor"] = await asyncio.to_thread(measure_floor, loaded.instances[0].backend.score_batch, inputs)
+            for system in WORKLOAD_SYSTEMS[name]:
+                if system not in options.systems:
+                    continue
+                kind = "rank_full" if system == "server-full" else workload.kind
+                runs = entry["systems"][system] = []
+                for concurrency in options.concurrency[name]:
+                    stats = loaded.instances[0].stats
+                    before = copy.deepcopy(stats)
+                    driving = drive(targets[system], model, kind, workload, concurrency, options)
+                    if options.profile_to and (name, system, concurrency) == ("mixed", "server", max(options.concurrency[name])):
+                        run = (await asyncio.gather(driving, _profiled(options)))[0]
+                    else:
+                        run = await driving
+                    run["concurrency"] = concurrency
+                    if system.startswith("server"):
+                        run["batching"] = batcher_delta(before, stats)
+                    log.info("%s %s c=%d: %.1f req/s, %.0f tokens/s, p99 %.0f ms", name, system, concurrency,
+                             run["requests_per_s"], run["tokens_per_s"], run["latency_p99_ms"])
+                    runs.append(run)
+            results["workloads"][name] = entry
+    finally:
+        await bare_server.stop(0)
+        await naive_server.stop(0)
+        naive_core.close()
+        await running.stop(0)
+    results["summary"] = summarize(results)
+    return results
