@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 ScoreBatch = Callable[[Sequence[Sequence[int]]], list[float]]
 
-TOKEN_BUDGETS = (1024, 2048, 4096, 8192, 16384)
+TOKEN_BUDGETS = (1024, 2048, 4096, 8192)
 
 
 def packed(sequences: Sequence[Sequence[int]], budget: int) -> list[list[Sequence[int]]]:

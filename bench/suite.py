@@ -53,7 +53,7 @@ class SuiteOptions:
     rank_response_tokens: int = 128
     tiny_requests: int = 256
     floor: bool = True
-    floor_inputs: int = 64  # inputs of the workload the floor runs over (time)
+    floor_tokens: int = 16384  # the floor runs over the workload's first inputs up to this many tokens (time)
     bench_shape: TinyShape = BENCH_SHAPE
     max_batch_size: int = 64
     max_batch_tokens: int = 4096
@@ -109,6 +109,16 @@ async def _profiled(options: SuiteOptions) -> None:
         log.warning("py-spy is not installed or cannot attach (pip install '.[bench]'): no profile")
 
 
+def _first_tokens(sequences: list, tokens: int) -> list:
+    """The leading sequences holding at most `tokens` tokens (at least one)."""
+    total = 0
+    for count, ids in enumerate(sequences):
+        total += len(ids)
+        if total > tokens:
+            return sequences[: max(1, count)]
+    return sequences
+
+
 def batcher_delta(before, after) -> dict:
     """Batches, sizes and padding efficiency of what the server computed during one run."""
     real = after.real_tokens - before.real_tokens
@@ -117,6 +127,7 @@ def batcher_delta(before, after) -> dict:
     sizes = after.batch_sizes - before.batch_sizes
     return {"batches": batches, "mean_batch_size": (after.computed - before.computed) / batches if batches else 0.0,
             "max_batch_size": max(sizes) if sizes else 0,
+            "shared_prompt_groups": after.shared_groups - before.shared_groups,  # which Rank path ran
             "padding_efficiency": real / padded if padded else 1.0}
 
 
@@ -169,7 +180,7 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
             entry: dict = {"model": model, "requests": len(workload.requests), "tokens": workload.tokens,
                            "inputs_per_request": len(workload.sequences[0]), "systems": {}}
             if options.floor and name != "tiny":
-                inputs = [ids for request in workload.sequences for ids in request][: options.floor_inputs]
+                inputs = _first_tokens([ids for request in workload.sequences for ids in request], options.floor_tokens)
                 log.info("%s: measuring the floor over %d inputs", name, len(inputs))
                 entry["floor"] = await asyncio.to_thread(measure_floor, loaded.instances[0].backend.score_batch, inputs)
             for system in WORKLOAD_SYSTEMS[name]:

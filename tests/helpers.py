@@ -91,4 +91,4 @@ def serve_repo(repo: Path, **settings) -> ServerThread:
     return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
 
 
-__all__ = ["CHAT_1", "CHAT_2", "ServerThread", "add_model", "config_text", "random_chat", "serve_repo"]
+__all__ = ["CHAT_1", "CHAT_2", "WORDS", "ServerThread", "add_model", "config_text", "random_chat", "serve_repo"]

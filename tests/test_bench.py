@@ -94,7 +94,7 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
     options = SuiteOptions(
         concurrency={"mixed": (2,), "rank": (1,), "tiny": (2,)}, warmup_s=0.2, duration_s=0.6,
         mixed_requests=6, rank_requests=1, rank_prompt_tokens=60, rank_responses=3, rank_response_tokens=10,
-        tiny_requests=8, floor_inputs=4, bench_shape=TinyShape(max_position_embeddings=1024),
+        tiny_requests=8, floor_tokens=400, bench_shape=TinyShape(max_position_embeddings=1024),
         max_batch_tokens=2048)
     results = asyncio.run(run_suite(options, tmp_path / "repo"))
     json.dumps(results)  # the result file is JSON

@@ -180,3 +180,18 @@ def test_cuda_provider_fp16_scores_track_pytorch(scratch):
             items = chats(5, 16)
             for x, y in zip(a.get_scores(items), b.get_scores(items)):
                 assert close(y, x, rel=5e-2)
+
+
+def test_onnxruntime_rank_takes_plain_path_with_pytorch_scores_when_prompt_shared(server):
+    """onnxruntime cannot reuse a prefix's KV cache: Rank falls back to the plain path, same scores."""
+    prompt = [{"role": "user", "content": " ".join(random.Random(3).choices("a b c d e f g".split(), k=80))}]
+    answers = ["yes", "no, not at all", ""]
+    with RewardClient(server.target, model="internlm2") as torch_rm, \
+            RewardClient(server.target, model="internlm2-onnx") as ort_rm:
+        shared = torch_rm.rank_candidates(prompt, answers)
+        plain = ort_rm.rank_candidates(prompt, answers)
+    repository = server.running.repository
+    assert sum(b.stats.shared_groups for b in repository.resolve("internlm2", "").instances) >= 1
+    assert sum(b.stats.shared_groups for b in repository.resolve("internlm2-onnx", "").instances) == 0
+    for s, p in zip(shared.scores, plain.scores):
+        assert close(p, s), (p, s)

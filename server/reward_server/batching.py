@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -32,6 +32,8 @@ class _Item:
     deadline: float | None  # time.monotonic() value
     enqueued: float
     future: Future = field(default_factory=Future)
+    # Work that runs alone as one batch (a shared-prompt group); its result is a list of scores.
+    task: Callable[[], list[float]] | None = None
 
 
 @dataclass
@@ -45,6 +47,7 @@ class BatcherStats:
     failed_batches: int = 0
     real_tokens: int = 0  # tokens of the inputs computed
     padded_tokens: int = 0  # tokens computed, padding included
+    shared_groups: int = 0  # shared-prompt groups computed (their tokens are not in real/padded_tokens)
 
     @property
     def padding_efficiency(self) -> float:
@@ -85,7 +88,14 @@ class DynamicBatcher:
     def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None) -> list[Future]:
         """Queue every sequence of one request, or none of them."""
         now = time.monotonic()
-        items = [_Item(ids, deadline, now) for ids in sequences]
+        return self._enqueue([_Item(ids, deadline, now) for ids in sequences])
+
+    def submit_task(self, ids: Sequence[int], task: Callable[[], list[float]], deadline: float | None) -> Future:
+        """Queue work that runs alone, as one batch, on this instance's thread (a shared-prompt group);
+        `ids` are the tokens it reads; the future's result is the task's list of scores."""
+        return self._enqueue([_Item(ids, deadline, time.monotonic(), task=task)])[0]
+
+    def _enqueue(self, items: list[_Item]) -> list[Future]:
         with self._cond:
             if self._closed:
                 raise Unavailable(f"model instance {self.name} is unloading")
@@ -150,13 +160,15 @@ class DynamicBatcher:
         """The oldest input plus up to size-1 queued inputs closest to it in length within the budget."""
         head = self._queue.popleft()
         chosen, width = [head], len(head.ids)
-        if size > 1 and self._queue:
+        if head.task is None and size > 1 and self._queue:
             closeness = sorted(range(len(self._queue)), key=lambda i: (abs(len(self._queue[i].ids) - len(head.ids)), i))
             picked = set()
             for index in closeness:
                 if len(chosen) >= size:
                     break
                 item = self._queue[index]
+                if item.task is not None:
+                    continue
                 padded_width = max(width, len(item.ids))
                 if self.max_batch_tokens and padded_width * (len(chosen) + 1) > self.max_batch_tokens:
                     continue
@@ -190,6 +202,8 @@ class DynamicBatcher:
                 item.future.set_exception(Unavailable(f"model instance {self.name} is unloading"))
 
     def _execute(self, batch: list[_Item]) -> None:
+        if batch[0].task is not None:
+            return self._execute_task(batch[0])
         try:
             scores = self.backend.score_batch([item.ids for item in batch])
             if len(scores) != len(batch):
@@ -210,3 +224,21 @@ class DynamicBatcher:
         for item, score in zip(batch, scores):
             if not item.future.done():
                 item.future.set_result(float(score))
+
+    def _execute_task(self, item: _Item) -> None:
+        assert item.task is not None
+        try:
+            scores = item.task()
+        except Exception as e:
+            self.stats.failed_batches += 1
+            log.exception("backend of %s failed on a shared-prompt group of %d tokens", self.name, len(item.ids))
+            if not item.future.done():
+                item.future.set_exception(BackendFailure(f"model {self.name} failed on a shared-prompt group: "
+                                                         f"{type(e).__name__}: {e}"))
+            return
+        self.stats.batches += 1
+        self.stats.shared_groups += 1
+        self.stats.computed += len(scores)
+        self.stats.batch_sizes[len(scores)] += 1
+        if not item.future.done():
+            item.future.set_result([float(score) for score in scores])

@@ -4,6 +4,7 @@ reassemble one result per input. Rank scores its candidates and orders them (tie
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -21,6 +22,9 @@ from .datatypes import (
 from .encoding import candidate_conversations
 from .errors import InvalidArgument, Unavailable
 from .repository import LoadedVersion, ModelRepository
+from .shared_prefix import plan_shared_prefix
+
+log = logging.getLogger(__name__)
 
 
 def rank_of(scores: Sequence[float]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -40,7 +44,7 @@ class RewardCore:
         self.draining = False
 
     async def _score_inputs(
-        self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None
+        self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None, share_prefix: bool = False
     ) -> tuple[LoadedVersion, tuple[ScoreResult, ...]]:
         if self.draining:
             raise Unavailable("server is shutting down")
@@ -54,12 +58,25 @@ class RewardCore:
         # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
         # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
         unique = list(dict.fromkeys(e.ids for e in encoded))
-        futures = loaded.submit(unique, deadline)
-        computed = dict(zip(unique, await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))))
+        computed = dict(zip(unique, await self._compute(loaded, unique, deadline, share_prefix)))
         scores = [computed[e.ids] for e in encoded]
         return loaded, tuple(
             ScoreResult(score, len(e.ids), e.num_truncated) for score, e in zip(scores, encoded)
         )
+
+    @staticmethod
+    async def _compute(loaded: LoadedVersion, unique: list[tuple[int, ...]], deadline: float | None,
+                       share_prefix: bool) -> list[float]:
+        """Scores of the distinct inputs: as one shared-prompt group when they share a long enough
+        prefix and the backend can reuse its KV cache, else as inputs of the dynamic batcher."""
+        group = plan_shared_prefix(unique) if share_prefix else None
+        future = loaded.submit_shared(group, deadline) if group else None
+        if future is not None:
+            log.debug("%s/%d: shared-prompt group: %d prefix tokens, %d candidates", loaded.name, loaded.version,
+                      len(group.prefix), len(group.suffixes))
+            return await asyncio.wrap_future(future)
+        futures = loaded.submit(unique, deadline)
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
         loaded, results = await self._score_inputs(request.model, request.version, request.inputs, deadline)
@@ -67,8 +84,9 @@ class RewardCore:
 
     async def rank(self, request: RankRequest, deadline: float | None) -> RankResponse:
         items = request.items
-        inputs = candidate_conversations(items) if isinstance(items, Candidates) else items
-        loaded, results = await self._score_inputs(request.model, request.version, inputs, deadline)
+        shared = isinstance(items, Candidates)  # one prompt, N responses: the prompt may be computed once
+        inputs = candidate_conversations(items) if shared else items
+        loaded, results = await self._score_inputs(request.model, request.version, inputs, deadline, share_prefix=shared)
         rank, order = rank_of([r.score for r in results])
         return RankResponse(loaded.name, loaded.version, results, rank, order)
 

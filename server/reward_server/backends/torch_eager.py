@@ -83,6 +83,12 @@ class TorchEagerBackend:
         scores = self._model(input_ids, attention_mask)
         return scores.cpu().tolist()
 
+    def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
+        """Scores of prefix + each suffix, the prefix computed once and its KV cache reused."""
+        from .shared_prompt import shared_prefix_scores  # it imports this module
+
+        return shared_prefix_scores(self._model, prefix, suffixes, self.device)
+
     def close(self) -> None:
         del self._model
         if self.device.startswith("cuda"):

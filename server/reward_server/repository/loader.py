@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..backends import create_backend
 from ..batching import DynamicBatcher
@@ -14,9 +15,11 @@ from ..checkpoint import read_checkpoint
 from ..encoding import InputEncoder, special_token_frame
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
+from ..shared_prefix import SharedPrefix
 from .config import InstanceGroup, ModelConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _cuda_available() -> bool:
@@ -70,18 +73,32 @@ class LoadedVersion:
 
     def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None) -> list[Future]:
         """Send a request to the least-loaded instance; if it is full, try the others."""
-        last_error: ResourceExhausted | None = None
-        for batcher in sorted(self.instances, key=lambda b: b.pending()):
-            try:
-                return batcher.submit(sequences, deadline)
-            except ResourceExhausted as e:
-                last_error = e
-        assert last_error is not None
-        raise last_error
+        return _least_loaded(self.instances, lambda batcher: batcher.submit(sequences, deadline))
+
+    def submit_shared(self, group: SharedPrefix, deadline: float | None) -> Future | None:
+        """Queue a shared-prompt group on the least-loaded instance whose backend reuses a prefix's KV
+        cache; None when no backend can (onnxruntime): the caller takes the plain path."""
+        capable = [b for b in self.instances if hasattr(b.backend, "score_shared_prefix")]
+        if not capable:
+            return None
+        return _least_loaded(capable, lambda batcher: batcher.submit_task(
+            group.tokens, lambda: batcher.backend.score_shared_prefix(group.prefix, group.suffixes), deadline))
 
     def close(self) -> None:
         for batcher in self.instances:
             batcher.close()
+
+
+def _least_loaded(instances: Sequence[DynamicBatcher], submit: Callable[[DynamicBatcher], T]) -> T:
+    """submit() on the instance with the fewest inputs waiting; if its queue is full, on the next."""
+    last_error: ResourceExhausted | None = None
+    for batcher in sorted(instances, key=lambda b: b.pending()):
+        try:
+            return submit(batcher)
+        except ResourceExhausted as e:
+            last_error = e
+    assert last_error is not None
+    raise last_error
 
 
 def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersion:
