@@ -275,7 +275,8 @@ class ModelRepository:
     def _resolve_locked(self, model: str, wanted: int | None) -> LoadedVersion:
         entry = self._models.get(model)
         if entry is None:
-            if MODEL_NAME.match(model) and (self.root / model / CONFIG_FILENAME).is_file():
+            folder = self.root / model
+            if MODEL_NAME.match(model) and inside(self.root, folder) and (folder / CONFIG_FILENAME).is_file():
                 raise Unavailable(f"model {model!r} is in the repository but not loaded")
             raise NotFound(f"unknown model {model!r}")
         if entry.config is None:
