@@ -365,12 +365,14 @@ def test_every_metric_moves_when_traffic_flows(tiny_checkpoint, tmp_path):
         before = scrape(port)
         held = threading.Thread(target=client.get_scores, args=([CHAT_1, CHAT_2],))
         held.start()  # waits ~0.8 s in the queue for companions
-        wait_until(lambda: value(scrape(port), "reward_pending_requests", model="rm") == 1, timeout=10)
+        wait_until(lambda: value(scrape(port), "reward_pending_requests") == 1, timeout=10)
         during = scrape(port)
         assert value(during, "reward_queued_inputs", model="rm", version="1") == 2
         held.join(30)
         with pytest.raises(rc.InvalidArgumentError):
             client.score([[]])
+        with RewardClient(server.target, model="made-up-name") as stranger, pytest.raises(rc.NotFoundError):
+            stranger.get_score(CHAT_1)
         after = scrape(port)
 
     labels = {"model": "rm", "version": "1"}
@@ -393,8 +395,9 @@ def test_every_metric_moves_when_traffic_flows(tiny_checkpoint, tmp_path):
         assert value(after, name, **wanted) > value(before, name, **wanted), name
     assert value(after, "reward_batch_size_sum", **labels) - value(before, "reward_batch_size_sum", **labels) >= 2
     assert 0 < value(after, "reward_padding_efficiency", **labels) <= 1
-    assert value(after, "reward_pending_requests", model="rm") == 0
+    assert value(after, "reward_pending_requests") == 0
     assert value(after, "reward_queue_duration_seconds_sum", **labels) >= 0.5  # the held request's wait
+    assert not any("made-up-name" in str(key) for key in after)  # client-chosen names add no series
 
 
 def test_debug_log_has_one_line_per_request_with_its_fields(tiny_checkpoint, tmp_path, caplog):
