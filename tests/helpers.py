@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 from reward_server.settings import ServerSettings
@@ -87,8 +91,30 @@ class ServerThread:
         self.stop()
 
 
+def command() -> list[str]:
+    exe = shutil.which("reward-server", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "reward_server"]
+
+
+def start_server_process(repo: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+                             "--port", "0", *extra], stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(r"serving \d+ model\(s\) on 127\.0\.0\.1:(\d+)", line):
+            return proc, int(m.group(1))
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
 def serve_repo(repo: Path, **settings) -> ServerThread:
     return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
 
 
-__all__ = ["CHAT_1", "CHAT_2", "WORDS", "ServerThread", "add_model", "config_text", "random_chat", "serve_repo"]
+__all__ = ["CHAT_1", "CHAT_2", "WORDS", "ServerThread", "add_model", "command", "config_text", "random_chat", "serve_repo",
+           "start_server_process"]

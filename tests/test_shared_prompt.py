@@ -11,6 +11,7 @@ import pytest
 
 from helpers import WORDS, add_model, config_text, serve_repo
 from reward_client import RewardClient
+from reward_server.batching import GroupTask
 from reward_server.shared_prefix import MIN_SHARED_TOKENS, plan_shared_prefix
 
 TOLERANCE = 1e-4
@@ -133,10 +134,11 @@ def test_batcher_runs_a_shared_group_alone_when_inputs_wait_beside_it(real_backe
     prefix, suffixes = tuple(range(10, 60)), ((7,), (8, 9))
     group = plan_shared_prefix([prefix + s for s in suffixes])
     assert group is not None
-    task = batcher.submit_task(group.tokens, lambda: real_backend.score_shared_prefix(prefix, suffixes), None)
+    task = batcher.submit_task(
+        group.tokens, GroupTask(lambda: real_backend.score_shared_prefix(prefix, suffixes), group.padded_tokens), None)
     rest = batcher.submit([[5, 7], [5, 8]], None)
     backend.gate.set()
-    scores = task.result(10)
+    scores = [scored.score for scored in task.result(10)]
     [f.result(10) for f in first + rest]
     batcher.close()
     assert [len(b) for b in backend.batches] == [1, 2]  # the plain inputs never joined the group

@@ -28,6 +28,10 @@ def _serve(args: argparse.Namespace) -> int:
             max_items_per_request=args.max_items_per_request,
             auth_token=read_auth_token(args.auth_token_file),
             grace_period_s=args.grace_period,
+            model_control_mode=args.model_control_mode,
+            repository_poll_s=args.repository_poll_secs,
+            load_models=tuple(args.load_model),
+            metrics_port=args.metrics_port,
         )
     except (ValueError, OSError) as e:
         log.error("%s", e)
@@ -89,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require this bearer token (else $REWARD_SERVER_AUTH_TOKEN if set; else no auth)")
     serve.add_argument("--grace-period", type=float, default=30.0,
                        help="seconds requests in flight may take to finish after SIGTERM (default 30)")
+    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none",
+                       help="none: load every model at start (default); explicit: LoadModel/UnloadModel RPCs "
+                            "and --load-model; poll: rescan the repository every --repository-poll-secs")
+    serve.add_argument("--repository-poll-secs", type=float, default=15.0,
+                       help="poll mode: seconds between rescans of the repository (default 15)")
+    serve.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                       help="explicit mode: a model to load at start (repeatable)")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a port; default: off)")
     serve.set_defaults(run=_serve)
 
     from .importers import DTYPES, FAMILIES

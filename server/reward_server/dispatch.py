@@ -9,11 +9,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
+from .batching import Scored
 from .datatypes import (
     Candidates,
     ModelMetadata,
     RankRequest,
     RankResponse,
+    RepositoryModel,
     ScoreInput,
     ScoreRequest,
     ScoreResponse,
@@ -22,6 +24,7 @@ from .datatypes import (
 from .encoding import candidate_conversations
 from .errors import InvalidArgument, Unavailable
 from .repository import LoadedVersion, ModelRepository
+from .request_record import current_request
 from .shared_prefix import plan_shared_prefix
 
 log = logging.getLogger(__name__)
@@ -42,33 +45,46 @@ class RewardCore:
         self._encode_pool = encode_pool
         self._max_items = max_items_per_request
         self.draining = False
+        self.in_flight = 0  # Score / Rank requests being answered (a drain waits for them)
 
     async def _score_inputs(
         self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None, share_prefix: bool = False
-    ) -> tuple[LoadedVersion, tuple[ScoreResult, ...]]:
+    ) -> tuple[str, int, tuple[ScoreResult, ...]]:
         if self.draining:
             raise Unavailable("server is shutting down")
         if not inputs:
             raise InvalidArgument("the request has no inputs")
         if len(inputs) > self._max_items:
             raise InvalidArgument(f"the request has {len(inputs)} inputs; at most {self._max_items} are allowed")
-        loaded = self.repository.resolve(model, version)
-        loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
-        # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
-        # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
-        unique = list(dict.fromkeys(e.ids for e in encoded))
-        computed = dict(zip(unique, await self._compute(loaded, unique, deadline, share_prefix)))
-        scores = [computed[e.ids] for e in encoded]
-        return loaded, tuple(
-            ScoreResult(score, len(e.ids), e.num_truncated) for score, e in zip(scores, encoded)
-        )
+        record = current_request.get()
+        self.in_flight += 1
+        try:
+            # The version is held until its scores are in: a hot swap or unload lets this request finish on it.
+            with self.repository.acquire(model, version) as loaded:
+                if record is not None:
+                    record.model, record.version, record.items = loaded.name, str(loaded.version), len(inputs)
+                    record.resolved = True
+                loop = asyncio.get_running_loop()
+                encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
+                # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
+                # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
+                unique = list(dict.fromkeys(e.ids for e in encoded))
+                scored = await self._compute(loaded, unique, deadline, share_prefix)
+        finally:
+            self.in_flight -= 1
+        computed = dict(zip(unique, scored))
+        if record is not None:
+            record.tokens = sum(len(ids) for ids in unique)
+            record.queue_s = max(s.queue_s for s in scored)
+            record.compute_s = max(s.compute_s for s in scored)
+        results = tuple(ScoreResult(computed[e.ids].score, len(e.ids), e.num_truncated) for e in encoded)
+        return loaded.name, loaded.version, results
 
     @staticmethod
     async def _compute(loaded: LoadedVersion, unique: list[tuple[int, ...]], deadline: float | None,
-                       share_prefix: bool) -> list[float]:
-        """Scores of the distinct inputs: as one shared-prompt group when they share a long enough
-        prefix and the backend can reuse its KV cache, else as inputs of the dynamic batcher."""
+                       share_prefix: bool) -> list[Scored]:
+        """The distinct inputs' scores: as one shared-prompt group when they share a long enough prefix
+        and the backend can reuse its KV cache, else as inputs of the dynamic batcher."""
         group = plan_shared_prefix(unique) if share_prefix else None
         future = loaded.submit_shared(group, deadline) if group else None
         if future is not None:
@@ -79,16 +95,16 @@ class RewardCore:
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
-        loaded, results = await self._score_inputs(request.model, request.version, request.inputs, deadline)
-        return ScoreResponse(loaded.name, loaded.version, results)
+        return ScoreResponse(*await self._score_inputs(request.model, request.version, request.inputs, deadline))
 
     async def rank(self, request: RankRequest, deadline: float | None) -> RankResponse:
         items = request.items
         shared = isinstance(items, Candidates)  # one prompt, N responses: the prompt may be computed once
         inputs = candidate_conversations(items) if shared else items
-        loaded, results = await self._score_inputs(request.model, request.version, inputs, deadline, share_prefix=shared)
+        name, version, results = await self._score_inputs(request.model, request.version, inputs, deadline,
+                                                          share_prefix=shared)
         rank, order = rank_of([r.score for r in results])
-        return RankResponse(loaded.name, loaded.version, results, rank, order)
+        return RankResponse(name, version, results, rank, order)
 
     def model_metadata(self, model: str, version: str) -> ModelMetadata:
         if version:
@@ -97,6 +113,19 @@ class RewardCore:
 
     def list_models(self) -> list[ModelMetadata]:
         return self.repository.list_models()
+
+    def repository_index(self, ready_only: bool) -> list[RepositoryModel]:
+        return self.repository.index(ready_only)
+
+    async def load_model(self, model: str) -> ModelMetadata:
+        """Load (or reload) off the event loop; a version that failed makes the request fail with its reason."""
+        failures = await asyncio.to_thread(self.repository.load_model, model)
+        if failures:
+            raise Unavailable(f"model {model!r} failed to load: " + "; ".join(failures))
+        return self.repository.metadata(model)
+
+    async def unload_model(self, model: str) -> None:
+        await asyncio.to_thread(self.repository.unload_model, model)
 
 
 def deadline_from(time_remaining: float | None) -> float | None:

@@ -20,6 +20,12 @@ class ServerSettings:
     grace_period_s: float = 30.0
     # Threads that format and tokenize requests off the event loop.
     tokenizer_threads: int = 2
+    # Triton's model control modes: none (all at start), explicit (Load/UnloadModel RPCs), poll (rescan).
+    model_control_mode: str = "none"
+    repository_poll_s: float = 15.0
+    load_models: tuple[str, ...] = ()  # explicit mode: the models to load at start
+    # Prometheus /metrics on this port (0 picks one); None: no metrics endpoint.
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         if not Path(self.model_repository).is_dir():
@@ -32,6 +38,14 @@ class ServerSettings:
             raise ValueError("auth token is empty")
         if self.grace_period_s < 0:
             raise ValueError(f"grace period must be >= 0, got {self.grace_period_s}")
+        if self.model_control_mode not in ("none", "explicit", "poll"):
+            raise ValueError(f"model control mode must be none, explicit or poll, got {self.model_control_mode!r}")
+        if self.repository_poll_s <= 0:
+            raise ValueError(f"repository poll interval must be > 0 seconds, got {self.repository_poll_s}")
+        if self.load_models and self.model_control_mode != "explicit":
+            raise ValueError("--load-model needs --model-control-mode explicit (the other modes load every model)")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics port must be in 0..65535, got {self.metrics_port}")
         if self.tokenizer_threads < 1:
             raise ValueError(f"tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
 

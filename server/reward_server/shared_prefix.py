@@ -26,6 +26,11 @@ class SharedPrefix:
         """Every token the shared computation reads: the prefix once, then each suffix."""
         return self.prefix + tuple(token for suffix in self.suffixes for token in suffix)
 
+    @property
+    def padded_tokens(self) -> int:
+        """Tokens computed: the prefix once, the suffixes right-padded to the longest."""
+        return len(self.prefix) + len(self.suffixes) * max(len(suffix) for suffix in self.suffixes)
+
 
 def plan_shared_prefix(sequences: Sequence[tuple[int, ...]], min_shared: int = MIN_SHARED_TOKENS) -> SharedPrefix | None:
     """The common prefix and each sequence's rest, or None when fewer than 2 sequences or the prefix is short.
