@@ -29,7 +29,8 @@ def main() -> None:
     run.add_argument("--concurrency", type=_concurrency, help="one sweep for every workload, e.g. 1,8,64")
     run.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (after warmup)")
     run.add_argument("--warmup", type=float, default=1.5)
-    run.add_argument("--max-batch-tokens", type=int, default=SuiteOptions.max_batch_tokens)
+    run.add_argument("--max-batch-tokens", type=int, default=None,
+                     help="the served models' budget (default: unset, so the server tunes it at load)")
     run.add_argument("--no-floor", action="store_true")
     run.add_argument("--out", type=Path, default=Path("bench/results"))
     run.add_argument("--profile", action="store_true", help="py-spy the served mixed run at the top concurrency")

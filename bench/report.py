@@ -17,7 +17,7 @@ def table(results: dict) -> str:
         floor = entry.get("floor")
         if floor:
             lines.append(f"{name:8} {'floor':12} {'':>4} {'':>8} {floor['inputs_per_s']:9.1f} {floor['tokens_per_s']:9.0f}"
-                         f"   best shape: {floor['best_shape']}")
+                         f"   best shape: {floor['best_shape']}; server max_batch_tokens: {entry['server_max_batch_tokens']}")
         for system, runs in entry["systems"].items():
             for r in runs:
                 batching = r.get("batching", {})

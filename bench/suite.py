@@ -56,7 +56,7 @@ class SuiteOptions:
     floor_tokens: int = 16384  # the floor runs over the workload's first inputs up to this many tokens (time)
     bench_shape: TinyShape = BENCH_SHAPE
     max_batch_size: int = 64
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int | None = None  # None: left unset in config.pbtxt, tuned by the server at load
     profile_to: Path | None = None  # py-spy the served `mixed` run at the highest concurrency, summary here
 
 
@@ -67,7 +67,7 @@ def write_repository(root: Path, options: SuiteOptions) -> Path:
         model.mkdir(parents=True)
         text = config_pbtxt(name, RewardDefaults(max_sequence_length=shape.max_position_embeddings, dtype="float32"),
                             max_batch_size=options.max_batch_size, max_queue_delay_us=2000, max_queue_size=0)
-        if options.max_batch_tokens:
+        if options.max_batch_tokens is not None:
             text = text.replace("dynamic_batching {", f"dynamic_batching {{\n  max_batch_tokens: {options.max_batch_tokens}")
         (model / "config.pbtxt").write_text(text)
         write_tiny_checkpoint(model / "1", shape=shape, seed=0)
@@ -178,7 +178,8 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
             model = WORKLOAD_MODEL[name]
             loaded = running.repository.resolve(model, "")
             entry: dict = {"model": model, "requests": len(workload.requests), "tokens": workload.tokens,
-                           "inputs_per_request": len(workload.sequences[0]), "systems": {}}
+                           "inputs_per_request": len(workload.sequences[0]),
+                           "server_max_batch_tokens": loaded.instances[0].max_batch_tokens, "systems": {}}
             if options.floor and name != "tiny":
                 inputs = _first_tokens([ids for request in workload.sequences for ids in request], options.floor_tokens)
                 log.info("%s: measuring the floor over %d inputs", name, len(inputs))

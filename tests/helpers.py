@@ -34,10 +34,12 @@ def random_chat(rng: random.Random, turns: int = 1) -> list[dict]:
 
 
 def config_text(name: str, *, max_batch_size: int = 8, delay_us: int = 0, queue: int = 0,
-                extra: str = "", reward: str = "") -> str:
+                extra: str = "", reward: str = "", max_batch_tokens: int | None = 0) -> str:
+    """A config.pbtxt; max_batch_tokens None leaves it unset (tuned at load), 0 = no token budget."""
+    budget = "" if max_batch_tokens is None else f"max_batch_tokens: {max_batch_tokens} "
     return (
         f'name: "{name}"\nbackend: "pytorch"\nmax_batch_size: {max_batch_size}\n'
-        f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} "
+        f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} {budget}"
         f"default_queue_policy {{ max_queue_size: {queue} }} }}\n"
         f'instance_group [ {{ kind: KIND_CPU count: 1 }} ]\n'
         f'reward {{ prompt_format: "chat_template" dtype: "float32" {reward} }}\n{extra}'

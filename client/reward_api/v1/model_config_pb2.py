@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n reward_api/v1/model_config.proto\x12\rreward_api.v1\"\x9c\x02\n\x12ModelVersionPolicy\x12:\n\x06latest\x18\x01 \x01(\x0b\x32(.reward_api.v1.ModelVersionPolicy.LatestH\x00\x12\x34\n\x03\x61ll\x18\x02 \x01(\x0b\x32%.reward_api.v1.ModelVersionPolicy.AllH\x00\x12>\n\x08specific\x18\x03 \x01(\x0b\x32*.reward_api.v1.ModelVersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x0f\n\rpolicy_choice\"*\n\x10ModelQueuePolicy\x12\x16\n\x0emax_queue_size\x18\x01 \x01(\r\"\xb3\x01\n\x14ModelDynamicBatching\x12\x1c\n\x14preferred_batch_size\x18\x01 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x02 \x01(\x04\x12=\n\x14\x64\x65\x66\x61ult_queue_policy\x18\x03 \x01(\x0b\x32\x1f.reward_api.v1.ModelQueuePolicy\x12\x18\n\x10max_batch_tokens\x18\x04 \x01(\x04\"\xa8\x01\n\x12ModelInstanceGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32&.reward_api.v1.ModelInstanceGroup.Kind\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x0c\n\x04gpus\x18\x04 \x03(\x05\"1\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x0c\n\x08KIND_GPU\x10\x01\x12\x0c\n\x08KIND_CPU\x10\x02\"\x9a\x03\n\x0eRewardSettings\x12\x15\n\rprompt_format\x18\x01 \x01(\t\x12\x1b\n\x13max_sequence_length\x18\x02 \x01(\x05\x12\x17\n\ntruncation\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x45\n\x0ftruncation_side\x18\x04 \x01(\x0e\x32,.reward_api.v1.RewardSettings.TruncationSide\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x1c\n\x0freward_token_id\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x1f\n\x12\x61\x64\x64_special_tokens\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x16\n\thead_bias\x18\x08 \x01(\x08H\x03\x88\x01\x01\"F\n\x0eTruncationSide\x12\x1f\n\x1bTRUNCATION_SIDE_UNSPECIFIED\x10\x00\x12\x08\n\x04LEFT\x10\x01\x12\t\n\x05RIGHT\x10\x02\x42\r\n\x0b_truncationB\x12\n\x10_reward_token_idB\x15\n\x13_add_special_tokensB\x0c\n\n_head_bias\"Q\n\x13OnnxRuntimeSettings\x12 \n\x18graph_optimization_level\x18\x01 \x01(\t\x12\x18\n\x10intra_op_threads\x18\x02 \x01(\x05\"W\n\x0bModelWarmup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x17\n\x0fsequence_length\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"\xb3\x03\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\x05\x12\x39\n\x0eversion_policy\x18\x04 \x01(\x0b\x32!.reward_api.v1.ModelVersionPolicy\x12=\n\x10\x64ynamic_batching\x18\x05 \x01(\x0b\x32#.reward_api.v1.ModelDynamicBatching\x12\x39\n\x0einstance_group\x18\x06 \x03(\x0b\x32!.reward_api.v1.ModelInstanceGroup\x12\x1e\n\x16\x64\x65\x66\x61ult_model_filename\x18\x07 \x01(\t\x12-\n\x06reward\x18\x08 \x01(\x0b\x32\x1d.reward_api.v1.RewardSettings\x12\x37\n\x0bonnxruntime\x18\t \x01(\x0b\x32\".reward_api.v1.OnnxRuntimeSettings\x12\x30\n\x0cmodel_warmup\x18\n \x03(\x0b\x32\x1a.reward_api.v1.ModelWarmupb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n reward_api/v1/model_config.proto\x12\rreward_api.v1\"\x9c\x02\n\x12ModelVersionPolicy\x12:\n\x06latest\x18\x01 \x01(\x0b\x32(.reward_api.v1.ModelVersionPolicy.LatestH\x00\x12\x34\n\x03\x61ll\x18\x02 \x01(\x0b\x32%.reward_api.v1.ModelVersionPolicy.AllH\x00\x12>\n\x08specific\x18\x03 \x01(\x0b\x32*.reward_api.v1.ModelVersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x0f\n\rpolicy_choice\"*\n\x10ModelQueuePolicy\x12\x16\n\x0emax_queue_size\x18\x01 \x01(\r\"\xcd\x01\n\x14ModelDynamicBatching\x12\x1c\n\x14preferred_batch_size\x18\x01 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x02 \x01(\x04\x12=\n\x14\x64\x65\x66\x61ult_queue_policy\x18\x03 \x01(\x0b\x32\x1f.reward_api.v1.ModelQueuePolicy\x12\x1d\n\x10max_batch_tokens\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_max_batch_tokens\"\xa8\x01\n\x12ModelInstanceGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32&.reward_api.v1.ModelInstanceGroup.Kind\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x0c\n\x04gpus\x18\x04 \x03(\x05\"1\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x0c\n\x08KIND_GPU\x10\x01\x12\x0c\n\x08KIND_CPU\x10\x02\"\x9a\x03\n\x0eRewardSettings\x12\x15\n\rprompt_format\x18\x01 \x01(\t\x12\x1b\n\x13max_sequence_length\x18\x02 \x01(\x05\x12\x17\n\ntruncation\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x45\n\x0ftruncation_side\x18\x04 \x01(\x0e\x32,.reward_api.v1.RewardSettings.TruncationSide\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x1c\n\x0freward_token_id\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x1f\n\x12\x61\x64\x64_special_tokens\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x16\n\thead_bias\x18\x08 \x01(\x08H\x03\x88\x01\x01\"F\n\x0eTruncationSide\x12\x1f\n\x1bTRUNCATION_SIDE_UNSPECIFIED\x10\x00\x12\x08\n\x04LEFT\x10\x01\x12\t\n\x05RIGHT\x10\x02\x42\r\n\x0b_truncationB\x12\n\x10_reward_token_idB\x15\n\x13_add_special_tokensB\x0c\n\n_head_bias\"Q\n\x13OnnxRuntimeSettings\x12 \n\x18graph_optimization_level\x18\x01 \x01(\t\x12\x18\n\x10intra_op_threads\x18\x02 \x01(\x05\"W\n\x0bModelWarmup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x17\n\x0fsequence_length\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"\xb3\x03\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\x05\x12\x39\n\x0eversion_policy\x18\x04 \x01(\x0b\x32!.reward_api.v1.ModelVersionPolicy\x12=\n\x10\x64ynamic_batching\x18\x05 \x01(\x0b\x32#.reward_api.v1.ModelDynamicBatching\x12\x39\n\x0einstance_group\x18\x06 \x03(\x0b\x32!.reward_api.v1.ModelInstanceGroup\x12\x1e\n\x16\x64\x65\x66\x61ult_model_filename\x18\x07 \x01(\t\x12-\n\x06reward\x18\x08 \x01(\x0b\x32\x1d.reward_api.v1.RewardSettings\x12\x37\n\x0bonnxruntime\x18\t \x01(\x0b\x32\".reward_api.v1.OnnxRuntimeSettings\x12\x30\n\x0cmodel_warmup\x18\n \x03(\x0b\x32\x1a.reward_api.v1.ModelWarmupb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,19 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELQUEUEPOLICY']._serialized_start=338
   _globals['_MODELQUEUEPOLICY']._serialized_end=380
   _globals['_MODELDYNAMICBATCHING']._serialized_start=383
-  _globals['_MODELDYNAMICBATCHING']._serialized_end=562
-  _globals['_MODELINSTANCEGROUP']._serialized_start=565
-  _globals['_MODELINSTANCEGROUP']._serialized_end=733
-  _globals['_MODELINSTANCEGROUP_KIND']._serialized_start=684
-  _globals['_MODELINSTANCEGROUP_KIND']._serialized_end=733
-  _globals['_REWARDSETTINGS']._serialized_start=736
-  _globals['_REWARDSETTINGS']._serialized_end=1146
-  _globals['_REWARDSETTINGS_TRUNCATIONSIDE']._serialized_start=1004
-  _globals['_REWARDSETTINGS_TRUNCATIONSIDE']._serialized_end=1074
-  _globals['_ONNXRUNTIMESETTINGS']._serialized_start=1148
-  _globals['_ONNXRUNTIMESETTINGS']._serialized_end=1229
-  _globals['_MODELWARMUP']._serialized_start=1231
-  _globals['_MODELWARMUP']._serialized_end=1318
-  _globals['_MODELCONFIG']._serialized_start=1321
-  _globals['_MODELCONFIG']._serialized_end=1756
+  _globals['_MODELDYNAMICBATCHING']._serialized_end=588
+  _globals['_MODELINSTANCEGROUP']._serialized_start=591
+  _globals['_MODELINSTANCEGROUP']._serialized_end=759
+  _globals['_MODELINSTANCEGROUP_KIND']._serialized_start=710
+  _globals['_MODELINSTANCEGROUP_KIND']._serialized_end=759
+  _globals['_REWARDSETTINGS']._serialized_start=762
+  _globals['_REWARDSETTINGS']._serialized_end=1172
+  _globals['_REWARDSETTINGS_TRUNCATIONSIDE']._serialized_start=1030
+  _globals['_REWARDSETTINGS_TRUNCATIONSIDE']._serialized_end=1100
+  _globals['_ONNXRUNTIMESETTINGS']._serialized_start=1174
+  _globals['_ONNXRUNTIMESETTINGS']._serialized_end=1255
+  _globals['_MODELWARMUP']._serialized_start=1257
+  _globals['_MODELWARMUP']._serialized_end=1344
+  _globals['_MODELCONFIG']._serialized_start=1347
+  _globals['_MODELCONFIG']._serialized_end=1782
 # @@protoc_insertion_point(module_scope)

@@ -64,7 +64,7 @@ class ModelConfig:
     max_queue_delay_s: float
     preferred_batch_sizes: tuple[int, ...]
     max_queue_size: int  # 0 = unbounded
-    max_batch_tokens: int  # 0 = no token budget
+    max_batch_tokens: int | None  # 0 = no token budget; None = tuned on the device at load
     instance_groups: tuple[InstanceGroup, ...]
     default_model_filename: str
     prompt_format: str
@@ -196,7 +196,7 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
         preferred_batch_sizes=tuple(sorted(set(batching.preferred_batch_size))),
         max_queue_size=batching.default_queue_policy.max_queue_size,
-        max_batch_tokens=batching.max_batch_tokens,
+        max_batch_tokens=batching.max_batch_tokens if batching.HasField("max_batch_tokens") else None,
         instance_groups=_instance_groups(path, list(proto.instance_group)),
         default_model_filename=filename,
         prompt_format=prompt_format,

@@ -18,6 +18,7 @@ from ..encoding import InputEncoder, special_token_frame
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
 from ..shared_prefix import SharedPrefix
+from ..tuning import tune_token_budget
 from .config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
 
 if TYPE_CHECKING:
@@ -140,6 +141,17 @@ def warm_up(backend: Backend, config: ModelConfig, max_length: int, vocab_size: 
                 raise LoadError(f"warmup: the backend returned {len(scores)} scores for {len(batch)} inputs")
 
 
+def tuned_budget(backend: Backend, config: ModelConfig, version: int, device: str, max_length: int,
+                 vocab_size: int) -> int:
+    """max_batch_tokens left unset: the budget with the most tokens/s on this instance's device."""
+    tuned = tune_token_budget(backend.score_batch, max_length=max_length, max_batch_size=config.max_batch_size,
+                              vocab_size=vocab_size)
+    log.info("model=%s version=%d device=%s: max_batch_tokens tuned to %d in %.1f s (tokens/s by budget: %s)",
+             config.name, version, device, tuned.budget, tuned.seconds,
+             ", ".join(f"{budget}: {rate:.0f}" for budget, rate in tuned.tokens_per_s.items()))
+    return tuned.budget
+
+
 def load_version(config: ModelConfig, version: int, folder: Path, metrics: ServerMetrics | None = None) -> LoadedVersion:
     checkpoint = read_checkpoint(folder, config.default_model_filename)
     model_config = checkpoint.model_config
@@ -186,6 +198,9 @@ def load_version(config: ModelConfig, version: int, folder: Path, metrics: Serve
             except Exception as e:
                 backend.close()
                 raise LoadError(f"warmup failed on {device}: {type(e).__name__}: {e}") from e
+            budget = config.max_batch_tokens
+            if budget is None:
+                budget = tuned_budget(backend, config, version, device, max_length, model_config.vocab_size)
             instances.append(DynamicBatcher(
                 f"{config.name}/{version}#{index}",
                 backend,
@@ -193,7 +208,7 @@ def load_version(config: ModelConfig, version: int, folder: Path, metrics: Serve
                 max_queue_delay_s=config.max_queue_delay_s,
                 preferred_batch_sizes=config.preferred_batch_sizes,
                 max_queue_size=config.max_queue_size,
-                max_batch_tokens=config.max_batch_tokens,
+                max_batch_tokens=budget,
                 observer=observer,
             ))
     except BaseException:

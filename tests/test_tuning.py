@@ -1,0 +1,49 @@
+"""Warmup-time tuning of max_batch_tokens: the fastest measured budget wins, the search stops past the
+peak, and a model whose config.pbtxt leaves the budget unset gets a tuned one at load (0 / N stay as set)."""
+
+from __future__ import annotations
+
+import time
+
+from helpers import add_model, config_text, serve_repo
+from reward_server.repository.config import parse_model_config
+from reward_server.tuning import BUDGETS, tune_token_budget
+
+
+def cliff_device(batch):
+    """A device with 2 ms per call and a cache cliff: 2 us/token up to 2048 tokens a batch, 8 us/token above."""
+    tokens = sum(map(len, batch))
+    time.sleep(2e-3 + tokens * (2e-6 if tokens <= 2048 else 8e-6))
+    return [0.0] * len(batch)
+
+
+def test_tune_token_budget_picks_the_fastest_budget_when_a_device_has_a_cliff():
+    tuned = tune_token_budget(cliff_device, max_length=4096, max_batch_size=64, vocab_size=100)
+    assert tuned.budget == 2048
+    assert max(tuned.tokens_per_s, key=tuned.tokens_per_s.get) == 2048
+    assert set(tuned.tokens_per_s) == {512, 1024, 2048, 4096}  # 4096 fell far below the peak: search ended
+
+
+def test_tune_token_budget_stops_growing_when_max_batch_size_is_reached():
+    tuned = tune_token_budget(cliff_device, max_length=512, max_batch_size=2, vocab_size=100)
+    # 512-token probes: 1 row at 512, 2 rows from 1024 on; 64-token probes: 2 rows always -> 512 and 1024 only
+    assert set(tuned.tokens_per_s) == {512, 1024}
+    assert tuned.budget in (512, 1024)
+
+
+def test_max_batch_tokens_is_none_when_config_leaves_it_unset(tmp_path):
+    path = tmp_path / "config.pbtxt"
+    for budget, want in ((None, None), (0, 0), (3000, 3000)):
+        path.write_text(config_text("m", max_batch_tokens=budget))
+        assert parse_model_config(path, "m").max_batch_tokens == want
+
+
+def test_instance_budget_is_tuned_at_load_when_config_leaves_it_unset(tiny_checkpoint, tmp_path, caplog):
+    add_model(tmp_path, "auto", tiny_checkpoint, config_text("auto", max_batch_tokens=None))
+    add_model(tmp_path, "none", tiny_checkpoint, config_text("none", max_batch_tokens=0))
+    add_model(tmp_path, "set", tiny_checkpoint, config_text("set", max_batch_tokens=777))
+    with caplog.at_level("INFO", logger="reward_server.repository.loader"), serve_repo(tmp_path) as server:
+        budgets = {name: server.running.repository.resolve(name, "").instances[0].max_batch_tokens
+                   for name in ("auto", "none", "set")}
+    assert budgets["auto"] in BUDGETS and budgets == {"auto": budgets["auto"], "none": 0, "set": 777}
+    assert f"max_batch_tokens tuned to {budgets['auto']}" in caplog.text
