@@ -1,5 +1,5 @@
 """`python -m bench run`: the benchmark suite (bench/suite.py): suite.json, suite.png and, with
---profile, the py-spy summary of the served `mixed` run (profile_mixed_server.txt) in --out."""
+--profile, py-spy summaries of each workload's served run at the top concurrency (profile_<workload>_server.txt)."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ def main() -> None:
                      help="the served models' budget (default: unset, so the server tunes it at load)")
     run.add_argument("--no-floor", action="store_true")
     run.add_argument("--out", type=Path, default=Path("bench/results"))
-    run.add_argument("--profile", action="store_true", help="py-spy the served mixed run at the top concurrency")
+    run.add_argument("--profile", action="store_true", help="py-spy each served run at the top concurrency")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     options = SuiteOptions(
         workloads=tuple(args.workloads.split(",")), systems=tuple(args.systems.split(",")),
         warmup_s=args.warmup, duration_s=args.duration, floor=not args.no_floor,
-        max_batch_tokens=args.max_batch_tokens, profile_to=args.out / "profile_mixed_server.txt" if args.profile else None,
+        max_batch_tokens=args.max_batch_tokens, profile_to=args.out if args.profile else None,
         **({"concurrency": {w: args.concurrency for w in ("mixed", "rank", "tiny")}} if args.concurrency else {}))
     with tempfile.TemporaryDirectory() as tmp:
         results = asyncio.run(run_suite(options, Path(tmp)))
