@@ -4,7 +4,8 @@ the clients do not share the server's interpreter.
 C clients, each with its own channel, send one request at a time, round-robin over the workload's
 requests, for warmup_s + duration_s. Only requests that complete inside the measured window count;
 what is in flight at the end is cancelled. Prints one JSON object: requests/s, inputs/s, tokens/s
-(the tokens the server reports having read), latency p50 / p99, errors.
+(the tokens the server reports having read), latency p50 / p99, errors, and the CPU the clients
+used (on a small host they take cores from the server: the floor runs with no clients).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ async def run(spec: dict) -> dict:
                     tokens += sum(r.num_tokens for r in results)
 
     tasks = [asyncio.create_task(client()) for _ in range(spec["concurrency"])]
+    await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+    cpu_start = time.process_time()
     await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
+    client_cores = (time.process_time() - cpu_start) / spec["duration_s"]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -65,6 +69,7 @@ async def run(spec: dict) -> dict:
         "requests_per_s": len(latencies) / duration, "inputs_per_s": inputs / duration,
         "tokens_per_s": tokens / duration,
         "latency_p50_ms": 1e3 * percentile(latencies, 0.5), "latency_p99_ms": 1e3 * percentile(latencies, 0.99),
+        "client_cores": client_cores,  # CPU the clients themselves used during the window (1.0 = one core)
     }
 
 

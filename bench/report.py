@@ -12,7 +12,7 @@ THROUGHPUT = {"mixed": ("tokens_per_s", "tokens/s"), "rank": ("inputs_per_s", "c
 
 def table(results: dict) -> str:
     lines = [f"{'workload':8} {'system':12} {'C':>4} {'req/s':>8} {'inputs/s':>9} {'tokens/s':>9} {'p50 ms':>8} "
-             f"{'p99 ms':>8} {'batch':>6} {'pad eff':>7}"]
+             f"{'p99 ms':>8} {'batch':>6} {'pad eff':>7} {'client cores':>12}"]
     for name, entry in results["workloads"].items():
         floor = entry.get("floor")
         if floor:
@@ -25,7 +25,7 @@ def table(results: dict) -> str:
                 lines.append(
                     f"{name:8} {system:12} {r['concurrency']:4d} {r['requests_per_s']:8.1f} {r['inputs_per_s']:9.1f} "
                     f"{r['tokens_per_s']:9.0f} {r['latency_p50_ms']:8.1f} {r['latency_p99_ms']:8.1f} "
-                    f"{size:6.1f} {efficiency:7.2f}")
+                    f"{size:6.1f} {efficiency:7.2f} {r.get('client_cores', float('nan')):12.2f}")
     lines += [f"{key}: {value:.2f}" for key, value in results.get("summary", {}).items()]
     return "\n".join(lines)
 

@@ -143,8 +143,8 @@ def summarize(results: dict) -> dict:
         server, naive = mixed["systems"].get("server", []), mixed["systems"].get("naive", [])
         if server and mixed.get("floor"):
             out["mixed_server_over_floor"] = at(server, "tokens_per_s") / mixed["floor"]["tokens_per_s"]
-        if server:
-            top = max(server, key=lambda r: r["tokens_per_s"])
+        if server:  # at the highest concurrency: the most inputs to choose batch companions from
+            top = max(server, key=lambda r: r["concurrency"])
             out["mixed_padding_efficiency"] = top["batching"]["padding_efficiency"]
         c = max(r["concurrency"] for r in server) if server else None
         if server and naive and at(naive, "tokens_per_s", c):
