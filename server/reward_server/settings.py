@@ -20,6 +20,16 @@ class ServerSettings:
     grace_period_s: float = 30.0
     # Threads that format and tokenize requests off the event loop.
     tokenizer_threads: int = 2
+    # TLS: PEM files of the server's certificate chain and key; a client CA makes it mutual TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Limits against abuse (see transport/limits.py); each over-limit request gets a clear status.
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_chars_per_message: int = 1_000_000
+    max_concurrent_rpcs: int = 1024
+    # Let several processes bind the same port (SO_REUSEPORT); the kernel spreads connections.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not Path(self.model_repository).is_dir():
@@ -34,6 +44,16 @@ class ServerSettings:
             raise ValueError(f"grace period must be >= 0, got {self.grace_period_s}")
         if self.tokenizer_threads < 1:
             raise ValueError(f"tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"TLS file {str(path)!r} does not exist")
+        for name in ("max_message_bytes", "max_chars_per_message", "max_concurrent_rpcs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def read_auth_token(path: str | None, env_var: str = "REWARD_SERVER_AUTH_TOKEN") -> str | None:

@@ -22,12 +22,15 @@ from ..dispatch import RewardCore
 from ..repository import ModelRepository
 from ..settings import ServerSettings
 from .interceptors import ErrorInterceptor, TokenAuthInterceptor
+from .limits import LimitsInterceptor
 from .servicer import RewardServicer
+from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
-MESSAGE_LIMIT = 64 * 1024 * 1024
+# Clients ping every 30 s while calls are open (reward_client's keepalive); accept pings that often.
+MIN_CLIENT_PING_INTERVAL_MS = 20_000
 
 
 class StartupError(Exception):
@@ -73,12 +76,15 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     if settings.auth_token:
         interceptors.append(TokenAuthInterceptor(settings.auth_token))
     interceptors.append(ErrorInterceptor())
+    interceptors.append(LimitsInterceptor(settings.max_concurrent_rpcs, settings.max_chars_per_message))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
-            ("grpc.max_send_message_length", MESSAGE_LIMIT),
-            ("grpc.max_receive_message_length", MESSAGE_LIMIT),
-            ("grpc.so_reuseport", 0),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", int(settings.reuse_port)),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
         ],
     )
     reward_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(core), server)
@@ -87,8 +93,9 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as e:
         port = 0
         log.debug("bind failed: %s", e)
