@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import grpc
 import pytest
 
-from helpers import CHAT_1, add_model, config_text
+from helpers import CHAT_1, add_model, config_text, server_command
 from reward_client import RewardClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def command() -> list[str]:
-    exe = shutil.which("reward-server", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "reward_server"]
+command = server_command
 
 
 def start(repo: Path, *extra: str) -> tuple[subprocess.Popen, int]:
