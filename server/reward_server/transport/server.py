@@ -45,6 +45,7 @@ class RewardServer:
     repository: ModelRepository
     health: health.aio.HealthServicer
     encode_pool: ThreadPoolExecutor
+    limits: LimitsInterceptor
 
     async def _set_health(self, status: int) -> None:
         """Overall and service health get `status`; each model is SERVING only if it has a ready version."""
@@ -76,7 +77,8 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     if settings.auth_token:
         interceptors.append(TokenAuthInterceptor(settings.auth_token))
     interceptors.append(ErrorInterceptor())
-    interceptors.append(LimitsInterceptor(settings.max_concurrent_rpcs, settings.max_chars_per_message))
+    limits = LimitsInterceptor(settings.max_concurrent_rpcs, settings.max_chars_per_message)
+    interceptors.append(limits)
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -103,7 +105,7 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
         await asyncio.to_thread(repository.close)
         raise StartupError(f"cannot listen on {address}")
     await server.start()
-    running = RewardServer(server, port, core, repository, health_servicer, encode_pool)
+    running = RewardServer(server, port, core, repository, health_servicer, encode_pool, limits)
     await running._set_health(health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %d model(s) on %s:%d", len(repository.list_models()), settings.host, port)
     return running, port
