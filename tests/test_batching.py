@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.batching import DynamicBatcher
@@ -23,12 +24,15 @@ class Recording:
         self.gate = threading.Event()
         self.gate.set()
         self.fail_on: int | None = None
+        self.memory_for: int | None = None  # larger batches raise torch's out-of-memory error
 
     def score_batch(self, batch):
         self.gate.wait()
         self.batches.append([tuple(ids) for ids in batch])
         if self.fail_on is not None and any(self.fail_on in ids for ids in batch):
             raise RuntimeError("injected")
+        if self.memory_for is not None and len(batch) > self.memory_for:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {len(batch)}")
         return self.real.score_batch(batch)
 
     def close(self):
@@ -78,7 +82,7 @@ def test_preferred_batch_size_dispatches_without_waiting(real_backend):
 def test_results_match_their_own_inputs(real_backend):
     batcher, _ = make(real_backend, max_batch_size=4, max_queue_delay_s=0.01)
     inputs = [[5 + i] * (1 + i) for i in range(9)]
-    batched = [f.result(10) for f in batcher.submit(inputs, None)]
+    batched = [f.result(10).score for f in batcher.submit(inputs, None)]
     batcher.close()
     alone = [real_backend.score_batch([ids])[0] for ids in inputs]
     assert all(abs(a - b) <= 1e-5 * max(1, abs(b)) for a, b in zip(batched, alone))
@@ -106,7 +110,7 @@ def test_cancelled_and_expired_inputs_never_reach_the_model(real_backend):
     cancelled = batcher.submit([[6]], None)
     live = batcher.submit([[7]], None)
     assert cancelled[0].cancel()
-    assert isinstance(live[0].result(10), float)
+    assert isinstance(live[0].result(10).score, float)
     with pytest.raises(DeadlineExceeded):
         expired[0].result(10)
     batcher.close()
@@ -123,9 +127,36 @@ def test_backend_failure_fails_only_its_batch(real_backend):
     for f in futures[:2]:
         with pytest.raises(BackendFailure, match="injected"):
             f.result(10)
-    assert all(isinstance(f.result(10), float) for f in futures[2:])
+    assert all(isinstance(f.result(10).score, float) for f in futures[2:])
     batcher.close()
     assert batcher.stats.failed_batches == 1
+
+
+def test_out_of_memory_batch_is_retried_in_halves_when_the_device_is_full(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.0)
+    backend.memory_for = 2
+    backend.gate.clear()
+    inputs = [[5 + i] * (1 + i) for i in range(8)]
+    futures = batcher.submit(inputs, None)
+    backend.gate.set()
+    scores = [f.result(10).score for f in futures]
+    batcher.close()
+    alone = [real_backend.score_batch([ids])[0] for ids in inputs]
+    assert all(abs(a - b) <= 1e-5 * max(1, abs(b)) for a, b in zip(scores, alone))
+    assert [len(b) for b in backend.batches] == [8, 4, 2, 2, 4, 2, 2]
+    assert batcher.stats.oom_splits == 3 and batcher.stats.failed_batches == 0
+
+
+def test_out_of_memory_on_a_single_input_fails_it_with_internal(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=2, max_queue_delay_s=0.0)
+    backend.memory_for = 0
+    futures = batcher.submit([[5], [6]], None)
+    for f in futures:
+        with pytest.raises(BackendFailure, match="out of memory"):
+            f.result(10)
+    backend.memory_for = None
+    assert isinstance(batcher.submit([[7]], None)[0].result(10).score, float)  # still serving
+    batcher.close()
 
 
 def test_backend_returning_wrong_count_fails_the_batch(real_backend):
@@ -143,7 +174,7 @@ def test_batches_group_similar_lengths_and_keep_the_token_budget(real_backend):
     lengths = [30, 4, 31, 5, 29, 6, 3, 32]
     futures = batcher.submit([[5] * n for n in lengths], None)
     backend.gate.set()
-    assert all(isinstance(f.result(10), float) for f in futures)
+    assert all(isinstance(f.result(10).score, float) for f in futures)
     batcher.close()
     for batch in backend.batches:
         assert len(batch) == 1 or len(batch) * max(map(len, batch)) <= 64
@@ -165,6 +196,6 @@ def test_oldest_input_is_never_passed_over(real_backend):
 
 def test_input_over_the_token_budget_runs_alone(real_backend):
     batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.0, max_batch_tokens=10)
-    assert isinstance(batcher.submit([[5] * 50], None)[0].result(10), float)
+    assert isinstance(batcher.submit([[5] * 50], None)[0].result(10).score, float)
     batcher.close()
     assert backend.batches == [[tuple([5] * 50)]]

@@ -8,6 +8,9 @@ the backend returns exactly one score per input; a future is set only if it is n
 Length-aware batches: the oldest input always goes into the next batch (so no input waits behind
 more than the inputs queued before it), and its companions are the queued inputs closest to it in
 length that fit max_batch_size and max_batch_tokens (padded tokens = batch size x longest input).
+
+A batch the device has no memory for is split in halves and retried (down to single inputs); any
+other backend error fails that batch's inputs only.
 """
 
 from __future__ import annotations
@@ -19,11 +22,30 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from .backends import Backend
+from .backends import Backend, is_out_of_memory
 from .errors import BackendFailure, DeadlineExceeded, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What an input's future resolves to: its score and where its time went."""
+
+    score: float
+    queue_s: float  # from submit to the start of its batch
+    compute_s: float  # the backend time of its batch
+
+
+class BatchObserver(Protocol):
+    """Told about every backend call of an instance (metrics); called on the batcher thread."""
+
+    def batch_done(self, size: int, real_tokens: int, padded_tokens: int, queue_s: Sequence[float],
+                   compute_s: float) -> None: ...
+
+    def batch_failed(self, size: int) -> None: ...
 
 
 @dataclass
@@ -32,6 +54,7 @@ class _Item:
     deadline: float | None  # time.monotonic() value
     enqueued: float
     future: Future = field(default_factory=Future)
+    started: float = 0.0  # when its batch was formed
 
 
 @dataclass
@@ -43,6 +66,7 @@ class BatcherStats:
     expired: int = 0
     cancelled: int = 0
     failed_batches: int = 0
+    oom_splits: int = 0  # batches split in halves after an out-of-memory error
     real_tokens: int = 0  # tokens of the inputs computed
     padded_tokens: int = 0  # tokens computed, padding included
 
@@ -63,6 +87,7 @@ class DynamicBatcher:
         preferred_batch_sizes: Sequence[int] = (),
         max_queue_size: int = 0,
         max_batch_tokens: int = 0,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.name = name
         self.backend = backend
@@ -71,6 +96,7 @@ class DynamicBatcher:
         self.preferred_batch_sizes = tuple(sorted(preferred_batch_sizes))
         self.max_queue_size = max_queue_size
         self.max_batch_tokens = max_batch_tokens
+        self.observer = observer
         self._queued_tokens = 0
         self.stats = BatcherStats()
         self._queue: deque[_Item] = deque()
@@ -179,6 +205,7 @@ class DynamicBatcher:
                 self.stats.expired += 1
                 item.future.set_exception(DeadlineExceeded("deadline passed while the input waited in the queue"))
             else:
+                item.started = now
                 live.append(item)
         return live
 
@@ -191,22 +218,44 @@ class DynamicBatcher:
 
     def _execute(self, batch: list[_Item]) -> None:
         try:
-            scores = self.backend.score_batch([item.ids for item in batch])
-            if len(scores) != len(batch):
-                raise RuntimeError(f"backend returned {len(scores)} scores for {len(batch)} inputs")
+            self._compute(batch)
         except Exception as e:
             self.stats.failed_batches += 1
+            if self.observer:
+                self.observer.batch_failed(len(batch))
             log.exception("backend of %s failed on a batch of %d", self.name, len(batch))
             error = BackendFailure(f"model {self.name} failed on a batch of {len(batch)}: {type(e).__name__}: {e}")
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
+
+    def _compute(self, batch: list[_Item]) -> None:
+        """Score `batch` and resolve its futures; out of memory -> the two halves, one after the other."""
+        try:
+            start = time.monotonic()
+            scores = self.backend.score_batch([item.ids for item in batch])
+            compute_s = time.monotonic() - start
+            if len(scores) != len(batch):
+                raise RuntimeError(f"backend returned {len(scores)} scores for {len(batch)} inputs")
+        except Exception as e:
+            if len(batch) < 2 or not is_out_of_memory(e):
+                raise
+            self.stats.oom_splits += 1
+            log.warning("%s: out of memory on a batch of %d (%s); retrying it in halves", self.name, len(batch), e)
+            half = len(batch) // 2
+            self._compute(batch[:half])
+            self._compute(batch[half:])
             return
+        real_tokens = sum(len(item.ids) for item in batch)
+        padded_tokens = len(batch) * max(len(item.ids) for item in batch)
         self.stats.batches += 1
         self.stats.computed += len(batch)
         self.stats.batch_sizes[len(batch)] += 1
-        self.stats.real_tokens += sum(len(item.ids) for item in batch)
-        self.stats.padded_tokens += len(batch) * max(len(item.ids) for item in batch)
-        for item, score in zip(batch, scores):
+        self.stats.real_tokens += real_tokens
+        self.stats.padded_tokens += padded_tokens
+        queue_s = [item.started - item.enqueued for item in batch]
+        if self.observer:
+            self.observer.batch_done(len(batch), real_tokens, padded_tokens, queue_s, compute_s)
+        for item, score, waited in zip(batch, scores, queue_s):
             if not item.future.done():
-                item.future.set_result(float(score))
+                item.future.set_result(Scored(float(score), waited, compute_s))

@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_chars_per_message=args.max_chars_per_message,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             reuse_port=args.reuse_port,
+            max_connection_age_s=args.max_connection_age,
         )
     except (ValueError, OSError) as e:
         log.error("%s", e)
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "RESOURCE_EXHAUSTED)")
     serve.add_argument("--reuse-port", action="store_true",
                        help="let several server processes listen on the same port (SO_REUSEPORT)")
+    serve.add_argument("--max-connection-age", type=float, default=None,
+                       help="end each client connection after this many seconds, so that clients re-resolve "
+                            "DNS and find new replicas (default: never)")
     serve.set_defaults(run=_serve)
 
     from .importers import DTYPES, FAMILIES

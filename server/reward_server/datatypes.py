@@ -100,3 +100,13 @@ class ModelMetadata:
     max_batch_size: int
     dtype: str
     device: str
+
+
+@dataclass(frozen=True)
+class RepositoryModel:
+    """One model of the repository index: on disk, known to the server, or both."""
+
+    name: str
+    versions: tuple[VersionStatus, ...]
+    state: str  # READY when a version is ready, else UNAVAILABLE / LOADING / UNLOADING
+    reason: str

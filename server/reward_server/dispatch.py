@@ -13,6 +13,7 @@ from .datatypes import (
     ModelMetadata,
     RankRequest,
     RankResponse,
+    RepositoryModel,
     ScoreInput,
     ScoreRequest,
     ScoreResponse,
@@ -20,7 +21,8 @@ from .datatypes import (
 )
 from .encoding import candidate_conversations
 from .errors import InvalidArgument, Unavailable
-from .repository import LoadedVersion, ModelRepository
+from .repository import ModelRepository
+from .request_record import current_request
 
 
 def rank_of(scores: Sequence[float]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -38,39 +40,50 @@ class RewardCore:
         self._encode_pool = encode_pool
         self._max_items = max_items_per_request
         self.draining = False
+        self.in_flight = 0  # Score / Rank requests being answered (a drain waits for them)
 
     async def _score_inputs(
         self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None
-    ) -> tuple[LoadedVersion, tuple[ScoreResult, ...]]:
+    ) -> tuple[str, int, tuple[ScoreResult, ...]]:
         if self.draining:
             raise Unavailable("server is shutting down")
         if not inputs:
             raise InvalidArgument("the request has no inputs")
         if len(inputs) > self._max_items:
             raise InvalidArgument(f"the request has {len(inputs)} inputs; at most {self._max_items} are allowed")
-        loaded = self.repository.resolve(model, version)
-        loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
-        # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
-        # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
-        unique = list(dict.fromkeys(e.ids for e in encoded))
-        futures = loaded.submit(unique, deadline)
-        computed = dict(zip(unique, await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))))
-        scores = [computed[e.ids] for e in encoded]
-        return loaded, tuple(
-            ScoreResult(score, len(e.ids), e.num_truncated) for score, e in zip(scores, encoded)
-        )
+        record = current_request.get()
+        self.in_flight += 1
+        try:
+            # The version is held until its scores are in: a hot swap or unload lets this request finish on it.
+            with self.repository.acquire(model, version) as loaded:
+                if record is not None:
+                    record.model, record.version, record.items = loaded.name, str(loaded.version), len(inputs)
+                loop = asyncio.get_running_loop()
+                encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
+                # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
+                # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
+                unique = list(dict.fromkeys(e.ids for e in encoded))
+                futures = loaded.submit(unique, deadline)
+                scored = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        finally:
+            self.in_flight -= 1
+        computed = dict(zip(unique, scored))
+        if record is not None:
+            record.tokens = sum(len(ids) for ids in unique)
+            record.queue_s = max(s.queue_s for s in scored)
+            record.compute_s = max(s.compute_s for s in scored)
+        results = tuple(ScoreResult(computed[e.ids].score, len(e.ids), e.num_truncated) for e in encoded)
+        return loaded.name, loaded.version, results
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
-        loaded, results = await self._score_inputs(request.model, request.version, request.inputs, deadline)
-        return ScoreResponse(loaded.name, loaded.version, results)
+        return ScoreResponse(*await self._score_inputs(request.model, request.version, request.inputs, deadline))
 
     async def rank(self, request: RankRequest, deadline: float | None) -> RankResponse:
         items = request.items
         inputs = candidate_conversations(items) if isinstance(items, Candidates) else items
-        loaded, results = await self._score_inputs(request.model, request.version, inputs, deadline)
+        name, version, results = await self._score_inputs(request.model, request.version, inputs, deadline)
         rank, order = rank_of([r.score for r in results])
-        return RankResponse(loaded.name, loaded.version, results, rank, order)
+        return RankResponse(name, version, results, rank, order)
 
     def model_metadata(self, model: str, version: str) -> ModelMetadata:
         if version:
@@ -79,6 +92,19 @@ class RewardCore:
 
     def list_models(self) -> list[ModelMetadata]:
         return self.repository.list_models()
+
+    def repository_index(self, ready_only: bool) -> list[RepositoryModel]:
+        return self.repository.index(ready_only)
+
+    async def load_model(self, model: str) -> ModelMetadata:
+        """Load (or reload) off the event loop; a version that failed makes the request fail with its reason."""
+        failures = await asyncio.to_thread(self.repository.load_model, model)
+        if failures:
+            raise Unavailable(f"model {model!r} failed to load: " + "; ".join(failures))
+        return self.repository.metadata(model)
+
+    async def unload_model(self, model: str) -> None:
+        await asyncio.to_thread(self.repository.unload_model, model)
 
 
 def deadline_from(time_remaining: float | None) -> float | None:

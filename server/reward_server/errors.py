@@ -41,6 +41,12 @@ class PermissionDenied(RewardServerError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class FailedPrecondition(RewardServerError):
+    """The request is valid but not in this server's state (load/unload outside explicit mode)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class BackendFailure(RewardServerError):
     """The model failed on a batch; only that batch's requests fail."""
 

@@ -30,6 +30,14 @@ class ServerSettings:
     max_concurrent_rpcs: int = 1024
     # Let several processes bind the same port (SO_REUSEPORT); the kernel spreads connections.
     reuse_port: bool = False
+    # End each client connection after this many seconds (clients reconnect and re-resolve DNS); None: never.
+    max_connection_age_s: float | None = None
+    # Triton's model control modes: none (all at start), explicit (Load/UnloadModel RPCs), poll (rescan).
+    model_control_mode: str = "none"
+    repository_poll_s: float = 15.0
+    load_models: tuple[str, ...] = ()  # explicit mode: the models to load at start
+    # Prometheus /metrics on this port (0 picks one); None: no metrics endpoint.
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         if not Path(self.model_repository).is_dir():
@@ -42,6 +50,14 @@ class ServerSettings:
             raise ValueError("auth token is empty")
         if self.grace_period_s < 0:
             raise ValueError(f"grace period must be >= 0, got {self.grace_period_s}")
+        if self.model_control_mode not in ("none", "explicit", "poll"):
+            raise ValueError(f"model control mode must be none, explicit or poll, got {self.model_control_mode!r}")
+        if self.repository_poll_s <= 0:
+            raise ValueError(f"repository poll interval must be > 0 seconds, got {self.repository_poll_s}")
+        if self.load_models and self.model_control_mode != "explicit":
+            raise ValueError("--load-model needs --model-control-mode explicit (the other modes load every model)")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics port must be in 0..65535, got {self.metrics_port}")
         if self.tokenizer_threads < 1:
             raise ValueError(f"tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -51,6 +67,8 @@ class ServerSettings:
         for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"TLS file {str(path)!r} does not exist")
+        if self.max_connection_age_s is not None and self.max_connection_age_s <= 0:
+            raise ValueError(f"max connection age must be > 0 seconds, got {self.max_connection_age_s}")
         for name in ("max_message_bytes", "max_chars_per_message", "max_concurrent_rpcs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -54,6 +54,21 @@ class RewardServiceStub:
                 request_serializer=reward__api_dot_v1_dot_reward__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=reward__api_dot_v1_dot_reward__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.RepositoryIndex = channel.unary_unary(
+                '/reward_api.v1.RewardService/RepositoryIndex',
+                request_serializer=reward__api_dot_v1_dot_reward__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=reward__api_dot_v1_dot_reward__pb2.RepositoryIndexResponse.FromString,
+                _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/reward_api.v1.RewardService/LoadModel',
+                request_serializer=reward__api_dot_v1_dot_reward__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=reward__api_dot_v1_dot_reward__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/reward_api.v1.RewardService/UnloadModel',
+                request_serializer=reward__api_dot_v1_dot_reward__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=reward__api_dot_v1_dot_reward__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class RewardServiceServicer:
@@ -83,6 +98,24 @@ class RewardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepositoryIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RewardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +138,21 @@ def add_RewardServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=reward__api_dot_v1_dot_reward__pb2.ListModelsRequest.FromString,
                     response_serializer=reward__api_dot_v1_dot_reward__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryIndex,
+                    request_deserializer=reward__api_dot_v1_dot_reward__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=reward__api_dot_v1_dot_reward__pb2.RepositoryIndexResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=reward__api_dot_v1_dot_reward__pb2.LoadModelRequest.FromString,
+                    response_serializer=reward__api_dot_v1_dot_reward__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=reward__api_dot_v1_dot_reward__pb2.UnloadModelRequest.FromString,
+                    response_serializer=reward__api_dot_v1_dot_reward__pb2.UnloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +263,87 @@ class RewardService:
             '/reward_api.v1.RewardService/ListModels',
             reward__api_dot_v1_dot_reward__pb2.ListModelsRequest.SerializeToString,
             reward__api_dot_v1_dot_reward__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reward_api.v1.RewardService/RepositoryIndex',
+            reward__api_dot_v1_dot_reward__pb2.RepositoryIndexRequest.SerializeToString,
+            reward__api_dot_v1_dot_reward__pb2.RepositoryIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reward_api.v1.RewardService/LoadModel',
+            reward__api_dot_v1_dot_reward__pb2.LoadModelRequest.SerializeToString,
+            reward__api_dot_v1_dot_reward__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reward_api.v1.RewardService/UnloadModel',
+            reward__api_dot_v1_dot_reward__pb2.UnloadModelRequest.SerializeToString,
+            reward__api_dot_v1_dot_reward__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

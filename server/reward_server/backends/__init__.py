@@ -7,7 +7,7 @@ from typing import Any
 
 from ..checkpoint import Checkpoint
 from ..errors import LoadError
-from .base import Backend
+from .base import Backend, is_out_of_memory
 
 
 def _pytorch(checkpoint: Checkpoint, device: str, dtype: str, config: Any) -> Backend:
@@ -39,4 +39,4 @@ def create_backend(name: str, checkpoint: Checkpoint, device: str, dtype: str, c
     return factory(checkpoint, device, dtype, config)
 
 
-__all__ = ["Backend", "BackendFactory", "FACTORIES", "create_backend"]
+__all__ = ["Backend", "is_out_of_memory", "BackendFactory", "FACTORIES", "create_backend"]

@@ -16,3 +16,18 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free the model's memory."""
+
+
+# What PyTorch (torch.OutOfMemoryError), onnxruntime (a RuntimeException whose message says it could not
+# allocate) and Python raise when a batch does not fit in memory.
+_OUT_OF_MEMORY_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when `error` says the device ran out of memory: the batch may fit when split."""
+    if isinstance(error, MemoryError):
+        return True
+    if type(error).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and any(m in message for m in _OUT_OF_MEMORY_MESSAGES)

@@ -1,6 +1,8 @@
-"""Triton-style model repository: layout, config.pbtxt, version policy, loading and lookup."""
+"""Triton-style model repository: layout, config.pbtxt, version policy, loading, control and lookup."""
 
 from .config import ModelConfig, parse_model_config
-from .manager import LoadedVersion, ModelRepository
+from .loader import LoadedVersion
+from .manager import CONTROL_MODES, ModelRepository
+from .poller import RepositoryPoller
 
-__all__ = ["LoadedVersion", "ModelConfig", "ModelRepository", "parse_model_config"]
+__all__ = ["CONTROL_MODES", "LoadedVersion", "ModelConfig", "ModelRepository", "RepositoryPoller", "parse_model_config"]

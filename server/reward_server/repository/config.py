@@ -43,6 +43,18 @@ class InstanceGroup:
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """`count` batches of `batch_size` synthetic inputs of `sequence_length` tokens (0: the defaults)."""
+
+    batch_size: int
+    sequence_length: int
+    count: int
+
+
+DEFAULT_WARMUP_LENGTH = 64
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     path: Path  # the config.pbtxt it came from
@@ -65,6 +77,7 @@ class ModelConfig:
     head_bias: bool | None  # None: whatever the weights have
     ort_graph_optimization_level: str = "all"
     ort_intra_op_threads: int = 0  # 0: onnxruntime's default
+    warmup: tuple[Warmup, ...] = ()  # parse_model_config always sets at least one
 
 
 def _fail(path: Path, field: str, value: object, why: str) -> ConfigError:
@@ -105,6 +118,18 @@ def _instance_groups(path: Path, groups: list[mc.ModelInstanceGroup]) -> tuple[I
             if gpu < 0:
                 raise _fail(path, f"{field}.gpus", gpu, "GPU ordinals are >= 0")
         out.append(InstanceGroup(kind, count, tuple(g.gpus)))
+    return tuple(out)
+
+
+def _warmups(path: Path, max_batch_size: int, entries: list[mc.ModelWarmup]) -> tuple[Warmup, ...]:
+    if not entries:
+        return (Warmup(max_batch_size, 0, 1),)
+    out = []
+    for i, w in enumerate(entries):
+        if w.batch_size > max_batch_size:
+            raise _fail(path, f"model_warmup[{i}].batch_size", w.batch_size,
+                        f"must be <= max_batch_size ({max_batch_size})")
+        out.append(Warmup(w.batch_size or max_batch_size, w.sequence_length, w.count or 1))
     return tuple(out)
 
 
@@ -184,6 +209,7 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         head_bias=reward.head_bias if reward.HasField("head_bias") else None,
         ort_graph_optimization_level=ort_level,
         ort_intra_op_threads=ort.intra_op_threads,
+        warmup=_warmups(path, proto.max_batch_size, list(proto.model_warmup)),
     )
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..backends import create_backend
 from ..batching import DynamicBatcher
@@ -14,7 +17,11 @@ from ..checkpoint import read_checkpoint
 from ..encoding import InputEncoder, special_token_frame
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
-from .config import InstanceGroup, ModelConfig
+from .config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
+
+if TYPE_CHECKING:
+    from ..backends import Backend
+    from ..metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,24 @@ class LoadedVersion:
     config: ModelConfig
     encoder: InputEncoder
     instances: list[DynamicBatcher]
+    # Requests holding this version (ModelRepository.acquire): an unload waits for them to finish.
+    _leases: int = field(default=0, init=False)
+    _idle: threading.Condition = field(default_factory=threading.Condition, init=False)
+
+    def lease(self) -> None:
+        with self._idle:
+            self._leases += 1
+
+    def release(self) -> None:
+        with self._idle:
+            self._leases -= 1
+            if not self._leases:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request holds this version; False if some still do after `timeout` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._leases, timeout)
 
     @property
     def device(self) -> str:
@@ -84,7 +109,18 @@ class LoadedVersion:
             batcher.close()
 
 
-def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersion:
+def warm_up(backend: Backend, config: ModelConfig, max_length: int, vocab_size: int) -> None:
+    """Run the config's warmup batches (synthetic token ids) so the first request pays no first-call cost."""
+    for warmup in config.warmup:
+        length = min(warmup.sequence_length or DEFAULT_WARMUP_LENGTH, max_length)
+        batch = [[(7 + row * 31 + col * 17) % vocab_size for col in range(length)] for row in range(warmup.batch_size)]
+        for _ in range(warmup.count):
+            scores = backend.score_batch(batch)
+            if len(scores) != len(batch):
+                raise LoadError(f"warmup: the backend returned {len(scores)} scores for {len(batch)} inputs")
+
+
+def load_version(config: ModelConfig, version: int, folder: Path, metrics: ServerMetrics | None = None) -> LoadedVersion:
     checkpoint = read_checkpoint(folder, config.default_model_filename)
     model_config = checkpoint.model_config
     hidden, heads = getattr(model_config, "hidden_size", None), getattr(model_config, "num_attention_heads", None)
@@ -116,6 +152,8 @@ def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersi
         suffix_ids=suffix + prompt_format.suffix_ids,
     )
     instances: list[DynamicBatcher] = []
+    observer = metrics.observer(config.name, version, lambda: sum(b.pending() for b in instances)) if metrics else None
+    started = time.monotonic()
     try:
         for index, device in enumerate(instance_devices(config.instance_groups)):
             backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device), config)
@@ -123,6 +161,11 @@ def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersi
                 backend.close()
                 raise LoadError(f"{config.path}: field 'reward.head_bias' = {config.head_bias}, but the weights "
                                 f"{'have no' if config.head_bias else 'have a'} score.bias")
+            try:
+                warm_up(backend, config, max_length, model_config.vocab_size)
+            except Exception as e:
+                backend.close()
+                raise LoadError(f"warmup failed on {device}: {type(e).__name__}: {e}") from e
             instances.append(DynamicBatcher(
                 f"{config.name}/{version}#{index}",
                 backend,
@@ -131,13 +174,15 @@ def load_version(config: ModelConfig, version: int, folder: Path) -> LoadedVersi
                 preferred_batch_sizes=config.preferred_batch_sizes,
                 max_queue_size=config.max_queue_size,
                 max_batch_tokens=config.max_batch_tokens,
+                observer=observer,
             ))
     except BaseException:
         for batcher in instances:
             batcher.close()
         raise
     loaded = LoadedVersion(config.name, version, config, encoder, instances)
-    log.info("loaded model %s version %d: backend %s, %d instance(s) on %s, dtype %s, max length %d, format %s",
-             config.name, version, config.backend, len(instances), loaded.device, loaded.dtype,
-             max_length, config.prompt_format)
+    log.info("loaded model=%s version=%d backend=%s instances=%d device=%s dtype=%s max_length=%d format=%s "
+             "warmup_batches=%d load_s=%.2f", config.name, version, config.backend, len(instances), loaded.device,
+             loaded.dtype, max_length, config.prompt_format, sum(w.count for w in config.warmup),
+             time.monotonic() - started)
     return loaded

@@ -1,27 +1,45 @@
-"""The model repository at run time: which (model, version) exists, in what state, and lookup.
+"""The model repository at run time: which (model, version) exists, in what state; load, unload, lookup.
 
-Model control mode "none": every model and every version its policy selects loads at start.
+Model control modes, as Triton names them:
+- "none": every model (each version its policy selects) loads at start; nothing changes afterwards.
+- "explicit": models load and unload by request (LoadModel / UnloadModel, `--load-model` at start).
+- "poll": like "none" at start, then `poll()` (every N seconds) loads new version folders, unloads
+  removed ones and reloads a model whose config.pbtxt changed.
+
+Hot swap: a new version (or a version reloaded under a changed config) is loaded and warmed up while
+the old one keeps serving; it is then swapped in at once; the old one leaves the routing table, the
+requests holding it (acquire) finish on it, and only then is it closed and its memory freed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..datatypes import ModelMetadata, VersionStatus
-from ..errors import ConfigError, InvalidArgument, LoadError, NotFound, Unavailable
-from .config import ModelConfig, parse_model_config
-from .layout import scan_models, version_folders
+from ..datatypes import ModelMetadata, RepositoryModel, VersionStatus
+from ..errors import ConfigError, FailedPrecondition, InvalidArgument, LoadError, NotFound, Unavailable
+from .config import CONFIG_FILENAME, ModelConfig, parse_model_config
+from .layout import MODEL_NAME, ModelFolder, inside, scan_models, version_folders
 from .loader import LoadedVersion, load_version
+
+if TYPE_CHECKING:
+    from ..metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
 LOADING, READY, UNAVAILABLE, UNLOADING = "LOADING", "READY", "UNAVAILABLE", "UNLOADING"
+CONTROL_MODES = ("none", "explicit", "poll")
 
-VersionLoader = Callable[[ModelConfig, int, Path], LoadedVersion]
+VersionLoader = Callable[..., LoadedVersion]
+# How long an unload waits for the requests holding a version before closing it anyway
+# (those still queued then get UNAVAILABLE).
+RETIRE_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -35,7 +53,7 @@ class _VersionSlot:
 class _ModelEntry:
     name: str
     config: ModelConfig | None
-    reason: str = ""  # why the whole model is unavailable (bad config.pbtxt)
+    reason: str = ""  # why the whole model is unavailable (bad config.pbtxt, unloaded)
     versions: dict[int, _VersionSlot] = field(default_factory=dict)
 
 
@@ -48,47 +66,206 @@ def parse_version(version: str) -> int | None:
     return int(version)
 
 
+def _fingerprint(folder: ModelFolder) -> tuple[str, tuple[str, ...]]:
+    """What poll mode watches: the config.pbtxt bytes and the set of numeric version folders."""
+    try:
+        config = hashlib.sha256(folder.config_path.read_bytes()).hexdigest()
+    except OSError:
+        config = ""
+    versions = tuple(sorted(e.name for e in folder.path.iterdir() if e.is_dir() and e.name.isdigit()))
+    return config, versions
+
+
 class ModelRepository:
-    def __init__(self, root: Path, loader: VersionLoader = load_version) -> None:
+    def __init__(self, root: Path, loader: VersionLoader = load_version, *, mode: str = "none",
+                 metrics: ServerMetrics | None = None, on_change: Callable[[str], None] | None = None) -> None:
+        if mode not in CONTROL_MODES:
+            raise ValueError(f"model control mode must be one of {', '.join(CONTROL_MODES)}, got {mode!r}")
         self.root = Path(root)
+        self.mode = mode
         self._loader = loader
+        self._metrics = metrics
+        self._on_change = on_change or (lambda name: None)
         self._models: dict[str, _ModelEntry] = {}
-        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[str, tuple[str, ...]]] = {}  # poll mode: fingerprints last acted on
+        self._lock = threading.Lock()  # guards the routing table (_models and the slots' states)
+        self._control = threading.Lock()  # one load / unload / poll at a time
+
+    # --- control -------------------------------------------------------------------------------
 
     def load_all(self) -> list[str]:
-        """Load every model; returns one line per failure (the models that loaded keep serving)."""
+        """Load every model of the repository; one line per failure (the others keep serving)."""
         failures = []
         for folder in scan_models(self.root):
-            try:
-                config = parse_model_config(folder.config_path, folder.name)
-                versions = version_folders(folder, self.root)
-                selected = config.version_policy.select(list(versions))
-                if not selected:
-                    raise ConfigError(f"{folder.path}: no version folder matches the version_policy "
-                                      f"(found: {sorted(versions) or 'none'})")
-            except ConfigError as e:
-                log.error("model %s is unavailable: %s", folder.name, e)
-                failures.append(f"{folder.name}: {e}")
-                with self._lock:
-                    self._models[folder.name] = _ModelEntry(folder.name, None, str(e))
-                continue
-            entry = _ModelEntry(folder.name, config, versions={v: _VersionSlot(LOADING) for v in selected})
-            with self._lock:
-                self._models[folder.name] = entry
-            for version in selected:
-                slot = entry.versions[version]
-                try:
-                    slot.loaded = self._loader(config, version, versions[version])
-                    slot.state = READY
-                except (LoadError, ConfigError, OSError, ValueError, RuntimeError) as e:
-                    slot.state, slot.reason = UNAVAILABLE, str(e)
-                    log.error("model %s version %d failed to load: %s", folder.name, version, e)
-                    failures.append(f"{folder.name} version {version}: {e}")
+            failures += self._load(folder)
         return failures
+
+    def load_model(self, name: str) -> list[str]:
+        """LoadModel: load, or reload with a fresh read of config.pbtxt and the version folders."""
+        if self.mode != "explicit":
+            raise FailedPrecondition(f"loading a model by request needs --model-control-mode explicit (mode is {self.mode!r})")
+        return self._load(self._folder(name))
+
+    def unload_model(self, name: str) -> None:
+        """UnloadModel: every version leaves the routing table; requests in flight finish first."""
+        if self.mode != "explicit":
+            raise FailedPrecondition(f"unloading a model by request needs --model-control-mode explicit (mode is {self.mode!r})")
+        self._check_name(name)
+        with self._control:
+            entry = self._models.get(name)
+            if entry is None:
+                raise NotFound(f"model {name!r} is not loaded")
+            self._unload(entry, "unloaded")
+
+    def poll(self) -> list[str]:
+        """Poll mode: act on every model folder that appeared, changed or disappeared since the last poll."""
+        failures = []
+        present = {folder.name: folder for folder in scan_models(self.root)}
+        for name, folder in present.items():
+            if self._seen.get(name) != _fingerprint(folder):
+                failures += self._load(folder)
+        for name in [n for n in self._models if n not in present]:
+            with self._control:
+                entry = self._models.get(name)
+                if entry is not None:
+                    self._unload(entry, "removed from the repository")
+                    with self._lock:
+                        del self._models[name]
+                    self._seen.pop(name, None)
+            self._on_change(name)
+        return failures
+
+    def _check_name(self, name: str) -> None:
+        if not MODEL_NAME.match(name):
+            raise InvalidArgument(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only, "
+                                  f"starting with a letter or digit")
+
+    def _folder(self, name: str) -> ModelFolder:
+        """The repository folder of a model named in a request: never a path that leaves the repository."""
+        self._check_name(name)
+        path = self.root / name
+        if not inside(self.root, path):
+            raise InvalidArgument(f"model {name!r} resolves outside the model repository")
+        if not (path / CONFIG_FILENAME).is_file():
+            raise NotFound(f"model {name!r} is not in the repository (no {name}/{CONFIG_FILENAME})")
+        return ModelFolder(name, path)
+
+    def _load(self, folder: ModelFolder) -> list[str]:
+        with self._control:
+            try:
+                return self._load_locked(folder)
+            finally:
+                self._on_change(folder.name)
+
+    def _load_locked(self, folder: ModelFolder) -> list[str]:
+        name = folder.name
+        self._seen[name] = _fingerprint(folder)
+        old = self._models.get(name)
+        try:
+            config = parse_model_config(folder.config_path, name)
+            on_disk = version_folders(folder, self.root)
+            selected = config.version_policy.select(list(on_disk))
+            if not selected:
+                raise ConfigError(f"{folder.path}: no version folder matches the version_policy "
+                                  f"(found: {sorted(on_disk) or 'none'})")
+        except ConfigError as e:
+            if old is not None and any(s.state == READY for s in old.versions.values()):
+                log.error("model=%s reload refused, the loaded versions keep serving: %s", name, e)
+            else:
+                log.error("model=%s is unavailable: %s", name, e)
+                with self._lock:
+                    self._models[name] = _ModelEntry(name, None, str(e))
+            return [f"{name}: {e}"]
+
+        old_slots = dict(old.versions) if old is not None and old.config is not None else {}
+        same_config = old is not None and old.config == config
+        keep = {v: s for v, s in old_slots.items() if same_config and v in selected and s.state == READY}
+        to_load = [v for v in selected if v not in keep]
+
+        # New versions show as LOADING; versions being reloaded keep serving from the old slot meanwhile.
+        if old is None or old.config is None:
+            with self._lock:
+                self._models[name] = _ModelEntry(name, config, versions={v: _VersionSlot(LOADING) for v in selected})
+        else:
+            with self._lock:
+                for v in to_load:
+                    if v not in old.versions or old.versions[v].state != READY:
+                        old.versions[v] = _VersionSlot(LOADING)
+        self._on_change(name)
+
+        failures, fresh = [], {}
+        for version in to_load:
+            try:
+                fresh[version] = _VersionSlot(READY, loaded=self._loader(config, version, on_disk[version], self._metrics))
+            except (LoadError, ConfigError, OSError, ValueError, RuntimeError) as e:
+                previous = old_slots.get(version)
+                if previous is not None and previous.state == READY:
+                    log.error("model=%s version=%d reload failed, the loaded one keeps serving: %s", name, version, e)
+                    fresh[version] = previous
+                else:
+                    log.error("model=%s version=%d failed to load: %s", name, version, e)
+                    fresh[version] = _VersionSlot(UNAVAILABLE, str(e))
+                failures.append(f"{name} version {version}: {e}")
+
+        slots = {**keep, **fresh}
+        with self._lock:  # the swap: one step for every request that looks the model up
+            self._models[name] = _ModelEntry(name, config, versions=dict(sorted(slots.items())))
+        self._on_change(name)
+        live = {id(s.loaded) for s in slots.values() if s.loaded is not None}
+        for version, slot in old_slots.items():
+            if slot.loaded is not None and id(slot.loaded) not in live:
+                self._retire(slot.loaded, "replaced" if version in slots else "no longer selected by the version policy")
+        return failures
+
+    def _unload(self, entry: _ModelEntry, reason: str) -> None:
+        with self._lock:
+            retiring = [(v, s) for v, s in entry.versions.items() if s.loaded is not None]
+            for _, slot in retiring:
+                slot.state = UNLOADING
+        self._on_change(entry.name)
+        for _, slot in retiring:
+            loaded, slot.loaded = slot.loaded, None
+            assert loaded is not None
+            self._retire(loaded, reason)
+            with self._lock:
+                slot.state, slot.reason = UNAVAILABLE, reason
+        entry.reason = reason
+
+    def _retire(self, loaded: LoadedVersion, reason: str) -> None:
+        """Close a version no request can newly reach, once the requests holding it have finished."""
+        if not loaded.wait_idle(RETIRE_TIMEOUT_S):
+            log.warning("model=%s version=%d: requests still running after %.0f s; unloading anyway",
+                        loaded.name, loaded.version, RETIRE_TIMEOUT_S)
+        loaded.close()
+        if self._metrics is not None and self._routable(loaded.name, loaded.version) is None:
+            self._metrics.forget(loaded.name, loaded.version)
+        log.info("unloaded model=%s version=%d reason=%r", loaded.name, loaded.version, reason)
+
+    # --- lookup --------------------------------------------------------------------------------
+
+    def _routable(self, model: str, version: int) -> LoadedVersion | None:
+        entry = self._models.get(model)
+        slot = entry.versions.get(version) if entry is not None else None
+        return slot.loaded if slot is not None and slot.state == READY else None
 
     def resolve(self, model: str, version: str) -> LoadedVersion:
         """The loaded version a request should run on: NOT_FOUND, UNAVAILABLE or INVALID_ARGUMENT otherwise."""
+        with self._lock:
+            return self._resolve_locked(model, parse_version(version))
+
+    @contextmanager
+    def acquire(self, model: str, version: str) -> Iterator[LoadedVersion]:
+        """`resolve`, holding the version until the block ends: an unload waits for its holders."""
         wanted = parse_version(version)
+        with self._lock:  # the lease is taken in the same step as the lookup, so no unload slips between
+            loaded = self._resolve_locked(model, wanted)
+            loaded.lease()
+        try:
+            yield loaded
+        finally:
+            loaded.release()
+
+    def _resolve_locked(self, model: str, wanted: int | None) -> LoadedVersion:
         entry = self._models.get(model)
         if entry is None:
             raise NotFound(f"unknown model {model!r}")
@@ -98,7 +275,7 @@ class ModelRepository:
             ready = [v for v, slot in entry.versions.items() if slot.state == READY]
             if not ready:
                 reasons = "; ".join(f"version {v}: {s.state} {s.reason}".strip() for v, s in entry.versions.items())
-                raise Unavailable(f"model {model!r} has no ready version ({reasons})")
+                raise Unavailable(f"model {model!r} has no ready version ({reasons or entry.reason})")
             wanted = max(ready)
         slot = entry.versions.get(wanted)
         if slot is None:
@@ -120,6 +297,26 @@ class ModelRepository:
     def list_models(self) -> list[ModelMetadata]:
         return [self._metadata(e) for e in sorted(self._models.values(), key=lambda e: e.name)]
 
+    def index(self, ready_only: bool = False) -> list[RepositoryModel]:
+        """Every model on disk or known to the server, with its versions' states and reasons."""
+        on_disk = {folder.name for folder in scan_models(self.root)}
+        models = []
+        for name in sorted(on_disk | set(self._models)):
+            entry = self._models.get(name)
+            if entry is None:
+                models.append(RepositoryModel(name, (), UNAVAILABLE, "not loaded"))
+                continue
+            versions = self._metadata(entry).versions
+            if any(v.state == READY for v in versions):
+                state, reason = READY, ""
+            elif any(v.state in (LOADING, UNLOADING) for v in versions):
+                state, reason = next(v.state for v in versions if v.state in (LOADING, UNLOADING)), ""
+            else:
+                state = UNAVAILABLE
+                reason = entry.reason or "; ".join(f"version {v.version}: {v.reason}" for v in versions if v.reason)
+            models.append(RepositoryModel(name, versions, state, reason))
+        return [m for m in models if m.state == READY] if ready_only else models
+
     @staticmethod
     def _metadata(entry: _ModelEntry) -> ModelMetadata:
         versions = tuple(VersionStatus(v, s.state, s.reason) for v, s in sorted(entry.versions.items()))
@@ -139,6 +336,7 @@ class ModelRepository:
         )
 
     def close(self) -> None:
+        """Server shutdown: close every version (requests were drained before)."""
         with self._lock:
             entries = list(self._models.values())
         for entry in entries:
@@ -149,3 +347,6 @@ class ModelRepository:
                     slot.loaded = None
                     slot.state = UNAVAILABLE
                     slot.reason = "unloaded"
+
+
+__all__ = ["CONTROL_MODES", "LOADING", "READY", "UNAVAILABLE", "UNLOADING", "ModelRepository", "parse_version"]

@@ -3,7 +3,7 @@ Protobuf types stop here; the core never sees them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from reward_api.v1 import reward_pb2 as pb
 
@@ -14,12 +14,14 @@ from ..datatypes import (
     ModelMetadata,
     RankRequest,
     RankResponse,
+    RepositoryModel,
     ScoreInput,
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
     Text,
     TokenIds,
+    VersionStatus,
 )
 from ..errors import InvalidArgument
 
@@ -100,14 +102,26 @@ def encode_rank(response: RankResponse) -> pb.RankResponse:
     )
 
 
+def _state(name: str) -> pb.ModelState:
+    return pb.ModelState.Value(f"MODEL_STATE_{name}")
+
+
+def _versions(versions: Sequence[VersionStatus]) -> list[pb.VersionStatus]:
+    return [pb.VersionStatus(version=str(v.version) if v.version else "", state=_state(v.state), reason=v.reason)
+            for v in versions]
+
+
+def encode_index(models: Sequence[RepositoryModel]) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(models=[
+        pb.RepositoryModel(name=m.name, versions=_versions(m.versions), state=_state(m.state), reason=m.reason)
+        for m in models
+    ])
+
+
 def encode_metadata(m: ModelMetadata) -> pb.ModelMetadata:
     return pb.ModelMetadata(
         name=m.name,
-        versions=[
-            pb.VersionStatus(version=str(v.version) if v.version else "", state=pb.ModelState.Value(f"MODEL_STATE_{v.state}"),
-                             reason=v.reason)
-            for v in m.versions
-        ],
+        versions=_versions(m.versions),
         backend=m.backend,
         max_sequence_length=m.max_sequence_length,
         prompt_format=m.prompt_format,

@@ -1,4 +1,4 @@
-"""Server interceptors: bearer-token auth, and error mapping with an access log per request."""
+"""Server interceptors: bearer-token auth, and error mapping with an access log and metrics per request."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ import grpc
 import grpc.aio
 
 from ..errors import PermissionDenied, RewardServerError, Unauthenticated
+from ..metrics import ServerMetrics
+from ..request_record import RequestRecord, current_request
 
 log = logging.getLogger(__name__)
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REWARD_PREFIX = "/reward_api.v1.RewardService/"
 REQUEST_ID_KEY = "x-request-id"
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
@@ -40,7 +43,11 @@ def _wrap_unary(handler: grpc.RpcMethodHandler, behavior: Callable[..., Awaitabl
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps RewardServerError to its status; anything else to INTERNAL, traceback logged once.
-    Logs one debug line per request with its id (from `x-request-id`, or a new one sent back)."""
+    Logs one debug line per request with its id (from `x-request-id`, or a new one sent back), model,
+    version, items, tokens, queue and compute time; counts RewardService requests in the metrics."""
+
+    def __init__(self, metrics: ServerMetrics | None = None) -> None:
+        self._metrics = metrics
 
     async def intercept_service(self, continuation: Continuation,
                                 details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -50,10 +57,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         behavior = handler.unary_unary
         method = details.method
         request_id = _metadata_value(details, REQUEST_ID_KEY) or uuid.uuid4().hex[:16]
+        metrics = self._metrics if method.startswith(REWARD_PREFIX) else None
 
         async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.monotonic()
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+            record = RequestRecord(request_id, method.rsplit("/", 1)[-1], model=getattr(request, "model", ""),
+                                   version=getattr(request, "version", ""))
+            current_request.set(record)
+            if metrics:
+                metrics.pending_requests.labels(record.model).inc()
             code = grpc.StatusCode.OK
             try:
                 return await behavior(request, context)
@@ -68,8 +81,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("request %s to %s failed", request_id, method)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
             finally:
-                log.debug("request %s %s -> %s in %.1f ms", request_id, method, code.name,
-                          (time.monotonic() - start) * 1e3)
+                seconds = time.monotonic() - start
+                if metrics:
+                    metrics.pending_requests.labels(record.model).dec()
+                    metrics.request_done(record.model, record.version, record.method, code.name, seconds)
+                log.debug("request %s status=%s total_ms=%.1f", record.log_fields(), code.name, seconds * 1e3)
 
         return _wrap_unary(handler, mapped)
 

@@ -1,6 +1,8 @@
 """Server lifecycle: build (load models, register services), serve, drain on SIGTERM, stop.
 
 `build_server(settings)` returns the started server and its bound port (port 0 picks a free one).
+Health (grpc.health.v1): "" and the RewardService are SERVING until a drain starts; each model's
+name is SERVING while it has a ready (loaded and warmed up) version, updated on every load / unload.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -19,22 +22,27 @@ from grpc_reflection.v1alpha import reflection
 from reward_api.v1 import reward_pb2, reward_pb2_grpc
 
 from ..dispatch import RewardCore
-from ..repository import ModelRepository
+from ..errors import RewardServerError
+from ..metrics import ServerMetrics
+from ..repository import ModelRepository, RepositoryPoller
 from ..settings import ServerSettings
 from .interceptors import ErrorInterceptor, TokenAuthInterceptor
 from .limits import LimitsInterceptor
+from .options import server_options
 from .servicer import RewardServicer
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
-# Clients ping every 30 s while calls are open (reward_client's keepalive); accept pings that often.
-MIN_CLIENT_PING_INTERVAL_MS = 20_000
 
 
 class StartupError(Exception):
     """The server refused to start (a model failed to load in strict mode, the port is taken)."""
+
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -45,52 +53,87 @@ class RewardServer:
     repository: ModelRepository
     health: health.aio.HealthServicer
     encode_pool: ThreadPoolExecutor
+    metrics: ServerMetrics
     limits: LimitsInterceptor
-
-    async def _set_health(self, status: int) -> None:
-        """Overall and service health get `status`; each model is SERVING only if it has a ready version."""
-        await self.health.set("", status)
-        await self.health.set(SERVICE_NAME, status)
-        for model in self.repository.list_models():
-            ready = any(v.state == "READY" for v in model.versions)
-            await self.health.set(model.name, status if ready else health_pb2.HealthCheckResponse.NOT_SERVING)
+    metrics_port: int | None = None
+    poller: RepositoryPoller | None = None
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING, refuse new work, let requests in flight finish within `grace`, release models."""
+        """NOT_SERVING and UNAVAILABLE for new requests at once; the requests in flight get at most
+        `grace` seconds to finish; then the port closes and the models are released."""
         self.core.draining = True
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(grace)
+        await self.health.set("", _NOT_SERVING)
+        await self.health.set(SERVICE_NAME, _NOT_SERVING)
+        for model in self.repository.list_models():
+            await self.health.set(model.name, _NOT_SERVING)
+        deadline = time.monotonic() + (grace or 0.0)
+        while self.core.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.poller is not None:
+            await asyncio.to_thread(self.poller.stop)
+        await self.server.stop(max(0.0, deadline - time.monotonic()))
         await asyncio.to_thread(self.repository.close)
         self.encode_pool.shutdown(wait=False)
+        self.metrics.close()
+
+
+class _HealthUpdater:
+    """Called by the repository (on any thread) when a model's state changes: sets its health."""
+
+    def __init__(self, health_servicer: health.aio.HealthServicer, loop: asyncio.AbstractEventLoop) -> None:
+        self._health = health_servicer
+        self._loop = loop
+        self.repository: ModelRepository | None = None
+        self.core: RewardCore | None = None
+
+    def __call__(self, model: str) -> None:
+        asyncio.run_coroutine_threadsafe(self._update(model), self._loop)
+
+    async def _update(self, model: str) -> None:
+        assert self.repository is not None
+        ready = any(m.name == model and m.state == "READY" for m in self.repository.index())
+        draining = self.core is not None and self.core.draining
+        await self._health.set(model, _SERVING if ready and not draining else _NOT_SERVING)
+
+
+def _initial_load(repository: ModelRepository, settings: ServerSettings) -> list[str]:
+    if settings.model_control_mode != "explicit":
+        return repository.load_all()
+    failures = []
+    for name in settings.load_models:
+        try:
+            failures += repository.load_model(name)
+        except RewardServerError as e:
+            failures.append(f"{name}: {e}")
+    return failures
 
 
 async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
-    repository = ModelRepository(settings.model_repository)
-    failures = await asyncio.to_thread(repository.load_all)
+    metrics = ServerMetrics()
+    health_servicer = health.aio.HealthServicer()
+    on_change = _HealthUpdater(health_servicer, asyncio.get_running_loop())
+    repository = ModelRepository(settings.model_repository, mode=settings.model_control_mode, metrics=metrics,
+                                 on_change=on_change)
+    on_change.repository = repository
+    failures = await asyncio.to_thread(_initial_load, repository, settings)
     if failures and settings.strict:
         await asyncio.to_thread(repository.close)
         raise StartupError("models failed to load (use --no-strict to serve the others):\n  " + "\n  ".join(failures))
 
     encode_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="encode")
     core = RewardCore(repository, encode_pool, settings.max_items_per_request)
+    on_change.core = core
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if settings.auth_token:
         interceptors.append(TokenAuthInterceptor(settings.auth_token))
-    interceptors.append(ErrorInterceptor())
+    interceptors.append(ErrorInterceptor(metrics))
     limits = LimitsInterceptor(settings.max_concurrent_rpcs, settings.max_chars_per_message)
     interceptors.append(limits)
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=[
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", int(settings.reuse_port)),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
-            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
-        ],
+        options=server_options(settings),
     )
     reward_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(core), server)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
@@ -104,10 +147,26 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     if port == 0 and settings.port != 0:
         await asyncio.to_thread(repository.close)
         raise StartupError(f"cannot listen on {address}")
+    metrics_port = None
+    if settings.metrics_port is not None:
+        try:
+            metrics_port = metrics.serve_http(settings.host.strip("[]"), settings.metrics_port)
+        except OSError as e:
+            await asyncio.to_thread(repository.close)
+            raise StartupError(f"cannot serve metrics on port {settings.metrics_port}: {e}") from e
     await server.start()
-    running = RewardServer(server, port, core, repository, health_servicer, encode_pool, limits)
-    await running._set_health(health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %d model(s) on %s:%d", len(repository.list_models()), settings.host, port)
+    poller = None
+    if settings.model_control_mode == "poll":
+        poller = RepositoryPoller(repository, settings.repository_poll_s)
+        poller.start()
+    running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, limits,
+                           metrics_port, poller)
+    await health_servicer.set("", _SERVING)
+    await health_servicer.set(SERVICE_NAME, _SERVING)
+    for model in repository.index():
+        await on_change._update(model.name)
+    log.info("serving %d model(s) on %s:%d, model control mode %s%s", len(repository.list_models()), settings.host,
+             port, settings.model_control_mode, f", metrics on port {metrics_port}" if metrics_port is not None else "")
     return running, port
 
 

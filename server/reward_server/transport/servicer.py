@@ -30,3 +30,15 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     async def ListModels(self, request: pb.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[codec.encode_metadata(m) for m in self._core.list_models()])
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
+                              context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+        return codec.encode_index(self._core.repository_index(request.ready))
+
+    async def LoadModel(self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext) -> pb.LoadModelResponse:
+        return pb.LoadModelResponse(model=codec.encode_metadata(await self._core.load_model(request.model)))
+
+    async def UnloadModel(self, request: pb.UnloadModelRequest,
+                          context: grpc.aio.ServicerContext) -> pb.UnloadModelResponse:
+        await self._core.unload_model(request.model)
+        return pb.UnloadModelResponse()
