@@ -5,6 +5,7 @@ must equal the reference score: retries of UNAVAILABLE land on the replicas stil
 from __future__ import annotations
 
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,10 @@ def run_with_disruption(chats_and_scores, disrupt: Callable[[ServerProcess], Non
             load = Load(client, *chats_and_scores)
             load.run(lambda: disrupt(servers[0]))
         survivors_up = all(s.proc.poll() is None for s in servers[1:])
+        try:
+            servers[0].proc.wait(60)  # a drained replica exits by itself
+        except subprocess.TimeoutExpired:
+            pass
         return load, servers[0], survivors_up
     finally:
         for server in servers:
@@ -104,7 +109,6 @@ def test_replicas_answer_every_call_correctly_when_one_is_killed_mid_run(chats_a
 def test_replicas_answer_every_call_correctly_when_one_drains_on_sigterm_mid_run(chats_and_scores):
     load, victim, survivors_up = run_with_disruption(chats_and_scores, lambda s: s.terminate())
     assert load.failures == [] and load.wrong == []
-    victim.proc.wait(60)
     assert victim.proc.returncode == 0 and "stopped" in victim.log()
     assert survivors_up
 
@@ -147,6 +151,32 @@ def test_client_splits_a_large_batch_into_chunks_over_every_replica_in_order(tin
             after = [computed(s) for s in servers]
         assert all(close(a, b) for a, b in zip(scores, expected)) and len(scores) == len(chats)
         assert all(a > b for a, b in zip(after, before)), (before, after)  # 8 chunks, round robin over 3
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_client_sends_no_new_calls_to_a_replica_when_its_health_is_not_serving(tiny_checkpoint, tmp_path):
+    from grpc_health.v1 import health_pb2
+
+    from reward_server.transport.server import SERVICE_NAME
+
+    add_model(tmp_path, "tiny", tiny_checkpoint)
+    servers = [serve_repo(tmp_path) for _ in range(2)]
+    chat = random_chat(random.Random(5))
+    try:
+        with RewardClient([s.target for s in servers], model="tiny") as client:
+            for _ in range(50):  # until both replicas are connected and have answered
+                client.get_score(chat)
+                if all(computed(s) for s in servers):
+                    break
+            servers[0].run(servers[0].running.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING))
+            time.sleep(0.5)  # the client's health watch hears of it
+            before = [computed(s) for s in servers]
+            for _ in range(20):
+                client.get_score(chat)
+            after = [computed(s) for s in servers]
+        assert after[0] == before[0] and after[1] == before[1] + 20, (before, after)
     finally:
         for server in servers:
             server.stop()

@@ -25,6 +25,9 @@ SERVICE = "reward_api.v1.RewardService"
 SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
+        # Each replica's grpc.health.v1 status is watched: one that goes NOT_SERVING (draining on
+        # SIGTERM) gets no new calls from then on, before it closes its port.
+        "healthCheckConfig": {"serviceName": SERVICE},
         "methodConfig": [
             {
                 "name": [{"service": SERVICE}],
