@@ -92,13 +92,33 @@ class ServerThread:
         self.stop()
 
 
-def serve_repo(repo: Path, **settings) -> ServerThread:
-    return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
+# The line a started server logs, with its bound port.
+SERVING_LINE = re.compile(r"serving \d+ model\(s\) on 127\.0\.0\.1:(\d+)")
 
 
-def server_command() -> list[str]:
+def command() -> list[str]:
     exe = shutil.which("reward-server", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "reward_server"]
+
+
+def start_server_process(repo: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+                             "--port", "0", *extra], stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := SERVING_LINE.search(line):
+            return proc, int(m.group(1))
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def serve_repo(repo: Path, **settings) -> ServerThread:
+    return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
 
 
 class ServerProcess:
@@ -106,7 +126,7 @@ class ServerProcess:
     (a full pipe would block the server) and kept for the test to read."""
 
     def __init__(self, repo: Path, *extra: str, port: int = 0) -> None:
-        self.proc = subprocess.Popen([*server_command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+        self.proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
                                       "--port", str(port), *extra], stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._started = threading.Event()
@@ -116,7 +136,7 @@ class ServerProcess:
     def _drain(self) -> None:
         for line in self.proc.stderr:
             self.lines.append(line)
-            if not self._started.is_set() and (m := re.search(r"serving \d+ model\(s\) on 127\.0\.0\.1:(\d+)", line)):
+            if not self._started.is_set() and (m := SERVING_LINE.search(line)):
                 self.port = int(m.group(1))
                 self._started.set()
         self._started.set()  # exited: wait_started reports it
@@ -163,5 +183,5 @@ def start_servers(count: int, repo: Path, *extra: str, timeout: float = 180) -> 
     return servers
 
 
-__all__ = ["CHAT_1", "CHAT_2", "ServerProcess", "ServerThread", "add_model", "config_text", "random_chat",
-           "serve_repo", "server_command", "start_servers"]
+__all__ = ["CHAT_1", "CHAT_2", "ServerProcess", "ServerThread", "add_model", "command", "config_text", "random_chat",
+           "serve_repo", "start_server_process", "start_servers"]

@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 
-from helpers import CHAT_1, add_model, config_text, server_command
+from helpers import CHAT_1, add_model, command, config_text
+from helpers import start_server_process as start
 from reward_client import RewardClient
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-command = server_command
-
-
-def start(repo: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-                             "--port", "0", *extra], stderr=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if m := re.search(r"serving \d+ model\(s\) on 127\.0\.0\.1:(\d+)", line):
-            return proc, int(m.group(1))
-    proc.kill()
-    raise AssertionError("server did not start:\n" + "".join(lines))
 
 
 def test_help_lists_the_commands():
     done = subprocess.run([*command(), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "serve" in done.stdout and "--log-level" in done.stdout
     done = subprocess.run([*command(), "serve", "--help"], capture_output=True, text=True, timeout=60)
-    for flag in ("--model-repository", "--port", "--strict", "--no-strict", "--grace-period", "--auth-token-file"):
+    for flag in ("--model-repository", "--port", "--strict", "--no-strict", "--grace-period", "--auth-token-file",
+                 "--model-control-mode", "--repository-poll-secs", "--load-model", "--metrics-port"):
         assert flag in done.stdout
 
 

@@ -4,6 +4,7 @@ from ._aio import AsyncRewardClient
 from ._errors import (
     CancelledError,
     DeadlineExceededError,
+    FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
     NotFoundError,
@@ -14,7 +15,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._sync import RewardClient
-from ._types import BestOfN, Chat, ModelInfo, RankResult, ScoreResult, VersionStatus
+from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreResult, VersionStatus
 
 __all__ = [
     "AsyncRewardClient",
@@ -22,12 +23,14 @@ __all__ = [
     "CancelledError",
     "Chat",
     "DeadlineExceededError",
+    "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
     "ModelInfo",
     "NotFoundError",
     "PermissionDeniedError",
     "RankResult",
+    "RepositoryModel",
     "ResourceExhaustedError",
     "RewardClient",
     "RewardError",

@@ -13,7 +13,7 @@ from reward_api.v1 import reward_pb2_grpc
 from ._base import ClientBase, Metadata
 from ._calls import Call, merge_responses
 from ._errors import error_from_rpc
-from ._types import BestOfN, Chat, ModelInfo, RankResult, ScoreInputLike, ScoreResult
+from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreInputLike, ScoreResult
 
 T = TypeVar("T")
 
@@ -81,6 +81,21 @@ class AsyncRewardClient(ClientBase):
     async def list_models(self, *, timeout: float | None = None,
                           metadata: Metadata | None = None) -> list[ModelInfo]:
         return await self._run(self._plan.list_models(), timeout, metadata)
+
+    async def repository_index(self, ready_only: bool = False, *, timeout: float | None = None,
+                         metadata: Metadata | None = None) -> list[RepositoryModel]:
+        """Every model in the server's repository with its state (and why it is not ready)."""
+        return await self._run(self._plan.repository_index(ready_only), timeout, metadata)
+
+    async def load_model(self, model: str | None = None, *, timeout: float | None = None,
+                   metadata: Metadata | None = None) -> ModelInfo:
+        """Load or reload a model (server in --model-control-mode explicit); returns it once ready."""
+        return await self._run(self._plan.load_model(model), timeout, metadata)
+
+    async def unload_model(self, model: str | None = None, *, timeout: float | None = None,
+                     metadata: Metadata | None = None) -> None:
+        """Unload every version of a model once its requests in flight have finished (explicit mode)."""
+        return await self._run(self._plan.unload_model(model), timeout, metadata)
 
     async def close(self) -> None:
         await self._channel.close()

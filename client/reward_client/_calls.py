@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from reward_api.v1 import reward_pb2 as pb
 
-from ._types import BestOfN, Chat, ModelInfo, RankResult, ScoreInputLike, ScoreResult, VersionStatus
+from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreInputLike, ScoreResult, VersionStatus
 
 T = TypeVar("T")
 
@@ -131,13 +131,22 @@ def _rank_result(response: Any) -> RankResult:
     )
 
 
+def _state(state: int) -> str:
+    return pb.ModelState.Name(state).removeprefix("MODEL_STATE_")
+
+
+def _versions(versions: Any) -> list[VersionStatus]:
+    return [VersionStatus(v.version, _state(v.state), v.reason) for v in versions]
+
+
+def _repository_model(m: Any) -> RepositoryModel:
+    return RepositoryModel(m.name, _versions(m.versions), _state(m.state), m.reason)
+
+
 def _model_info(m: Any) -> ModelInfo:
     return ModelInfo(
         name=m.name,
-        versions=[
-            VersionStatus(v.version, pb.ModelState.Name(v.state).removeprefix("MODEL_STATE_"), v.reason)
-            for v in m.versions
-        ],
+        versions=_versions(m.versions),
         backend=m.backend,
         max_sequence_length=m.max_sequence_length,
         prompt_format=m.prompt_format,
@@ -207,3 +216,13 @@ class Planner:
 
     def list_models(self) -> Call[list[ModelInfo]]:
         return Call("ListModels", pb.ListModelsRequest(), lambda r: [_model_info(m) for m in r.models])
+
+    def repository_index(self, ready_only: bool = False) -> Call[list[RepositoryModel]]:
+        return Call("RepositoryIndex", pb.RepositoryIndexRequest(ready=ready_only),
+                    lambda r: [_repository_model(m) for m in r.models])
+
+    def load_model(self, model: str | None = None) -> Call[ModelInfo]:
+        return Call("LoadModel", pb.LoadModelRequest(model=model or self.model), lambda r: _model_info(r.model))
+
+    def unload_model(self, model: str | None = None) -> Call[None]:
+        return Call("UnloadModel", pb.UnloadModelRequest(model=model or self.model), lambda r: None)

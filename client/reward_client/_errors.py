@@ -52,6 +52,12 @@ class PermissionDeniedError(RewardError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class FailedPreconditionError(RewardError):
+    """The server is not in a state for this call (load/unload outside model control mode explicit)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class InternalError(RewardError):
     code = grpc.StatusCode.INTERNAL
 
@@ -67,6 +73,7 @@ _BY_CODE: dict[grpc.StatusCode, type[RewardError]] = {
         CancelledError,
         UnauthenticatedError,
         PermissionDeniedError,
+        FailedPreconditionError,
         InternalError,
     )
 }

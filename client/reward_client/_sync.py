@@ -12,7 +12,7 @@ from reward_api.v1 import reward_pb2_grpc
 from ._base import ClientBase, Metadata
 from ._calls import Call, merge_responses
 from ._errors import error_from_rpc
-from ._types import BestOfN, Chat, ModelInfo, RankResult, ScoreInputLike, ScoreResult
+from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreInputLike, ScoreResult
 
 T = TypeVar("T")
 
@@ -88,6 +88,21 @@ class RewardClient(ClientBase):
 
     def list_models(self, *, timeout: float | None = None, metadata: Metadata | None = None) -> list[ModelInfo]:
         return self._run(self._plan.list_models(), timeout, metadata)
+
+    def repository_index(self, ready_only: bool = False, *, timeout: float | None = None,
+                         metadata: Metadata | None = None) -> list[RepositoryModel]:
+        """Every model in the server's repository with its state (and why it is not ready)."""
+        return self._run(self._plan.repository_index(ready_only), timeout, metadata)
+
+    def load_model(self, model: str | None = None, *, timeout: float | None = None,
+                   metadata: Metadata | None = None) -> ModelInfo:
+        """Load or reload a model (server in --model-control-mode explicit); returns it once ready."""
+        return self._run(self._plan.load_model(model), timeout, metadata)
+
+    def unload_model(self, model: str | None = None, *, timeout: float | None = None,
+                     metadata: Metadata | None = None) -> None:
+        """Unload every version of a model once its requests in flight have finished (explicit mode)."""
+        return self._run(self._plan.unload_model(model), timeout, metadata)
 
     def close(self) -> None:
         self._channel.close()

@@ -53,3 +53,13 @@ class ModelInfo:
     max_batch_size: int
     dtype: str
     device: str
+
+
+@dataclass(frozen=True)
+class RepositoryModel:
+    """One model of the repository index: state READY / LOADING / UNLOADING / UNAVAILABLE and why."""
+
+    name: str
+    versions: list[VersionStatus]
+    state: str
+    reason: str

@@ -108,6 +108,11 @@ class DynamicBatcher:
     def pending(self) -> int:
         return len(self._queue)
 
+    @property
+    def closed(self) -> bool:
+        """True once close() has returned: the thread has ended and the backend was released."""
+        return self._closed and not self._thread.is_alive()
+
     def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None) -> list[Future]:
         """Queue every sequence of one request, or none of them."""
         now = time.monotonic()

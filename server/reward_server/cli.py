@@ -40,6 +40,10 @@ def _serve(args: argparse.Namespace) -> int:
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             reuse_port=args.reuse_port,
             max_connection_age_s=args.max_connection_age,
+            model_control_mode=args.model_control_mode,
+            repository_poll_s=args.repository_poll_secs,
+            load_models=tuple(args.load_model),
+            metrics_port=args.metrics_port,
         )
     except (ValueError, OSError) as e:
         log.error("%s", e)
@@ -118,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-connection-age", type=float, default=None,
                        help="end each client connection after this many seconds, so that clients re-resolve "
                             "DNS and find new replicas (default: never)")
+    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none",
+                       help="none: load every model at start (default); explicit: LoadModel/UnloadModel RPCs "
+                            "and --load-model; poll: rescan the repository every --repository-poll-secs")
+    serve.add_argument("--repository-poll-secs", type=float, default=15.0,
+                       help="poll mode: seconds between rescans of the repository (default 15)")
+    serve.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                       help="explicit mode: a model to load at start (repeatable)")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a port; default: off)")
     serve.set_defaults(run=_serve)
 
     from .importers import DTYPES, FAMILIES

@@ -58,6 +58,7 @@ class RewardCore:
             with self.repository.acquire(model, version) as loaded:
                 if record is not None:
                     record.model, record.version, record.items = loaded.name, str(loaded.version), len(inputs)
+                    record.resolved = True
                 loop = asyncio.get_running_loop()
                 encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
                 # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays

@@ -33,8 +33,8 @@ class ServerMetrics:
                                        [*_MODEL, "method", "code"], registry=r)
         self.request_duration = Histogram("reward_request_duration_seconds", "RPC time, received to answered",
                                           [*_MODEL, "method"], buckets=_SECONDS, registry=r)
-        self.pending_requests = Gauge("reward_pending_requests", "RPCs received and not answered yet",
-                                      ["model"], registry=r)
+        # Labels come from the served version only (never from a name a client made up: bounded series).
+        self.pending_requests = Gauge("reward_pending_requests", "RPCs received and not answered yet", registry=r)
         # Per batch a model instance computes: the batcher's view.
         self.inference_count = Counter("reward_inference_count", "inputs computed", _MODEL, registry=r)
         self.execution_count = Counter("reward_execution_count", "batches computed", _MODEL, registry=r)

@@ -19,6 +19,11 @@ class RequestRecord:
     tokens: int = 0  # tokens scored, after truncation
     queue_s: float = 0.0  # longest wait of one of its inputs for a batch
     compute_s: float = 0.0  # longest backend time of one of its batches
+    resolved: bool = False  # model and version name a served version (set by the core)
+
+    def metric_labels(self) -> tuple[str, str]:
+        """(model, version) for metrics: empty unless resolved, so names made up by clients add no series."""
+        return (self.model, self.version) if self.resolved else ("", "")
 
     def log_fields(self) -> str:
         return (f"request_id={self.request_id} method={self.method} model={self.model or '-'} "

@@ -66,14 +66,21 @@ def parse_version(version: str) -> int | None:
     return int(version)
 
 
-def _fingerprint(folder: ModelFolder) -> tuple[str, tuple[str, ...]]:
-    """What poll mode watches: the config.pbtxt bytes and the set of numeric version folders."""
+Fingerprint = tuple[str, tuple[tuple[str, int], ...]]
+
+
+def _fingerprint(folder: ModelFolder) -> Fingerprint:
+    """What poll mode watches: the config.pbtxt bytes and the numeric version folders with their mtimes
+    (a folder still being copied changes again, so a version that failed half-copied is retried)."""
     try:
         config = hashlib.sha256(folder.config_path.read_bytes()).hexdigest()
     except OSError:
         config = ""
-    versions = tuple(sorted(e.name for e in folder.path.iterdir() if e.is_dir() and e.name.isdigit()))
-    return config, versions
+    versions = []
+    for entry in folder.path.iterdir():
+        if entry.name.isdigit() and entry.is_dir():
+            versions.append((entry.name, entry.stat().st_mtime_ns))
+    return config, tuple(sorted(versions))
 
 
 class ModelRepository:
@@ -87,7 +94,7 @@ class ModelRepository:
         self._metrics = metrics
         self._on_change = on_change or (lambda name: None)
         self._models: dict[str, _ModelEntry] = {}
-        self._seen: dict[str, tuple[str, tuple[str, ...]]] = {}  # poll mode: fingerprints last acted on
+        self._seen: dict[str, Fingerprint] = {}  # poll mode: fingerprints last acted on
         self._lock = threading.Lock()  # guards the routing table (_models and the slots' states)
         self._control = threading.Lock()  # one load / unload / poll at a time
 
@@ -268,6 +275,9 @@ class ModelRepository:
     def _resolve_locked(self, model: str, wanted: int | None) -> LoadedVersion:
         entry = self._models.get(model)
         if entry is None:
+            folder = self.root / model
+            if MODEL_NAME.match(model) and inside(self.root, folder) and (folder / CONFIG_FILENAME).is_file():
+                raise Unavailable(f"model {model!r} is in the repository but not loaded")
             raise NotFound(f"unknown model {model!r}")
         if entry.config is None:
             raise Unavailable(f"model {model!r} is unavailable: {entry.reason}")

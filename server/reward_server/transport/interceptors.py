@@ -66,7 +66,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                                    version=getattr(request, "version", ""))
             current_request.set(record)
             if metrics:
-                metrics.pending_requests.labels(record.model).inc()
+                metrics.pending_requests.inc()
             code = grpc.StatusCode.OK
             try:
                 return await behavior(request, context)
@@ -83,8 +83,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 seconds = time.monotonic() - start
                 if metrics:
-                    metrics.pending_requests.labels(record.model).dec()
-                    metrics.request_done(record.model, record.version, record.method, code.name, seconds)
+                    metrics.pending_requests.dec()
+                    metrics.request_done(*record.metric_labels(), record.method, code.name, seconds)
                 log.debug("request %s status=%s total_ms=%.1f", record.log_fields(), code.name, seconds * 1e3)
 
         return _wrap_unary(handler, mapped)
