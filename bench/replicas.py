@@ -28,13 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_model import SHAPE, write_bench_model  # noqa: E402
+
 from helpers import ServerProcess, start_servers  # noqa: E402
 from reward_client import RewardClient  # noqa: E402
-from reward_server.repository.config import RewardDefaults, config_pbtxt  # noqa: E402
-from reward_server.tiny_models import TinyShape, write_tiny_checkpoint  # noqa: E402
-
-SHAPE = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=4, max_position_embeddings=1024)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,10 +93,7 @@ def run(args: argparse.Namespace) -> dict:
                      "model": "llama 4 layers x 256 (random), 128 tokens per request", "layouts": {}}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
-        (repo / "rm").mkdir()
-        (repo / "rm" / "config.pbtxt").write_text(config_pbtxt(
-            "rm", RewardDefaults(max_sequence_length=1024, dtype="float32"), max_batch_size=8, max_queue_delay_us=2000))
-        write_tiny_checkpoint(repo / "rm" / "1", shape=SHAPE, seed=0)
+        write_bench_model(repo, "rm")
         layouts = results["layouts"]
 
         servers = start_servers(1, repo)

@@ -118,65 +118,61 @@ def computed(server) -> int:
     return server.running.repository.resolve("tiny", "").instances[0].stats.computed
 
 
-def test_client_spreads_calls_over_every_replica_when_given_a_list(tiny_checkpoint, tmp_path):
+@pytest.fixture()
+def replicas(tiny_checkpoint, tmp_path):
+    """Three in-process servers of one repository."""
     add_model(tmp_path, "tiny", tiny_checkpoint)
-    servers = [serve_repo(tmp_path) for _ in range(3)]
+    servers = []
     try:
-        with RewardClient([s.target for s in servers], model="tiny") as client:
-            for _ in range(30):
-                client.get_score(random_chat(random.Random(0)))
-        counts = [computed(s) for s in servers]
-        assert all(c > 0 for c in counts), counts
+        for _ in range(3):
+            servers.append(serve_repo(tmp_path))
+        yield servers
     finally:
         for server in servers:
             server.stop()
 
 
-def test_client_splits_a_large_batch_into_chunks_over_every_replica_in_order(tiny_checkpoint, tmp_path):
-    add_model(tmp_path, "tiny", tiny_checkpoint)
-    servers = [serve_repo(tmp_path) for _ in range(3)]
+def until_every_replica_answered(client: RewardClient, servers: list, chat) -> int:
+    """Calls until every replica has computed something (a new channel connects to them in the
+    background; round_robin picks among the connected ones); returns how many calls it took."""
+    for calls in range(1, 51):
+        client.get_score(chat)
+        if all(computed(s) for s in servers):
+            return calls
+    raise AssertionError(f"not every replica got a call in 50: {[computed(s) for s in servers]}")
+
+
+def test_client_spreads_calls_over_every_replica_when_given_a_list(replicas):
+    with RewardClient([s.target for s in replicas], model="tiny") as client:
+        assert until_every_replica_answered(client, replicas, random_chat(random.Random(0))) <= 30
+
+
+def test_client_splits_a_large_batch_into_chunks_over_every_replica_in_order(replicas):
     rng = random.Random(3)
     chats = [random_chat(rng) for _ in range(30)]
-    try:
-        with RewardClient(servers[0].target, model="tiny", chunk_size=None) as one:
-            expected = one.get_scores(chats)
-        with RewardClient([s.target for s in servers], model="tiny", chunk_size=4) as client:
-            # round_robin picks among connected replicas; a new channel connects to them in the background.
-            for _ in range(50):
-                client.get_score(chats[0])
-                if all(computed(s) for s in servers):
-                    break
-            before = [computed(s) for s in servers]
-            scores = client.get_scores(chats)
-            after = [computed(s) for s in servers]
-        assert all(close(a, b) for a, b in zip(scores, expected)) and len(scores) == len(chats)
-        assert all(a > b for a, b in zip(after, before)), (before, after)  # 8 chunks, round robin over 3
-    finally:
-        for server in servers:
-            server.stop()
+    with RewardClient(replicas[0].target, model="tiny", chunk_size=None) as one:
+        expected = one.get_scores(chats)
+    with RewardClient([s.target for s in replicas], model="tiny", chunk_size=4) as client:
+        until_every_replica_answered(client, replicas, chats[0])
+        before = [computed(s) for s in replicas]
+        scores = client.get_scores(chats)
+        after = [computed(s) for s in replicas]
+    assert all(close(a, b) for a, b in zip(scores, expected)) and len(scores) == len(chats)
+    assert all(a > b for a, b in zip(after, before)), (before, after)  # 8 chunks, round robin over 3
 
 
-def test_client_sends_no_new_calls_to_a_replica_when_its_health_is_not_serving(tiny_checkpoint, tmp_path):
+def test_client_sends_no_new_calls_to_a_replica_when_its_health_is_not_serving(replicas):
     from grpc_health.v1 import health_pb2
 
     from reward_server.transport.server import SERVICE_NAME
 
-    add_model(tmp_path, "tiny", tiny_checkpoint)
-    servers = [serve_repo(tmp_path) for _ in range(2)]
     chat = random_chat(random.Random(5))
-    try:
-        with RewardClient([s.target for s in servers], model="tiny") as client:
-            for _ in range(50):  # until both replicas are connected and have answered
-                client.get_score(chat)
-                if all(computed(s) for s in servers):
-                    break
-            servers[0].run(servers[0].running.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING))
-            time.sleep(0.5)  # the client's health watch hears of it
-            before = [computed(s) for s in servers]
-            for _ in range(20):
-                client.get_score(chat)
-            after = [computed(s) for s in servers]
-        assert after[0] == before[0] and after[1] == before[1] + 20, (before, after)
-    finally:
-        for server in servers:
-            server.stop()
+    with RewardClient([s.target for s in replicas], model="tiny") as client:
+        until_every_replica_answered(client, replicas, chat)
+        replicas[0].run(replicas[0].running.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING))
+        time.sleep(0.5)  # the client's health watch hears of it
+        before = [computed(s) for s in replicas]
+        for _ in range(20):
+            client.get_score(chat)
+        after = [computed(s) for s in replicas]
+    assert after[0] == before[0] and sum(after) == sum(before) + 20, (before, after)
