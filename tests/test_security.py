@@ -3,6 +3,8 @@ and refused with the wrong ones (handshake failure / UNAUTHENTICATED / PERMISSIO
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -128,3 +130,21 @@ def test_settings_refuse_incomplete_tls_when_files_are_missing_or_unpaired(repo,
 
     with pytest.raises(ValueError, match=message):
         ServerSettings(model_repository=repo, **fields)
+
+
+def test_serve_command_takes_the_tls_flags_and_refuses_a_client_without_a_certificate(pki):
+    from helpers import ServerProcess
+
+    demo = Path(__file__).resolve().parent.parent / "model_repository"
+    server = ServerProcess(demo, "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key),
+                           "--tls-client-ca", str(pki["client_ca"])).wait_started()
+    try:
+        with RewardClient(server.target, model="demo", ca_cert=pki["server_ca"], client_cert=pki["client"].cert,
+                          client_key=pki["client"].key) as rm:
+            assert isinstance(rm.get_score(CHAT_1), float)
+        with RewardClient(server.target, model="demo", ca_cert=pki["server_ca"], timeout=10) as rm:
+            with pytest.raises(rc.UnavailableError, match=CLOSED_IN_HANDSHAKE):
+                rm.get_score(CHAT_1)
+        assert "TLS on (mutual" in server.log()
+    finally:
+        server.kill()
