@@ -50,13 +50,15 @@ def test_deployment_args_parse_with_the_server_cli_and_name_the_container_port(c
         assert any(args.auth_token_file.startswith(m["mountPath"] + "/") for m in container["volumeMounts"])
 
 
-def test_deployment_probes_are_native_grpc_on_the_server_port_and_health_service(container):
+def test_deployment_probes_are_native_grpc_on_a_plaintext_health_port_of_the_server(container):
     args = serve_args(container["args"])
+    # kubelet's gRPC probes speak plaintext: with TLS on the serving port they need --health-port.
+    assert args.tls_cert is None or args.health_port is not None
+    probe_port = args.port if args.health_port is None else args.health_port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == args.port, probe
+        assert container[probe]["grpc"]["port"] == probe_port, probe
     # Readiness asks for the RewardService by the name the server registers in grpc.health.v1.
     assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
-    assert args.tls_cert is None, "kubelet gRPC probes speak plaintext: a TLS port needs another probe"
 
 
 def test_deployment_requests_a_gpu_runs_non_root_and_outlasts_the_drain(manifests, container):

@@ -148,3 +148,29 @@ def test_serve_command_takes_the_tls_flags_and_refuses_a_client_without_a_certif
         assert "TLS on (mutual" in server.log()
     finally:
         server.kill()
+
+
+def test_tls_client_scores_over_a_list_of_replicas_checking_each_certificate(repo, pki, tls_server):
+    with serve_repo(repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, auth_token=TOKEN) as second:
+        targets = [tls_server.target, f"localhost:{second.port}"]
+        with RewardClient(targets, model="tiny", ca_cert=pki["server_ca"], token=TOKEN) as rm:
+            assert len(rm.get_scores([CHAT_1] * 6)) == 6
+        with RewardClient(targets, model="tiny", ca_cert=pki["rogue_ca"], token=TOKEN, timeout=10) as rm:
+            with pytest.raises(rc.UnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+                rm.get_score(CHAT_1)
+
+
+def test_health_port_answers_plaintext_probes_of_a_tls_server_with_the_serving_port_statuses(repo, pki):
+    with serve_repo(repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, health_port=0) as server:
+        health_target = f"127.0.0.1:{server.running.health_port}"
+        with grpc.insecure_channel(health_target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "reward_api.v1.RewardService", "tiny"):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+            with pytest.raises(grpc.RpcError) as refused:  # it carries health only, not the API
+                channel.unary_unary("/reward_api.v1.RewardService/ListModels")(b"", timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            server.run(server.running.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING))
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING

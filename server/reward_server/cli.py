@@ -35,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
             tls_cert=_path(args.tls_cert),
             tls_key=_path(args.tls_key),
             tls_client_ca=_path(args.tls_client_ca),
+            health_port=args.health_port,
             max_message_bytes=args.max_message_bytes,
             max_chars_per_message=args.max_chars_per_message,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", default=None, help="PEM private key of the server")
     serve.add_argument("--tls-client-ca", default=None,
                        help="PEM CA bundle; clients must present a certificate it signed (mutual TLS)")
+    serve.add_argument("--health-port", type=int, default=None,
+                       help="also serve grpc.health.v1 alone, in plaintext, on this port (for probes that cannot "
+                            "speak TLS; 0 picks one; default: off)")
     serve.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
                        help="largest request or response message (default 64 MiB; larger -> RESOURCE_EXHAUSTED)")
     serve.add_argument("--max-chars-per-message", type=int, default=1_000_000,

@@ -24,6 +24,8 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    # A plaintext port serving only grpc.health.v1 (for probes that cannot speak TLS); None: none.
+    health_port: int | None = None
     # Limits against abuse (see transport/limits.py); each over-limit request gets a clear status.
     max_message_bytes: int = 64 * 1024 * 1024
     max_chars_per_message: int = 1_000_000
@@ -64,6 +66,8 @@ class ServerSettings:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        if self.health_port is not None and not 0 <= self.health_port <= 65535:
+            raise ValueError(f"health port must be in 0..65535, got {self.health_port}")
         for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"TLS file {str(path)!r} does not exist")
