@@ -98,3 +98,24 @@ def test_calls_succeed_across_connections_ended_by_max_connection_age(tiny_check
                 assert isinstance(rm.get_score(CHAT_1), float)
                 calls += 1
     assert calls > 3
+
+
+@pytest.mark.parametrize("client_class", [RewardClient, AsyncRewardClient])
+def test_chunked_call_raises_the_typed_error_naming_the_failed_chunk_when_one_chunk_is_refused(
+        tiny_checkpoint, tmp_path, client_class):
+    add_model(tmp_path, "tiny", tiny_checkpoint)
+    chats = [CHAT_1] * 5 + [[{"role": "bot", "content": "hi"}]]
+
+    async def call_async(target):
+        async with AsyncRewardClient(target, model="tiny", chunk_size=2) as rm:
+            return await rm.get_scores(chats)
+
+    with serve_repo(tmp_path) as server:
+        with pytest.raises(rc.InvalidArgumentError, match=r"chunk of inputs from 4 .*input 1 message 0: unknown role 'bot'"):
+            if client_class is RewardClient:
+                with RewardClient(server.target, model="tiny", chunk_size=2) as rm:
+                    rm.get_scores(chats)
+            else:
+                asyncio.run(call_async(server.target))
+        with RewardClient(server.target, model="tiny", chunk_size=2) as rm:
+            assert len(rm.get_scores(chats[:5])) == 5

@@ -11,7 +11,7 @@ import grpc.aio
 from reward_api.v1 import reward_pb2_grpc
 
 from ._base import ClientBase, Metadata
-from ._calls import Call, merge_responses
+from ._calls import Call, chunk_position, merge_responses
 from ._errors import error_from_rpc
 from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreInputLike, ScoreResult
 
@@ -33,13 +33,16 @@ class AsyncRewardClient(ClientBase):
         method = getattr(self._stub, call.method)
         args = self._call_args(timeout, metadata)
         calls = [method(request, **args) for request in self._requests(call)]  # all chunks in flight at once
+        responses = []
         try:
-            responses = [await c for c in calls]
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
+            for index, pending in enumerate(calls):
+                try:
+                    responses.append(await pending)
+                except grpc.RpcError as error:
+                    raise error_from_rpc(error, chunk_position(index, self._chunk_size) if len(calls) > 1 else "") from None
         finally:
-            for c in calls:  # after a failure, stop the chunks still running
-                c.cancel()
+            for pending in calls:  # after a failure, stop the chunks still running
+                pending.cancel()
         return call.parse(merge_responses(responses))
 
     async def get_score(self, chat: Chat, *, timeout: float | None = None,

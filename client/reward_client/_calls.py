@@ -78,6 +78,13 @@ def split_request(call: Call[Any], chunk_size: int | None) -> list[Any]:
             for i in range(0, len(inputs), chunk_size)]
 
 
+def chunk_position(index: int, chunk_size: int | None) -> str:
+    """Where chunk `index` starts, for errors: the server numbers inputs within the chunk it got."""
+    if chunk_size is None:
+        return ""
+    return f"in the chunk of inputs from {index * chunk_size} (the server counts inputs within the chunk)"
+
+
 def merge_responses(responses: Sequence[Any]) -> Any:
     """One ScoreResponse with the results of `responses` (chunks of one request), in order."""
     if len(responses) == 1:

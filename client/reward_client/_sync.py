@@ -10,7 +10,7 @@ import grpc
 from reward_api.v1 import reward_pb2_grpc
 
 from ._base import ClientBase, Metadata
-from ._calls import Call, merge_responses
+from ._calls import Call, chunk_position, merge_responses
 from ._errors import error_from_rpc
 from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreInputLike, ScoreResult
 
@@ -39,17 +39,24 @@ class RewardClient(ClientBase):
         method = getattr(self._stub, call.method)
         args = self._call_args(timeout, metadata)
         requests = self._requests(call)
-        try:
-            if len(requests) == 1:
-                return call.parse(method(requests[0], **args))
-            futures = [method.future(request, **args) for request in requests]  # all chunks in flight at once
+        if len(requests) == 1:
             try:
-                return call.parse(merge_responses([f.result() for f in futures]))
-            finally:
-                for future in futures:  # after a failure, stop the chunks still running
-                    future.cancel()
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
+                response = method(requests[0], **args)
+            except grpc.RpcError as error:
+                raise error_from_rpc(error) from None
+            return call.parse(response)
+        futures = [method.future(request, **args) for request in requests]  # all chunks in flight at once
+        responses = []
+        try:
+            for index, future in enumerate(futures):
+                try:
+                    responses.append(future.result())
+                except grpc.RpcError as error:
+                    raise error_from_rpc(error, chunk_position(index, self._chunk_size)) from None
+        finally:
+            for future in futures:  # after a failure, stop the chunks still running
+                future.cancel()
+        return call.parse(merge_responses(responses))
 
     def get_score(self, chat: Chat, *, timeout: float | None = None, metadata: Metadata | None = None) -> float:
         return self._run(self._plan.get_score(chat), timeout, metadata)
