@@ -101,22 +101,6 @@ def command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "reward_server"]
 
 
-def start_server_process(repo: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-                             "--port", "0", *extra], stderr=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if m := SERVING_LINE.search(line):
-            return proc, int(m.group(1))
-    proc.kill()
-    raise AssertionError("server did not start:\n" + "".join(lines))
-
-
 def serve_repo(repo: Path, **settings) -> ServerThread:
     return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
 
@@ -131,7 +115,8 @@ class ServerProcess:
         self.lines: list[str] = []
         self._started = threading.Event()
         self.port = 0
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
 
     def _drain(self) -> None:
         for line in self.proc.stderr:
@@ -162,6 +147,12 @@ class ServerProcess:
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
 
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code, once the process has ended and its whole log has been read."""
+        code = self.proc.wait(timeout)
+        self._drainer.join(timeout)
+        return code
+
     def memory_rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -184,4 +175,4 @@ def start_servers(count: int, repo: Path, *extra: str, timeout: float = 180) -> 
 
 
 __all__ = ["CHAT_1", "CHAT_2", "ServerProcess", "ServerThread", "add_model", "command", "config_text", "random_chat",
-           "serve_repo", "start_server_process", "start_servers"]
+           "serve_repo", "start_servers"]
