@@ -1,5 +1,5 @@
 # GPU image of the reward server. Build: docker build -t reward-server .
-# Run:   docker run --gpus all -p 50051:50051 -v $PWD/model_repository:/models reward-server
+# Run:   docker run --gpus all -p 50051:50051 -v $PWD/model_repository:/models:ro reward-server
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 RUN apt-get update \
@@ -17,12 +17,16 @@ RUN pip install --no-cache-dir torch==2.13.0 \
  && pip install --no-cache-dir ./client ".[gpu]" \
  && rm -rf /src
 
-# The demo repository is baked in; mount your own repository over /models.
+# The model repository is a volume: mount yours over /models (read-only is enough):
+#   docker run --gpus all -p 50051:50051 -v /srv/models:/models:ro reward-server
+# The tiny demo repository is baked in so that the image answers without one.
 COPY model_repository /models
 RUN useradd --create-home --uid 10001 reward
-USER reward
+VOLUME ["/models"]
+USER 10001
 WORKDIR /home/reward
 EXPOSE 50051
+# gRPC health (plaintext, no token needed); start-period covers model loading.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s \
   CMD python3 -c "import grpc,sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \
 c=grpc.insecure_channel('127.0.0.1:50051'); \

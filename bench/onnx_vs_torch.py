@@ -22,14 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from reward_client import AsyncRewardClient
-from reward_server.repository.config import RewardDefaults, config_pbtxt
-from reward_server.settings import ServerSettings
-from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
-from reward_server.transport import build_server
+from bench_model import SHAPE, write_bench_model
 
-SHAPE = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=4, max_position_embeddings=1024)
+from reward_client import AsyncRewardClient
+from reward_server.settings import ServerSettings
+from reward_server.transport import build_server
 
 
 def workload(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
@@ -78,10 +75,7 @@ async def run(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
-        (repo / "rm").mkdir()
-        (repo / "rm" / "config.pbtxt").write_text(config_pbtxt(
-            "rm", RewardDefaults(max_sequence_length=1024, dtype="float32"), max_batch_size=8, max_queue_delay_us=2000))
-        write_tiny_checkpoint(repo / "rm" / "1", shape=SHAPE, seed=0)
+        write_bench_model(repo, "rm")
         export_version(repo, "rm")
         sequences = workload(args.requests, SHAPE.vocab_size)
         torch_ckpt = read_checkpoint(repo / "rm" / "1")

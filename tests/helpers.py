@@ -7,6 +7,7 @@ import asyncio
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -93,30 +94,87 @@ class ServerThread:
         self.stop()
 
 
+# The line a started server logs, with its bound port.
+SERVING_LINE = re.compile(r"serving \d+ model\(s\) on 127\.0\.0\.1:(\d+)")
+
+
 def command() -> list[str]:
     exe = shutil.which("reward-server", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "reward_server"]
-
-
-def start_server_process(repo: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-                             "--port", "0", *extra], stderr=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if m := re.search(r"serving \d+ model\(s\) on 127\.0\.0\.1:(\d+)", line):
-            return proc, int(m.group(1))
-    proc.kill()
-    raise AssertionError("server did not start:\n" + "".join(lines))
 
 
 def serve_repo(repo: Path, **settings) -> ServerThread:
     return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
 
 
-__all__ = ["CHAT_1", "CHAT_2", "WORDS", "ServerThread", "add_model", "command", "config_text", "random_chat", "serve_repo",
-           "start_server_process"]
+class ServerProcess:
+    """`reward-server serve` in a real subprocess on 127.0.0.1; its stderr is drained by a thread
+    (a full pipe would block the server) and kept for the test to read."""
+
+    def __init__(self, repo: Path, *extra: str, port: int = 0) -> None:
+        self.proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+                                      "--port", str(port), *extra], stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._started = threading.Event()
+        self.port = 0
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if not self._started.is_set() and (m := SERVING_LINE.search(line)):
+                self.port = int(m.group(1))
+                self._started.set()
+        self._started.set()  # exited: wait_started reports it
+
+    def wait_started(self, timeout: float = 120) -> ServerProcess:
+        if not self._started.wait(timeout) or not self.port:
+            self.kill()
+            raise AssertionError("server did not start:\n" + self.log())
+        return self
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code, once the process has ended and its whole log has been read."""
+        code = self.proc.wait(timeout)
+        self._drainer.join(timeout)
+        return code
+
+    def memory_rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+def start_servers(count: int, repo: Path, *extra: str, timeout: float = 180) -> list[ServerProcess]:
+    """`count` server subprocesses started together (they load in parallel); all killed on failure."""
+    servers = [ServerProcess(repo, *extra) for _ in range(count)]
+    try:
+        deadline = time.monotonic() + timeout
+        for server in servers:
+            server.wait_started(max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        for server in servers:
+            server.kill()
+        raise
+    return servers
+
+
+__all__ = ["CHAT_1", "CHAT_2", "WORDS", "ServerProcess", "ServerThread", "add_model", "command", "config_text",
+           "random_chat", "serve_repo", "start_servers"]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
 
-from helpers import CHAT_1, add_model, command, config_text
-from helpers import start_server_process as start
+from helpers import CHAT_1, ServerProcess, add_model, command, config_text
 from reward_client import RewardClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +28,8 @@ def test_serve_logs_models_answers_health_and_reflection_and_drains_on_sigterm(t
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     add_model(tmp_path, "tiny", tiny_checkpoint, config_text("tiny"))
-    proc, port = start(tmp_path)
+    server = ServerProcess(tmp_path).wait_started()
+    port = server.port
     try:
         target = f"127.0.0.1:{port}"
         with RewardClient(target, model="tiny") as rm:
@@ -44,14 +43,12 @@ def test_serve_logs_models_answers_health_and_reflection_and_drains_on_sigterm(t
             reply = next(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
             names = {s.name for s in reply.list_services_response.service}
             assert {"reward_api.v1.RewardService", "grpc.health.v1.Health"} <= names
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
-        log = proc.stderr.read()
+        server.terminate()
+        assert server.wait_exit(60) == 0
+        log = server.log()
         assert "stopped" in log
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+        server.kill()
 
 
 def test_serve_exits_nonzero_in_strict_mode_when_a_model_fails(tiny_checkpoint, tmp_path):
@@ -70,7 +67,8 @@ def test_serve_rejects_bad_arguments(args):
 
 
 def test_default_repository_serves_the_demo_model_with_the_card_example():
-    proc, port = start(ROOT / "model_repository")
+    server = ServerProcess(ROOT / "model_repository").wait_started()
+    port = server.port
     try:
         with RewardClient(f"127.0.0.1:{port}", model="demo") as rm:
             chat_2 = [CHAT_1[0], {"role": "assistant", "content": "I have no idea."}]
@@ -80,6 +78,5 @@ def test_default_repository_serves_the_demo_model_with_the_card_example():
             assert sorted(rm.rank([CHAT_1, chat_2])) == [0, 1]
             assert rm.model_metadata().versions[0].state == "READY"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        proc.stderr.close()
+        server.terminate()
+        server.wait_exit(60)

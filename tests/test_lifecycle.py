@@ -7,7 +7,6 @@ import asyncio
 import logging
 import random
 import shutil
-import signal
 import threading
 import time
 import urllib.request
@@ -20,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 import reward_client as rc
-from helpers import CHAT_1, CHAT_2, add_model, config_text, random_chat, serve_repo, start_server_process
+from helpers import CHAT_1, CHAT_2, ServerProcess, add_model, config_text, random_chat, serve_repo
 from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
 from reward_client import RewardClient
@@ -218,8 +217,8 @@ def test_poll_mode_picks_up_new_changed_and_removed_versions(tiny_checkpoint, ti
 def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero(tiny_checkpoint, tmp_path):
     # Requests wait 2 s in the queue for companions, so they are surely in flight when SIGTERM lands.
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm", max_batch_size=64, delay_us=2_000_000))
-    proc, port = start_server_process(tmp_path, "--grace-period", "20")
-    target = f"127.0.0.1:{port}"
+    server = ServerProcess(tmp_path, "--grace-period", "20").wait_started()
+    target = server.target
     try:
         with grpc.insecure_channel(target) as channel:
             stub = reward_pb2_grpc.RewardServiceStub(channel)  # no client retries: what the server answers
@@ -227,7 +226,7 @@ def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero(tiny_
             in_flight = [stub.Score.future(request, timeout=60) for _ in range(4)]
             time.sleep(0.5)
             sent = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
+            server.terminate()
             wait_until(lambda: health_of(target, "") == NOT_SERVING, timeout=10)
             assert health_of(target, "rm") == NOT_SERVING
             with pytest.raises(grpc.RpcError) as refused:
@@ -235,13 +234,11 @@ def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero(tiny_
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             scores = [f.result(30).results[0].score for f in in_flight]  # every request in flight finished
             assert len(set(scores)) == 1
-        assert proc.wait(30) == 0
+        assert server.wait_exit(30) == 0
         assert time.monotonic() - sent < 20
-        assert "stopped" in proc.stderr.read()
+        assert "stopped" in server.log()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+        server.kill()
 
 
 # --- warmup -------------------------------------------------------------------------------------

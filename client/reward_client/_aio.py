@@ -11,7 +11,7 @@ import grpc.aio
 from reward_api.v1 import reward_pb2_grpc
 
 from ._base import ClientBase, Metadata
-from ._calls import Call
+from ._calls import Call, chunk_position, merge_responses
 from ._errors import error_from_rpc
 from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreInputLike, ScoreResult
 
@@ -21,20 +21,29 @@ T = TypeVar("T")
 class AsyncRewardClient(ClientBase):
     """`async with AsyncRewardClient("localhost:50051", model="demo") as rm: await rm.get_scores(chats)`."""
 
-    def __init__(self, target: str, **kwargs: Any) -> None:
+    def __init__(self, target: str | Sequence[str], **kwargs: Any) -> None:
         super().__init__(target, **kwargs)
         if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(target, self._credentials, options=self._options)
+            self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
         else:
-            self._channel = grpc.aio.insecure_channel(target, options=self._options)
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
 
     async def _run(self, call: Call[T], timeout: float | None, metadata: Metadata | None) -> T:
+        method = getattr(self._stub, call.method)
+        args = self._call_args(timeout, metadata)
+        calls = [method(request, **args) for request in self._requests(call)]  # all chunks in flight at once
+        responses = []
         try:
-            response = await getattr(self._stub, call.method)(call.request, **self._call_args(timeout, metadata))
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return call.parse(response)
+            for index, pending in enumerate(calls):
+                try:
+                    responses.append(await pending)
+                except grpc.RpcError as error:
+                    raise error_from_rpc(error, chunk_position(index, self._chunk_size) if len(calls) > 1 else "") from None
+        finally:
+            for pending in calls:  # after a failure, stop the chunks still running
+                pending.cancel()
+        return call.parse(merge_responses(responses))
 
     async def get_score(self, chat: Chat, *, timeout: float | None = None,
                         metadata: Metadata | None = None) -> float:

@@ -18,30 +18,43 @@ T = TypeVar("T")
 
 SERVICE = "reward_api.v1.RewardService"
 
-# Retry only UNAVAILABLE (a replica restarting or draining); everything else is the caller's to see.
+# Calls are spread over every address of the target with gRPC's round_robin policy. Only UNAVAILABLE
+# is retried (a replica killed, restarting or draining: the retry goes to the next replica); everything
+# else is the caller's to see. Throttling stops retries when most attempts fail (the whole pool is down):
+# each failure costs a token, each success gives back 0.1, and retries stop below half of maxTokens.
 SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        # Each replica's grpc.health.v1 status is watched: one that goes NOT_SERVING (draining on
+        # SIGTERM) gets no new calls from then on, before it closes its port.
+        "healthCheckConfig": {"serviceName": SERVICE},
         "methodConfig": [
             {
                 "name": [{"service": SERVICE}],
                 "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.1s",
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.05s",
                     "maxBackoff": "2s",
                     "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
         ],
-        "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+        "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
     }
 )
+
+MESSAGE_LIMIT = 64 * 1024 * 1024
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.service_config", SERVICE_CONFIG),
     ("grpc.enable_retries", 1),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", MESSAGE_LIMIT),
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    # Ping a silent connection with calls open every 30 s, so a replica that vanished without a FIN
+    # (node lost, network cut) is dropped within ~40 s instead of at the deadline. The server accepts it.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
 )
 
 
@@ -50,6 +63,36 @@ class Call(Generic[T]):
     method: str  # attribute name on the generated stub
     request: Any
     parse: Callable[[Any], T]
+    # Score requests may be split by input and their results concatenated; Rank orders all its items
+    # together, so it always goes as one request.
+    splittable: bool = False
+
+
+def split_request(call: Call[Any], chunk_size: int | None) -> list[Any]:
+    """The requests that carry `call`: one, or (splittable calls) chunks of at most `chunk_size` inputs."""
+    inputs = call.request.inputs if call.splittable else ()
+    if chunk_size is None or len(inputs) <= chunk_size:
+        return [call.request]
+    request = call.request
+    return [pb.ScoreRequest(model=request.model, version=request.version, inputs=inputs[i:i + chunk_size])
+            for i in range(0, len(inputs), chunk_size)]
+
+
+def chunk_position(index: int, chunk_size: int | None) -> str:
+    """Where chunk `index` starts, for errors: the server numbers inputs within the chunk it got."""
+    if chunk_size is None:
+        return ""
+    return f"in the chunk of inputs from {index * chunk_size} (the server counts inputs within the chunk)"
+
+
+def merge_responses(responses: Sequence[Any]) -> Any:
+    """One ScoreResponse with the results of `responses` (chunks of one request), in order."""
+    if len(responses) == 1:
+        return responses[0]
+    merged = pb.ScoreResponse(model=responses[0].model, version=responses[0].version)
+    for response in responses:
+        merged.results.extend(response.results)
+    return merged
 
 
 def _messages(chat: Chat) -> list[pb.Message]:
@@ -131,7 +174,7 @@ class Planner:
         return pb.ScoreRequest(model=self.model, version=self.version, inputs=inputs)
 
     def score(self, inputs: Sequence[ScoreInputLike]) -> Call[list[ScoreResult]]:
-        return Call("Score", self._score_request([_score_input(i) for i in inputs]), _results)
+        return Call("Score", self._score_request([_score_input(i) for i in inputs]), _results, splittable=True)
 
     def get_score(self, chat: Chat) -> Call[float]:
         return Call("Score", self._score_request([pb.ScoreInput(conversation=_conversation(chat))]),
@@ -139,7 +182,7 @@ class Planner:
 
     def get_scores(self, chats: Sequence[Chat]) -> Call[list[float]]:
         request = self._score_request([pb.ScoreInput(conversation=_conversation(c)) for c in chats])
-        return Call("Score", request, _scores)
+        return Call("Score", request, _scores, splittable=True)
 
     def compare(self, chat_a: Chat, chat_b: Chat) -> Call[bool]:
         def better(response: Any) -> bool:

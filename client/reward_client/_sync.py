@@ -10,7 +10,7 @@ import grpc
 from reward_api.v1 import reward_pb2_grpc
 
 from ._base import ClientBase, Metadata
-from ._calls import Call
+from ._calls import Call, chunk_position, merge_responses
 from ._errors import error_from_rpc
 from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreInputLike, ScoreResult
 
@@ -20,24 +20,43 @@ T = TypeVar("T")
 class RewardClient(ClientBase):
     """`with RewardClient("localhost:50051", model="demo") as rm: rm.get_scores(chats)`.
 
+    `RewardClient(["host-a:50051", "host-b:50051"], ...)` or `RewardClient("dns:///reward:50051", ...)`
+    spreads calls over the replicas (round_robin) and retries UNAVAILABLE on another one.
+
     Every verb takes `timeout=` (seconds; default: the client's) and `metadata=` (extra pairs).
     Failures raise the typed subclass of RewardError for their gRPC status.
     """
 
-    def __init__(self, target: str, **kwargs: Any) -> None:
+    def __init__(self, target: str | Sequence[str], **kwargs: Any) -> None:
         super().__init__(target, **kwargs)
         if self._credentials is not None:
-            self._channel = grpc.secure_channel(target, self._credentials, options=self._options)
+            self._channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
         else:
-            self._channel = grpc.insecure_channel(target, options=self._options)
+            self._channel = grpc.insecure_channel(self.target, options=self._options)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
 
     def _run(self, call: Call[T], timeout: float | None, metadata: Metadata | None) -> T:
+        method = getattr(self._stub, call.method)
+        args = self._call_args(timeout, metadata)
+        requests = self._requests(call)
+        if len(requests) == 1:
+            try:
+                response = method(requests[0], **args)
+            except grpc.RpcError as error:
+                raise error_from_rpc(error) from None
+            return call.parse(response)
+        futures = [method.future(request, **args) for request in requests]  # all chunks in flight at once
+        responses = []
         try:
-            response = getattr(self._stub, call.method)(call.request, **self._call_args(timeout, metadata))
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return call.parse(response)
+            for index, future in enumerate(futures):
+                try:
+                    responses.append(future.result())
+                except grpc.RpcError as error:
+                    raise error_from_rpc(error, chunk_position(index, self._chunk_size)) from None
+        finally:
+            for future in futures:  # after a failure, stop the chunks still running
+                future.cancel()
+        return call.parse(merge_responses(responses))
 
     def get_score(self, chat: Chat, *, timeout: float | None = None, metadata: Metadata | None = None) -> float:
         return self._run(self._plan.get_score(chat), timeout, metadata)

@@ -15,6 +15,10 @@ log = logging.getLogger("reward_server")
 DEFAULT_PORT = 50051
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .settings import ServerSettings, read_auth_token
     from .transport import StartupError, serve
@@ -28,6 +32,15 @@ def _serve(args: argparse.Namespace) -> int:
             max_items_per_request=args.max_items_per_request,
             auth_token=read_auth_token(args.auth_token_file),
             grace_period_s=args.grace_period,
+            tls_cert=_path(args.tls_cert),
+            tls_key=_path(args.tls_key),
+            tls_client_ca=_path(args.tls_client_ca),
+            health_port=args.health_port,
+            max_message_bytes=args.max_message_bytes,
+            max_chars_per_message=args.max_chars_per_message,
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
+            reuse_port=args.reuse_port,
+            max_connection_age_s=args.max_connection_age,
             model_control_mode=args.model_control_mode,
             repository_poll_s=args.repository_poll_secs,
             load_models=tuple(args.load_model),
@@ -93,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require this bearer token (else $REWARD_SERVER_AUTH_TOKEN if set; else no auth)")
     serve.add_argument("--grace-period", type=float, default=30.0,
                        help="seconds requests in flight may take to finish after SIGTERM (default 30)")
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate chain of the server (enables TLS)")
+    serve.add_argument("--tls-key", default=None, help="PEM private key of the server")
+    serve.add_argument("--tls-client-ca", default=None,
+                       help="PEM CA bundle; clients must present a certificate it signed (mutual TLS)")
+    serve.add_argument("--health-port", type=int, default=None,
+                       help="also serve grpc.health.v1 alone, in plaintext, on this port (for probes that cannot "
+                            "speak TLS; 0 picks one; default: off)")
+    serve.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
+                       help="largest request or response message (default 64 MiB; larger -> RESOURCE_EXHAUSTED)")
+    serve.add_argument("--max-chars-per-message", type=int, default=1_000_000,
+                       help="most characters in one chat message or text input (default 1000000; more -> "
+                            "INVALID_ARGUMENT)")
+    serve.add_argument("--max-concurrent-rpcs", type=int, default=1024,
+                       help="most RPCs handled at once, health checks excepted (default 1024; more -> "
+                            "RESOURCE_EXHAUSTED)")
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="let several server processes listen on the same port (SO_REUSEPORT)")
+    serve.add_argument("--max-connection-age", type=float, default=None,
+                       help="end each client connection after this many seconds, so that clients re-resolve "
+                            "DNS and find new replicas (default: never)")
     serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none",
                        help="none: load every model at start (default); explicit: LoadModel/UnloadModel RPCs "
                             "and --load-model; poll: rescan the repository every --repository-poll-secs")

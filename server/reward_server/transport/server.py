@@ -26,13 +26,16 @@ from ..errors import RewardServerError
 from ..metrics import ServerMetrics
 from ..repository import ModelRepository, RepositoryPoller
 from ..settings import ServerSettings
+from .health_port import start_health_port
 from .interceptors import ErrorInterceptor, TokenAuthInterceptor
+from .limits import LimitsInterceptor
+from .options import server_options
 from .servicer import RewardServicer
+from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
-MESSAGE_LIMIT = 64 * 1024 * 1024
 
 
 class StartupError(Exception):
@@ -52,8 +55,11 @@ class RewardServer:
     health: health.aio.HealthServicer
     encode_pool: ThreadPoolExecutor
     metrics: ServerMetrics
+    limits: LimitsInterceptor
     metrics_port: int | None = None
     poller: RepositoryPoller | None = None
+    health_server: grpc.aio.Server | None = None  # --health-port: plaintext, health only
+    health_port: int | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING and UNAVAILABLE for new requests at once; the requests in flight get at most
@@ -69,6 +75,8 @@ class RewardServer:
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
         await self.server.stop(max(0.0, deadline - time.monotonic()))
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await asyncio.to_thread(self.repository.close)
         self.encode_pool.shutdown(wait=False)
         self.metrics.close()
@@ -124,21 +132,20 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     if settings.auth_token:
         interceptors.append(TokenAuthInterceptor(settings.auth_token))
     interceptors.append(ErrorInterceptor(metrics))
+    limits = LimitsInterceptor(settings.max_concurrent_rpcs, settings.max_chars_per_message)
+    interceptors.append(limits)
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=[
-            ("grpc.max_send_message_length", MESSAGE_LIMIT),
-            ("grpc.max_receive_message_length", MESSAGE_LIMIT),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options(settings),
     )
     reward_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(core), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as e:
         port = 0
         log.debug("bind failed: %s", e)
@@ -152,18 +159,29 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
         except OSError as e:
             await asyncio.to_thread(repository.close)
             raise StartupError(f"cannot serve metrics on port {settings.metrics_port}: {e}") from e
+    health_server, health_port = None, None
+    if settings.health_port is not None:
+        try:
+            health_server, health_port = await start_health_port(health_servicer, settings.host, settings.health_port)
+        except OSError as e:
+            metrics.close()
+            await asyncio.to_thread(repository.close)
+            raise StartupError(f"cannot serve health checks on port {settings.health_port}: {e}") from e
     await server.start()
     poller = None
     if settings.model_control_mode == "poll":
         poller = RepositoryPoller(repository, settings.repository_poll_s)
         poller.start()
-    running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, metrics_port, poller)
+    running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, limits,
+                           metrics_port, poller, health_server, health_port)
     await health_servicer.set("", _SERVING)
     await health_servicer.set(SERVICE_NAME, _SERVING)
     for model in repository.index():
         await on_change._update(model.name)
     log.info("serving %d model(s) on %s:%d, model control mode %s%s", len(repository.list_models()), settings.host,
              port, settings.model_control_mode, f", metrics on port {metrics_port}" if metrics_port is not None else "")
+    if health_port is not None:
+        log.info("plaintext health checks on %s:%d", settings.host, health_port)
     return running, port
 
 
