@@ -121,12 +121,16 @@ def _first_tokens(sequences: list, tokens: int) -> list:
 def batcher_delta(before, after) -> dict:
     """Batches, sizes and padding efficiency of what the server computed during one run."""
     real = after.real_tokens - before.real_tokens
+    compute_s = after.compute_s - before.compute_s
     padded = after.padded_tokens - before.padded_tokens
     batches = after.batches - before.batches
     sizes = after.batch_sizes - before.batch_sizes
     return {"batches": batches, "mean_batch_size": (after.computed - before.computed) / batches if batches else 0.0,
             "max_batch_size": max(sizes) if sizes else 0,
             "shared_prompt_groups": after.shared_groups - before.shared_groups,  # which Rank path ran
+            # The model's own rate inside its forwards during this run: served tokens/s over this is the
+            # share of the time the model computed (less sensitive to a shared machine than the floor ratio).
+            "forward_tokens_per_s": real / compute_s if compute_s else 0.0,
             "padding_efficiency": real / padded if padded else 1.0}
 
 
@@ -143,6 +147,10 @@ def summarize(results: dict) -> dict:
         server, naive = mixed["systems"].get("server", []), mixed["systems"].get("naive", [])
         if server and mixed.get("floor"):
             out["mixed_server_over_floor"] = at(server, "tokens_per_s") / mixed["floor"]["tokens_per_s"]
+        if server:
+            top = max(server, key=lambda r: r["concurrency"])
+            if top["batching"]["forward_tokens_per_s"]:
+                out["mixed_server_over_own_forward"] = top["tokens_per_s"] / top["batching"]["forward_tokens_per_s"]
         if server:  # at the highest concurrency: the most inputs to choose batch companions from
             top = max(server, key=lambda r: r["concurrency"])
             out["mixed_padding_efficiency"] = top["batching"]["padding_efficiency"]

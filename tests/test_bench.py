@@ -105,7 +105,10 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
     for entry in workloads.values():
         for runs in entry["systems"].values():
             assert runs[0]["requests"] > 0 and runs[0]["errors"] == 0
-    assert workloads["mixed"]["systems"]["server"][0]["batching"]["batches"] > 0
+    batching = workloads["mixed"]["systems"]["server"][0]["batching"]
+    assert batching["batches"] > 0 and batching["forward_tokens_per_s"] > 0
+    assert workloads["rank"]["systems"]["server"][0]["batching"]["shared_prompt_groups"] > 0  # shared path ran
+    assert workloads["rank"]["systems"]["server-full"][0]["batching"]["shared_prompt_groups"] == 0
     assert workloads["mixed"]["floor"]["tokens_per_s"] > 0
     assert {"mixed_server_over_floor", "rank_shared_over_full", "tiny_server_over_bare_grpc_at_2"} <= set(results["summary"])
     assert "bare-grpc" in table(results)

@@ -79,6 +79,7 @@ class BatcherStats:
     real_tokens: int = 0  # tokens of the inputs computed
     padded_tokens: int = 0  # tokens computed, padding included
     shared_groups: int = 0  # shared-prompt groups computed (which Rank path ran)
+    compute_s: float = 0.0  # backend time of the batches computed
 
     @property
     def padding_efficiency(self) -> float:
@@ -279,6 +280,7 @@ class DynamicBatcher:
         self.stats.batch_sizes[len(batch)] += 1
         self.stats.real_tokens += real_tokens
         self.stats.padded_tokens += padded_tokens
+        self.stats.compute_s += compute_s
         queue_s = [item.started - item.enqueued for item in batch]
         if self.observer:
             self.observer.batch_done(len(batch), real_tokens, padded_tokens, queue_s, compute_s)
@@ -297,6 +299,7 @@ class DynamicBatcher:
         self.stats.batch_sizes[len(scores)] += 1
         self.stats.real_tokens += len(item.ids)
         self.stats.padded_tokens += task.padded_tokens
+        self.stats.compute_s += compute_s
         queue_s = item.started - item.enqueued
         if self.observer:
             self.observer.batch_done(len(scores), len(item.ids), task.padded_tokens, [queue_s] * len(scores), compute_s)
