@@ -356,15 +356,19 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 def test_every_metric_moves_when_traffic_flows(tiny_checkpoint, tmp_path):
-    add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm", max_batch_size=8, delay_us=800_000))
+    add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm", max_batch_size=8, delay_us=3_000_000))
     with serve_repo(tmp_path, metrics_port=0) as server, RewardClient(server.target, model="rm") as client:
         port = server.running.metrics_port
         before = scrape(port)
         held = threading.Thread(target=client.get_scores, args=([CHAT_1, CHAT_2],))
-        held.start()  # waits ~0.8 s in the queue for companions
-        wait_until(lambda: value(scrape(port), "reward_pending_requests") == 1, timeout=10)
-        during = scrape(port)
-        assert value(during, "reward_queued_inputs", model="rm", version="1") == 2
+        held.start()  # its two inputs wait 3 s in the queue for companions
+
+        def held_in_queue() -> bool:
+            during = scrape(port)
+            return (value(during, "reward_pending_requests") == 1
+                    and value(during, "reward_queued_inputs", model="rm", version="1") == 2)
+
+        wait_until(held_in_queue, timeout=10)
         held.join(30)
         with pytest.raises(rc.InvalidArgumentError):
             client.score([[]])
