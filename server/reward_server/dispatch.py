@@ -45,7 +45,6 @@ class RewardCore:
         self._encode_pool = encode_pool
         self._max_items = max_items_per_request
         self.draining = False
-        self.in_flight = 0  # Score / Rank requests being answered (a drain waits for them)
 
     async def _score_inputs(
         self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None, share_prefix: bool = False
@@ -57,21 +56,17 @@ class RewardCore:
         if len(inputs) > self._max_items:
             raise InvalidArgument(f"the request has {len(inputs)} inputs; at most {self._max_items} are allowed")
         record = current_request.get()
-        self.in_flight += 1
-        try:
-            # The version is held until its scores are in: a hot swap or unload lets this request finish on it.
-            with self.repository.acquire(model, version) as loaded:
-                if record is not None:
-                    record.model, record.version, record.items = loaded.name, str(loaded.version), len(inputs)
-                    record.resolved = True
-                loop = asyncio.get_running_loop()
-                encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
-                # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
-                # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
-                unique = list(dict.fromkeys(e.ids for e in encoded))
-                scored = await self._compute(loaded, unique, deadline, share_prefix)
-        finally:
-            self.in_flight -= 1
+        # The version is held until its scores are in: a hot swap or unload lets this request finish on it.
+        with self.repository.acquire(model, version) as loaded:
+            if record is not None:
+                record.model, record.version, record.items = loaded.name, str(loaded.version), len(inputs)
+                record.resolved = True
+            loop = asyncio.get_running_loop()
+            encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
+            # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
+            # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
+            unique = list(dict.fromkeys(e.ids for e in encoded))
+            scored = await self._compute(loaded, unique, deadline, share_prefix)
         computed = dict(zip(unique, scored))
         if record is not None:
             record.tokens = sum(len(ids) for ids in unique)

@@ -294,9 +294,14 @@ class ModelRepository:
             raise Unavailable(f"model {model!r} version {wanted} is {slot.state}" + (f": {slot.reason}" if slot.reason else ""))
         return slot.loaded
 
+    def model_ready(self, model: str) -> bool:
+        """True when the model has a ready version."""
+        entry = self._models.get(model)
+        return entry is not None and any(s.state == READY for s in entry.versions.values())
+
     def ready(self) -> bool:
         """True when every model has at least one ready version."""
-        return all(any(s.state == READY for s in e.versions.values()) for e in self._models.values())
+        return all(self.model_ready(name) for name in list(self._models))
 
     def metadata(self, model: str) -> ModelMetadata:
         entry = self._models.get(model)

@@ -70,7 +70,7 @@ class RewardServer:
         for model in self.repository.list_models():
             await self.health.set(model.name, _NOT_SERVING)
         deadline = time.monotonic() + (grace or 0.0)
-        while self.core.in_flight and time.monotonic() < deadline:
+        while self.limits.in_flight and time.monotonic() < deadline:  # every RPC past the interceptors
             await asyncio.sleep(0.02)
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
@@ -96,7 +96,7 @@ class _HealthUpdater:
 
     async def _update(self, model: str) -> None:
         assert self.repository is not None
-        ready = any(m.name == model and m.state == "READY" for m in self.repository.index())
+        ready = self.repository.model_ready(model)
         draining = self.core is not None and self.core.draining
         await self._health.set(model, _SERVING if ready and not draining else _NOT_SERVING)
 
