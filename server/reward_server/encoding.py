@@ -1,15 +1,22 @@
 """Inputs -> token ids: prompt format, tokenizer, special-token frame, validation and truncation.
-Runs on the encode thread pool, never on the event loop."""
+
+A small request is encoded on the event loop (`fits_inline`): handing it to a thread costs more than
+tokenizing it, because the woken thread, and then the loop, each wait for the GIL (up to the 5 ms
+switch interval while another thread computes). A large request goes to the encode pool, where the
+tokenizer encodes its texts in parallel with the GIL released, so the loop is never held for long."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .datatypes import Candidates, Conversation, Encoded, Message, ScoreInput, Text, TokenIds
 from .errors import InvalidArgument, LoadError
 from .formats import PromptFormat
+
+# Characters (or token ids) in one request up to which it is encoded on the event loop.
+INLINE_ENCODE_CHARS = 4096
 
 
 def candidate_conversations(candidates: Candidates) -> tuple[Conversation, ...]:
@@ -39,18 +46,46 @@ class InputEncoder:
     truncation_side: str  # "left" keeps the end, where the score is read
     prefix_ids: tuple[int, ...] = ()
     suffix_ids: tuple[int, ...] = ()
+    inline_chars: int = INLINE_ENCODE_CHARS
+    _backend: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_length <= len(self.prefix_ids) + len(self.suffix_ids):
             raise LoadError(f"max_sequence_length {self.max_length} leaves no room for the text between "
                             f"{len(self.prefix_ids)} prefix and {len(self.suffix_ids)} suffix tokens")
+        # The fast tokenizer's Rust tokenizer, called directly: the ids of tokenizer(texts,
+        # add_special_tokens=False) without its Python overhead. A copy, with the truncation and padding
+        # that tokenizer.json may carry switched off (transformers switches them off per call).
+        backend = self.tokenizer.backend_tokenizer
+        backend = type(backend).from_str(backend.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+        object.__setattr__(self, "_backend", backend)
+
+    def fits_inline(self, inputs: Sequence[ScoreInput]) -> bool:
+        """Whether the request is small enough to encode on the event loop (see the module docstring)."""
+        chars = 0
+        for item in inputs:
+            if isinstance(item, Conversation):
+                chars += sum(len(m.content) for m in item.messages)
+            elif isinstance(item, Text):
+                chars += len(item.text)
+            else:
+                chars += len(item.ids)
+        return chars <= self.inline_chars
 
     def render(self, item: Conversation | Text) -> str:
         return self.format.render(item.messages) if isinstance(item, Conversation) else item.text
 
-    def encode(self, inputs: Sequence[ScoreInput]) -> list[Encoded]:
+    def _token_ids(self, texts: list[str], parallel: bool) -> list[list[int]]:
+        if parallel:  # releases the GIL, encodes the texts on the tokenizer's own threads
+            return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+        # Keeps the GIL: on the event loop, releasing it would mean waiting to get it back.
+        return [self._backend.encode(text, add_special_tokens=False).ids for text in texts]
+
+    def encode(self, inputs: Sequence[ScoreInput], parallel: bool = True) -> list[Encoded]:
         texts = [self.render(item) for item in inputs if not isinstance(item, TokenIds)]
-        bodies = iter(self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else ())
+        bodies = iter(self._token_ids(texts, parallel) if texts else ())
         out = []
         for index, item in enumerate(inputs):
             if isinstance(item, TokenIds):

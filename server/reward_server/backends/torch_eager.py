@@ -4,6 +4,7 @@ last position where the attention mask is 1 (never at pad_token_id: pad ids disa
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,17 @@ def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask).argmax(dim=1)
 
 
+def padded_causal_mask(attention_mask: torch.Tensor, sliding_window: int | None = None) -> torch.Tensor:
+    """[batch, 1, L, L] bool, True where a query may attend a key: causal, inside the key's row length and,
+    for sliding-window models, inside the window: the booleans transformers builds from a 2D mask, with
+    a few tensor ops instead of its element-wise vmap (which costs more than a small model's forward)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    allowed = positions[None, :] <= positions[:, None]  # [query, key]
+    if sliding_window:
+        allowed &= positions[None, :] > positions[:, None] - sliding_window
+    return allowed[None, None] & attention_mask.bool()[:, None, None, :]
+
+
 class RewardModel(nn.Module):
     """Backbone (`model.*`) + reward head (`score.weight`, optional `score.bias`)."""
 
@@ -39,10 +51,28 @@ class RewardModel(nn.Module):
         self.score = nn.Linear(config.hidden_size, 1, bias=head_bias, dtype=dtype)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Scores from a 2D attention mask (what the ONNX exporter traces)."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(hidden, last_token_positions(attention_mask))
+
+    def head(self, hidden: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        pooled = hidden[rows, last_token_positions(attention_mask)]
-        return self.score(pooled).squeeze(-1).float()
+        return self.score(hidden[rows, last]).squeeze(-1).float()
+
+
+class PaddedScorer(nn.Module):
+    """What serving runs: scores of a right-padded batch, the backbone given its 4D mask (so that the
+    graph has no data-dependent branch and one trace serves every batch shape)."""
+
+    def __init__(self, reward_model: RewardModel, sliding_window: int | None) -> None:
+        super().__init__()
+        self.reward_model = reward_model
+        self.sliding_window = sliding_window
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = padded_causal_mask(attention_mask, self.sliding_window)
+        hidden = self.reward_model.model(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+        return self.reward_model.head(hidden, last_token_positions(attention_mask))
 
 
 def load_state_dict(files: Sequence[Any], device: str) -> dict[str, torch.Tensor]:
@@ -55,7 +85,42 @@ def load_state_dict(files: Sequence[Any], device: str) -> dict[str, torch.Tensor
     return state
 
 
+def _probe_batches(vocab_size: int) -> list[list[list[int]]]:
+    """Padded and unpadded probe batches of shapes other than the trace's example."""
+    def ids(length: int, seed: int) -> list[int]:
+        return [(seed + 7 * i) % vocab_size for i in range(length)]
+    return [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]]
+
+
+def traced_scorer(scorer: PaddedScorer, device: str, vocab_size: int, tolerance: float) -> tuple[torch.jit.ScriptModule | None, str]:
+    """(the scorer traced with TorchScript, "") or (None, why not).
+
+    Why trace: an eager forward releases and re-takes the GIL at every operator, and while the event loop
+    holds it each re-take waits; under serving load that stretched a small model's batch 5x (and 60x
+    against a busy Python thread). The traced graph runs in C++ with the GIL released once. The trace
+    is checked against the eager scorer on other shapes; any difference keeps the eager scorer."""
+    def tensors(batch: list[list[int]]) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.from_numpy(a).to(device) for a in right_padded(batch))
+
+    example = [[5, 6, 7, 8, 9], [10, 11, 12, 13, 14, 15, 16, 17, 18]]
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
+            traced = torch.jit.trace(scorer, tensors(example), check_trace=False)
+            with torch.jit.optimized_execution(False):
+                for batch in _probe_batches(vocab_size):
+                    got, want = traced(*tensors(batch)), scorer(*tensors(batch))
+                    if not torch.allclose(got, want, rtol=tolerance, atol=tolerance):
+                        return None, f"traced scores differ from eager by {(got - want).abs().max().item():.3g}"
+    except Exception as e:  # an architecture the tracer cannot follow
+        return None, f"{type(e).__name__}: {e}"
+    return traced, ""
+
+
 class TorchEagerBackend:
+    """The model in PyTorch: weights from safetensors, a transformers backbone, run as a TorchScript
+    trace of PaddedScorer (or eagerly when tracing is off or fails), on `intra_op_threads` CPU threads."""
+
     def __init__(self, checkpoint: Checkpoint, device: str, dtype: str, config: Any = None) -> None:
         self.device = device
         self.dtype = dtype
@@ -71,25 +136,44 @@ class TorchEagerBackend:
             raise LoadError(f"{checkpoint.folder}: weights do not match config.json: {e}") from e
         self._model = model.to(torch_dtype).eval()
         self.head_bias = "score.bias" in state
+        # 0: torch's default (one per physical core); only CPU instances use intra-op threads.
+        self.intra_op_threads = getattr(config, "torch_intra_op_threads", 0) if device == "cpu" else 0
+        self._scorer: Any = PaddedScorer(self._model, getattr(checkpoint.model_config, "sliding_window", None))
+        self.traced = False
+        if getattr(config, "torchscript", True):
+            self._use_threads()
+            traced, why = traced_scorer(self._scorer, device, checkpoint.model_config.vocab_size,
+                                        tolerance=1e-5 if torch_dtype == torch.float32 else 1e-2)
+            if traced is None:
+                log.warning("%s: serving the eager model, tracing failed: %s", checkpoint.folder, why)
+            else:
+                self._scorer, self.traced = traced, True
 
     @property
     def module(self) -> RewardModel:
         """The loaded nn.Module (the exporter traces it)."""
         return self._model
 
+    def _use_threads(self) -> None:
+        """Intra-op threads are set per calling thread (OpenMP): the instance's thread sets its own."""
+        if self.intra_op_threads and torch.get_num_threads() != self.intra_op_threads:
+            torch.set_num_threads(self.intra_op_threads)
+
     @torch.inference_mode()
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        self._use_threads()
         input_ids, attention_mask = (torch.from_numpy(a).to(self.device) for a in right_padded(batch))
-        scores = self._model(input_ids, attention_mask)
-        return scores.cpu().tolist()
+        with torch.jit.optimized_execution(False):  # no fusion passes: the same kernels, the same digits as eager
+            return self._scorer(input_ids, attention_mask).cpu().tolist()
 
     def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
         """Scores of prefix + each suffix, the prefix computed once and its KV cache reused."""
         from .shared_prompt import shared_prefix_scores  # it imports this module
 
+        self._use_threads()
         return shared_prefix_scores(self._model, prefix, suffixes, self.device)
 
     def close(self) -> None:
-        del self._model
+        del self._model, self._scorer
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()

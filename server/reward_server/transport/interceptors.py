@@ -85,7 +85,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 if metrics:
                     metrics.pending_requests.dec()
                     metrics.request_done(*record.metric_labels(), record.method, code.name, seconds)
-                log.debug("request %s status=%s total_ms=%.1f", record.log_fields(), code.name, seconds * 1e3)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("request %s status=%s total_ms=%.1f", record.log_fields(), code.name, seconds * 1e3)
 
         return _wrap_unary(handler, mapped)
 
