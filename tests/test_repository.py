@@ -29,6 +29,7 @@ def test_config_defaults_are_triton_like(tmp_path):
     assert config.version_policy.num_versions == 1 and config.truncation and config.truncation_side == "left"
     assert config.dtype == "auto" and config.prompt_format == "chat_template" and config.max_queue_size == 0
     assert [(g.kind, g.count) for g in config.instance_groups] == [("auto", 1)]
+    assert config.torchscript and config.torch_intra_op_threads == 0
 
 
 def test_config_parses_every_triton_field(tmp_path):
@@ -39,6 +40,7 @@ def test_config_parses_every_triton_field(tmp_path):
                            default_queue_policy { max_queue_size: 64 } }
         instance_group [ { kind: KIND_CPU count: 2 } ]
         reward { max_sequence_length: 128 truncation: false truncation_side: RIGHT dtype: "bfloat16" }
+        pytorch { torchscript: false intra_op_threads: 1 }
     """
     config = parse_model_config(write_config(tmp_path, text), "m")
     assert config.version_policy.versions == (1, 3)
@@ -46,6 +48,7 @@ def test_config_parses_every_triton_field(tmp_path):
     assert config.max_queue_size == 64 and config.instance_groups[0].count == 2
     assert (config.max_sequence_length, config.truncation, config.truncation_side, config.dtype) == (
         128, False, "right", "bfloat16")
+    assert (config.torchscript, config.torch_intra_op_threads) == (False, 1)
 
 
 @pytest.mark.parametrize(
@@ -60,6 +63,7 @@ def test_config_parses_every_triton_field(tmp_path):
         ("max_batch_size: 1 version_policy { latest { num_versions: 0 } }", "version_policy.latest.num_versions", "0"),
         ('max_batch_size: 1 default_model_filename: "../x.safetensors"', "default_model_filename", "'../x.safetensors'"),
         ("max_batch_size: 1 instance_group [ { kind: KIND_CPU gpus: [0] } ]", "instance_group[0].gpus", "[0]"),
+        ("max_batch_size: 1 pytorch { intra_op_threads: -1 }", "pytorch.intra_op_threads", "-1"),
     ],
 )
 def test_config_error_names_file_field_and_value(tmp_path, text, field, value):

@@ -104,6 +104,14 @@ class OnnxRuntimeSettings(_message.Message):
     intra_op_threads: int
     def __init__(self, graph_optimization_level: _Optional[str] = ..., intra_op_threads: _Optional[int] = ...) -> None: ...
 
+class PyTorchSettings(_message.Message):
+    __slots__ = ("torchscript", "intra_op_threads")
+    TORCHSCRIPT_FIELD_NUMBER: _ClassVar[int]
+    INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
+    torchscript: bool
+    intra_op_threads: int
+    def __init__(self, torchscript: _Optional[bool] = ..., intra_op_threads: _Optional[int] = ...) -> None: ...
+
 class ModelWarmup(_message.Message):
     __slots__ = ("name", "batch_size", "sequence_length", "count")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -117,7 +125,7 @@ class ModelWarmup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., batch_size: _Optional[int] = ..., sequence_length: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
-    __slots__ = ("name", "backend", "max_batch_size", "version_policy", "dynamic_batching", "instance_group", "default_model_filename", "reward", "onnxruntime", "model_warmup")
+    __slots__ = ("name", "backend", "max_batch_size", "version_policy", "dynamic_batching", "instance_group", "default_model_filename", "reward", "onnxruntime", "model_warmup", "pytorch")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +136,7 @@ class ModelConfig(_message.Message):
     REWARD_FIELD_NUMBER: _ClassVar[int]
     ONNXRUNTIME_FIELD_NUMBER: _ClassVar[int]
     MODEL_WARMUP_FIELD_NUMBER: _ClassVar[int]
+    PYTORCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     backend: str
     max_batch_size: int
@@ -138,4 +147,5 @@ class ModelConfig(_message.Message):
     reward: RewardSettings
     onnxruntime: OnnxRuntimeSettings
     model_warmup: _containers.RepeatedCompositeFieldContainer[ModelWarmup]
-    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., version_policy: _Optional[_Union[ModelVersionPolicy, _Mapping]] = ..., dynamic_batching: _Optional[_Union[ModelDynamicBatching, _Mapping]] = ..., instance_group: _Optional[_Iterable[_Union[ModelInstanceGroup, _Mapping]]] = ..., default_model_filename: _Optional[str] = ..., reward: _Optional[_Union[RewardSettings, _Mapping]] = ..., onnxruntime: _Optional[_Union[OnnxRuntimeSettings, _Mapping]] = ..., model_warmup: _Optional[_Iterable[_Union[ModelWarmup, _Mapping]]] = ...) -> None: ...
+    pytorch: PyTorchSettings
+    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., version_policy: _Optional[_Union[ModelVersionPolicy, _Mapping]] = ..., dynamic_batching: _Optional[_Union[ModelDynamicBatching, _Mapping]] = ..., instance_group: _Optional[_Iterable[_Union[ModelInstanceGroup, _Mapping]]] = ..., default_model_filename: _Optional[str] = ..., reward: _Optional[_Union[RewardSettings, _Mapping]] = ..., onnxruntime: _Optional[_Union[OnnxRuntimeSettings, _Mapping]] = ..., model_warmup: _Optional[_Iterable[_Union[ModelWarmup, _Mapping]]] = ..., pytorch: _Optional[_Union[PyTorchSettings, _Mapping]] = ...) -> None: ...

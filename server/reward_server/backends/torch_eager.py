@@ -106,6 +106,7 @@ def traced_scorer(scorer: PaddedScorer, device: str, vocab_size: int, tolerance:
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
             traced = torch.jit.trace(scorer, tensors(example), check_trace=False)
             with torch.jit.optimized_execution(False):
                 for batch in _probe_batches(vocab_size):

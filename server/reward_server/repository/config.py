@@ -77,6 +77,8 @@ class ModelConfig:
     head_bias: bool | None  # None: whatever the weights have
     ort_graph_optimization_level: str = "all"
     ort_intra_op_threads: int = 0  # 0: onnxruntime's default
+    torchscript: bool = True  # pytorch backend: run a TorchScript trace of the forward
+    torch_intra_op_threads: int = 0  # pytorch backend on CPU; 0: torch's default
     warmup: tuple[Warmup, ...] = ()  # parse_model_config always sets at least one
 
 
@@ -183,6 +185,9 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
     if ort.intra_op_threads < 0:
         raise _fail(path, "onnxruntime.intra_op_threads", ort.intra_op_threads, "must be >= 0")
 
+    if proto.pytorch.intra_op_threads < 0:
+        raise _fail(path, "pytorch.intra_op_threads", proto.pytorch.intra_op_threads, "must be >= 0")
+
     filename = proto.default_model_filename
     if filename and (Path(filename).name != filename or filename in (".", "..")):
         raise _fail(path, "default_model_filename", filename, "must be a plain file name inside the version folder")
@@ -209,6 +214,8 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         head_bias=reward.head_bias if reward.HasField("head_bias") else None,
         ort_graph_optimization_level=ort_level,
         ort_intra_op_threads=ort.intra_op_threads,
+        torchscript=proto.pytorch.torchscript if proto.pytorch.HasField("torchscript") else True,
+        torch_intra_op_threads=proto.pytorch.intra_op_threads,
         warmup=_warmups(path, proto.max_batch_size, list(proto.model_warmup)),
     )
 

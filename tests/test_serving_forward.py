@@ -1,0 +1,128 @@
+"""The forward that serving runs (a TorchScript trace of PaddedScorer, its 4D mask made by the server)
+gives the digits of the model's plain forward, where transformers builds the mask from the 2D one;
+and the encoder gives the tokenizer's own ids on both of its paths (event loop and encode pool)."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from helpers import CHAT_1, CHAT_2
+from reward_server.backends.padding import right_padded
+from reward_server.backends.torch_eager import TorchEagerBackend
+from reward_server.checkpoint import read_checkpoint
+from reward_server.datatypes import Conversation, Message, Text, TokenIds
+from reward_server.encoding import InputEncoder
+from reward_server.formats import make_format
+from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
+
+
+def plain_forward_scores(backend: TorchEagerBackend, batch: list[list[int]]) -> list[float]:
+    """RewardModel.forward: 2D mask, transformers' own mask (and sliding window) construction."""
+    input_ids, attention_mask = (torch.from_numpy(a) for a in right_padded(batch))
+    with torch.inference_mode():
+        return backend.module(input_ids, attention_mask).tolist()
+
+
+def random_batches(seed: int, count: int) -> list[list[list[int]]]:
+    rng = random.Random(seed)
+    return [[[rng.randrange(5, 500) for _ in range(rng.randrange(1, 70))] for _ in range(rng.choice([1, 2, 7, 16]))]
+            for _ in range(count)]
+
+
+@pytest.mark.parametrize("architecture", ["llama", "mistral"])
+def test_traced_forward_equals_the_plain_forward_digit_for_digit(tmp_path, architecture):
+    checkpoint = read_checkpoint(write_tiny_checkpoint(tmp_path / architecture, TinyShape(architecture=architecture)))
+    if architecture == "mistral":
+        checkpoint.model_config.sliding_window = 8  # shorter than most rows: the window is part of the mask
+    backend = TorchEagerBackend(checkpoint, "cpu", "float32")
+    assert backend.traced
+    for batch in random_batches(seed=1, count=12):  # shapes the trace never saw, padded and not
+        assert backend.score_batch(batch) == plain_forward_scores(backend, batch)
+
+
+def test_torchscript_off_serves_the_eager_scorer_with_the_same_scores(tiny_checkpoint):
+    checkpoint = read_checkpoint(tiny_checkpoint)
+    traced = TorchEagerBackend(checkpoint, "cpu", "float32")
+    eager = TorchEagerBackend(checkpoint, "cpu", "float32", SimpleNamespace(torchscript=False, torch_intra_op_threads=1))
+    assert traced.traced and not eager.traced
+    for batch in random_batches(seed=2, count=4):
+        assert eager.score_batch(batch) == traced.score_batch(batch)
+
+
+def test_traced_forward_holds_the_gil_once_per_batch(tiny_checkpoint):
+    """Against a thread that never blocks, an eager forward waits for the GIL at every operator; the
+    traced one at a handful of calls around it. (A ratio in one run, not a timing bound.)"""
+    checkpoint = read_checkpoint(tiny_checkpoint)
+    traced = TorchEagerBackend(checkpoint, "cpu", "float32")
+    eager = TorchEagerBackend(checkpoint, "cpu", "float32", SimpleNamespace(torchscript=False, torch_intra_op_threads=1))
+    batch = random_batches(seed=3, count=1)[0]
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(50))
+
+    def seconds(backend: TorchEagerBackend) -> float:
+        backend.score_batch(batch)
+        start = time.perf_counter()
+        for _ in range(3):
+            backend.score_batch(batch)
+        return time.perf_counter() - start
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        eager_s, traced_s = seconds(eager), seconds(traced)
+    finally:
+        stop.set()
+        spinner.join()
+    assert traced_s * 3 < eager_s, (traced_s, eager_s)
+
+
+def encoder_for(folder, **overrides) -> InputEncoder:
+    checkpoint = read_checkpoint(folder)
+    return InputEncoder(format=make_format("chat_template", checkpoint.tokenizer, None),
+                        tokenizer=checkpoint.tokenizer, vocab_size=512, max_length=512, truncation=True,
+                        truncation_side="left", **overrides)
+
+
+def chat(messages: list[dict]) -> Conversation:
+    return Conversation(tuple(Message(m["role"], m["content"]) for m in messages))
+
+
+def test_encoder_paths_give_the_tokenizers_own_ids(tiny_checkpoint):
+    encoder = encoder_for(tiny_checkpoint)
+    tokenizer = encoder.tokenizer
+    inputs = [chat(CHAT_1), chat(CHAT_2), Text("plain text, 你好 😀"), TokenIds((5, 6, 7))]
+    want = [tokenizer.apply_chat_template(CHAT_1, tokenize=True), tokenizer.apply_chat_template(CHAT_2, tokenize=True),
+            tokenizer("plain text, 你好 😀", add_special_tokens=False)["input_ids"], [5, 6, 7]]
+    for parallel in (False, True):
+        assert [list(e.ids) for e in encoder.encode(inputs, parallel=parallel)] == want
+
+
+def test_small_requests_fit_inline_and_large_ones_go_to_the_pool(tiny_checkpoint):
+    encoder = encoder_for(tiny_checkpoint, inline_chars=100)
+    assert encoder.fits_inline([Text("x" * 60), TokenIds(tuple(range(40)))])
+    assert not encoder.fits_inline([Text("x" * 60), Text("y" * 41)])
+    assert not encoder.fits_inline([chat([{"role": "user", "content": "z" * 101}])])
+
+
+def test_truncation_and_padding_in_tokenizer_json_do_not_change_the_ids(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for path in tiny_checkpoint.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["truncation"] = {"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0}
+    spec["padding"] = {"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": None,
+                       "pad_id": 0, "pad_type_id": 0, "pad_token": "<pad>"}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    encoded = encoder_for(folder).encode([chat(CHAT_1)], parallel=False)
+    assert list(encoded[0].ids) == encoder_for(tiny_checkpoint).tokenizer.apply_chat_template(CHAT_1, tokenize=True)
