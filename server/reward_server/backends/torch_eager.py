@@ -92,7 +92,8 @@ def _probe_batches(vocab_size: int) -> list[list[list[int]]]:
     return [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]]
 
 
-def traced_scorer(scorer: PaddedScorer, device: str, vocab_size: int, tolerance: float) -> tuple[torch.jit.ScriptModule | None, str]:
+def traced_scorer(scorer: PaddedScorer, device: str, vocab_size: int,
+                  tolerance: float) -> tuple[torch.jit.ScriptModule | None, str]:
     """(the scorer traced with TorchScript, "") or (None, why not).
 
     Why trace: an eager forward releases and re-takes the GIL at every operator, and while the event loop
