@@ -25,7 +25,7 @@ from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
 
 def plain_forward_scores(backend: TorchEagerBackend, batch: list[list[int]]) -> list[float]:
     """RewardModel.forward: 2D mask, transformers' own mask (and sliding window) construction."""
-    input_ids, attention_mask = (torch.from_numpy(a) for a in right_padded(batch))
+    input_ids, attention_mask = (torch.from_numpy(a).to(backend.device) for a in right_padded(batch))
     with torch.inference_mode():
         return backend.module(input_ids, attention_mask).tolist()
 
