@@ -150,6 +150,8 @@ class TorchEagerBackend:
                 log.warning("%s: serving the eager model, tracing failed: %s", checkpoint.folder, why)
             else:
                 self._scorer, self.traced = traced, True
+                log.info("%s on %s: serving a TorchScript trace of the forward (checked against eager)",
+                         checkpoint.folder, device)
 
     @property
     def module(self) -> RewardModel:
