@@ -401,6 +401,27 @@ def test_every_metric_moves_when_traffic_flows(tiny_checkpoint, tmp_path):
     assert not any("made-up-name" in str(key) for key in after)  # client-chosen names add no series
 
 
+def test_request_id_comes_back_in_trailing_metadata_given_or_made_up_and_errors_carry_it_too(tiny_checkpoint,
+                                                                                           tmp_path):
+    add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
+    request = pb.ScoreRequest(model="rm", inputs=[conversation(CHAT_1)])
+    with serve_repo(tmp_path) as server, grpc.insecure_channel(server.target) as channel:
+        score = reward_pb2_grpc.RewardServiceStub(channel).Score
+
+        def request_id(call) -> str:
+            return dict(call.trailing_metadata())["x-request-id"]
+
+        _, given = score.with_call(request, metadata=[("x-request-id", "req-7")], timeout=30)
+        assert request_id(given) == "req-7"
+        made_up = {request_id(score.with_call(request, timeout=30)[1]) for _ in range(3)}
+        assert len(made_up) == 3 and "" not in made_up
+        with pytest.raises(grpc.RpcError) as refused:
+            score(pb.ScoreRequest(model="nope", inputs=[conversation(CHAT_1)]), metadata=[("x-request-id", "req-8")],
+                  timeout=30)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert request_id(refused.value) == "req-8"
+
+
 def test_debug_log_has_one_line_per_request_with_its_fields(tiny_checkpoint, tmp_path, caplog):
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     caplog.set_level(logging.DEBUG, logger="reward_server")

@@ -99,7 +99,7 @@ def test_request_is_resource_exhausted_at_once_when_over_the_concurrent_rpc_limi
         for thread in slow:
             thread.start()
         deadline = time.monotonic() + 10
-        while limited.running.limits.in_flight < 2 and time.monotonic() < deadline:
+        while limited.running.guard.in_flight < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         with RewardClient(limited.target, model="tiny") as fast:
             started = time.monotonic()

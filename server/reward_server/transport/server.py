@@ -26,16 +26,17 @@ from ..errors import RewardServerError
 from ..metrics import ServerMetrics
 from ..repository import ModelRepository, RepositoryPoller
 from ..settings import ServerSettings
+from .guard import RequestGuard
 from .health_port import start_health_port
-from .interceptors import ErrorInterceptor, TokenAuthInterceptor
-from .limits import LimitsInterceptor
+from .interceptors import TokenAuthInterceptor
 from .options import server_options
 from .servicer import RewardServicer
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
+_REWARD_SERVICE = reward_pb2.DESCRIPTOR.services_by_name["RewardService"]
+SERVICE_NAME = _REWARD_SERVICE.full_name
 
 
 class StartupError(Exception):
@@ -55,7 +56,7 @@ class RewardServer:
     health: health.aio.HealthServicer
     encode_pool: ThreadPoolExecutor
     metrics: ServerMetrics
-    limits: LimitsInterceptor
+    guard: RequestGuard
     metrics_port: int | None = None
     poller: RepositoryPoller | None = None
     health_server: grpc.aio.Server | None = None  # --health-port: plaintext, health only
@@ -70,7 +71,7 @@ class RewardServer:
         for model in self.repository.list_models():
             await self.health.set(model.name, _NOT_SERVING)
         deadline = time.monotonic() + (grace or 0.0)
-        while self.limits.in_flight and time.monotonic() < deadline:  # every RPC past the interceptors
+        while self.guard.in_flight and time.monotonic() < deadline:  # every RewardService call past the guard
             await asyncio.sleep(0.02)
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
@@ -128,17 +129,10 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     encode_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="encode")
     core = RewardCore(repository, encode_pool, settings.max_items_per_request)
     on_change.core = core
-    interceptors: list[grpc.aio.ServerInterceptor] = []
-    if settings.auth_token:
-        interceptors.append(TokenAuthInterceptor(settings.auth_token))
-    interceptors.append(ErrorInterceptor(metrics))
-    limits = LimitsInterceptor(settings.max_concurrent_rpcs, settings.max_chars_per_message)
-    interceptors.append(limits)
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=server_options(settings),
-    )
-    reward_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(core), server)
+    interceptors = [TokenAuthInterceptor(settings.auth_token)] if settings.auth_token else []
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+    guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message)
+    reward_pb2_grpc.add_RewardServiceServicer_to_server(guard.servicer(RewardServicer(core), _REWARD_SERVICE), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
@@ -172,7 +166,7 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     if settings.model_control_mode == "poll":
         poller = RepositoryPoller(repository, settings.repository_poll_s)
         poller.start()
-    running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, limits,
+    running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, guard,
                            metrics_port, poller, health_server, health_port)
     await health_servicer.set("", _SERVING)
     await health_servicer.set(SERVICE_NAME, _SERVING)
