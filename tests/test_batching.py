@@ -3,6 +3,7 @@ cancelled and expired inputs dropped before compute, one result per input, failu
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -12,7 +13,7 @@ import torch
 from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.batching import DynamicBatcher
 from reward_server.checkpoint import read_checkpoint
-from reward_server.errors import BackendFailure, DeadlineExceeded, ResourceExhausted
+from reward_server.errors import BackendFailure, DeadlineExceeded, ResourceExhausted, Unavailable
 
 
 class Recording:
@@ -199,3 +200,84 @@ def test_input_over_the_token_budget_runs_alone(real_backend):
     assert isinstance(batcher.submit([[5] * 50], None)[0].result(10).score, float)
     batcher.close()
     assert backend.batches == [[tuple([5] * 50)]]
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    """An event loop that counts the callbacks other threads hand it."""
+
+    def __init__(self):
+        super().__init__()
+        self.threadsafe_calls = 0
+
+    def call_soon_threadsafe(self, *args, **kwargs):
+        self.threadsafe_calls += 1
+        return super().call_soon_threadsafe(*args, **kwargs)
+
+
+def run_on_counting_loop(coroutine_function):
+    loop = CountingLoop()
+    try:
+        return loop.run_until_complete(coroutine_function(loop)), loop.threadsafe_calls
+    finally:
+        loop.close()
+
+
+def test_asyncio_futures_of_one_batch_resolve_with_one_wakeup_of_the_loop(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=5.0)
+    backend.gate.clear()
+    inputs = [[5 + i] * (1 + i) for i in range(8)]
+
+    async def scores(loop):
+        futures = batcher.submit(inputs, None, loop)
+        assert all(isinstance(f, asyncio.Future) for f in futures)
+        backend.gate.set()
+        return [(await f).score for f in futures]
+
+    got, wakeups = run_on_counting_loop(scores)
+    batcher.close()
+    assert [len(b) for b in backend.batches] == [8]
+    assert wakeups == 1  # not one per input
+    alone = [real_backend.score_batch([ids])[0] for ids in inputs]
+    assert all(abs(a - b) <= 1e-5 * max(1, abs(b)) for a, b in zip(got, alone))
+
+
+def test_asyncio_inputs_cancelled_or_expired_never_reach_the_model_and_failures_reach_their_futures(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.3)
+    backend.fail_on = 9
+
+    async def outcomes(loop):
+        expired = batcher.submit([[5]], time.monotonic() + 0.05, loop)[0]
+        cancelled = batcher.submit([[6]], None, loop)[0]
+        live = batcher.submit([[7]], None, loop)[0]
+        cancelled.cancel()
+        score = (await live).score
+        with pytest.raises(DeadlineExceeded):
+            await expired
+        with pytest.raises(BackendFailure, match="injected"):
+            await batcher.submit([[9]], None, loop)[0]
+        return score
+
+    score, _ = run_on_counting_loop(outcomes)
+    batcher.close()
+    assert isinstance(score, float)
+    assert backend.batches == [[(7,)], [(9,)]]
+    assert (batcher.stats.expired, batcher.stats.cancelled, batcher.stats.failed_batches) == (1, 1, 1)
+
+
+def test_asyncio_inputs_still_waiting_at_close_fail_with_unavailable(real_backend):
+    batcher, backend = make(real_backend, max_batch_size=1, max_queue_delay_s=0.0)
+    backend.gate.clear()
+
+    async def waiting(loop):
+        running, queued = batcher.submit([[5], [6]], None, loop)
+        while batcher.pending() != 1:  # the first input is in the held batch, the second waits
+            await asyncio.sleep(0.01)
+        closing = asyncio.get_running_loop().run_in_executor(None, batcher.close)
+        await asyncio.sleep(0.1)
+        backend.gate.set()
+        await closing
+        assert isinstance((await running).score, float)
+        with pytest.raises(Unavailable, match="unloading"):
+            await queued
+
+    run_on_counting_loop(waiting)

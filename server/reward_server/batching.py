@@ -5,6 +5,10 @@ a batch is dispatched when it reaches max_batch_size, a preferred size or the to
 its first input has waited max_queue_delay; cancelled and expired inputs are dropped before compute;
 the backend returns exactly one score per input; a future is set only if it is not done already.
 
+An input's future is a concurrent.futures.Future, or, when submitted with an event loop, an asyncio
+future of that loop: those of one batch are resolved by one call_soon_threadsafe (one wakeup of the
+loop per batch, where wrapped concurrent futures cost a wakeup and two callbacks per input).
+
 Length-aware batches: the oldest input always goes into the next batch (so no input waits behind
 more than the inputs queued before it), and its companions are the queued inputs closest to it in
 length that fit max_batch_size and max_batch_tokens (padded tokens = batch size x longest input).
@@ -15,6 +19,7 @@ other backend error fails that batch's inputs only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -56,14 +61,59 @@ class GroupTask:
     padded_tokens: int  # tokens it computes, padding included
 
 
+AnyFuture = Future | asyncio.Future
+
+
 @dataclass
 class _Item:
     ids: Sequence[int]
     deadline: float | None  # time.monotonic() value
     enqueued: float
-    future: Future = field(default_factory=Future)
+    future: AnyFuture
     started: float = 0.0  # when its batch was formed
     task: GroupTask | None = None  # set for a shared-prompt group; its future resolves to a list of Scored
+
+    def start(self) -> bool:
+        """Mark it running; False if its caller cancelled it. (An asyncio future is only read here, on
+        the batcher thread; a cancel that races this read costs one computed input, nothing else.)"""
+        if isinstance(self.future, Future):
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()
+
+
+def _settle_on_loop(outcomes: list[tuple[asyncio.Future, object, BaseException | None]]) -> None:
+    for future, value, error in outcomes:
+        if not future.done():  # cancelled by its caller meanwhile
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+
+class _Settler:
+    """Resolves the futures of one batch: concurrent ones at once, asyncio ones with one
+    call_soon_threadsafe per event loop when flushed."""
+
+    def __init__(self) -> None:
+        self._pending: dict[asyncio.AbstractEventLoop, list] = {}
+
+    def set(self, future: AnyFuture, value: object = None, error: BaseException | None = None) -> None:
+        if isinstance(future, Future):
+            if not future.done():
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
+        else:
+            self._pending.setdefault(future.get_loop(), []).append((future, value, error))
+
+    def flush(self) -> None:
+        for loop, outcomes in self._pending.items():
+            try:
+                loop.call_soon_threadsafe(_settle_on_loop, outcomes)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                pass
+        self._pending = {}
 
 
 @dataclass
@@ -85,6 +135,10 @@ class BatcherStats:
     def padding_efficiency(self) -> float:
         return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
     batch_sizes: Counter = field(default_factory=Counter)  # size -> batches of that size
+
+
+def _new_future(loop: asyncio.AbstractEventLoop | None) -> AnyFuture:
+    return Future() if loop is None else loop.create_future()
 
 
 class DynamicBatcher:
@@ -124,17 +178,20 @@ class DynamicBatcher:
         """True once close() has returned: the thread has ended and the backend was released."""
         return self._closed and not self._thread.is_alive()
 
-    def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None) -> list[Future]:
-        """Queue every sequence of one request, or none of them."""
+    def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None,
+               loop: asyncio.AbstractEventLoop | None = None) -> list[AnyFuture]:
+        """Queue every sequence of one request, or none of them. With `loop` (called on that loop's
+        thread), the futures are asyncio futures of that loop; without, concurrent futures."""
         now = time.monotonic()
-        return self._enqueue([_Item(ids, deadline, now) for ids in sequences])
+        return self._enqueue([_Item(ids, deadline, now, _new_future(loop)) for ids in sequences])
 
-    def submit_task(self, ids: Sequence[int], task: GroupTask, deadline: float | None) -> Future:
+    def submit_task(self, ids: Sequence[int], task: GroupTask, deadline: float | None,
+                    loop: asyncio.AbstractEventLoop | None = None) -> AnyFuture:
         """Queue work that runs alone, as one batch, on this instance's thread (a shared-prompt group);
         `ids` are the tokens it reads; the future resolves to one Scored per member."""
-        return self._enqueue([_Item(ids, deadline, time.monotonic(), task=task)])[0]
+        return self._enqueue([_Item(ids, deadline, time.monotonic(), _new_future(loop), task=task)])[0]
 
-    def _enqueue(self, items: list[_Item]) -> list[Future]:
+    def _enqueue(self, items: list[_Item]) -> list[AnyFuture]:
         with self._cond:
             if self._closed:
                 raise Unavailable(f"model instance {self.name} is unloading")
@@ -160,7 +217,9 @@ class DynamicBatcher:
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            self._execute(batch)
+            settler = _Settler()
+            self._execute(batch, settler)
+            settler.flush()
 
     def _batch_size_ready(self) -> int:
         """Size to dispatch now without waiting for the delay, or 0 to keep waiting."""
@@ -178,7 +237,9 @@ class DynamicBatcher:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if self._closed:
-                    self._fail_waiting()
+                    settler = _Settler()
+                    self._fail_waiting(settler)
+                    settler.flush()
                     return None
                 dispatch_at = self._queue[0].enqueued + self.max_queue_delay_s
                 size = self._batch_size_ready()
@@ -191,7 +252,9 @@ class DynamicBatcher:
                     size = self._batch_size_ready()
                 if self._closed:
                     continue
-                batch = self._live(self._take(size))
+                settler = _Settler()
+                batch = self._live(self._take(size), settler)
+                settler.flush()
                 if batch:
                     return batch
 
@@ -219,31 +282,31 @@ class DynamicBatcher:
         self._queued_tokens -= sum(len(item.ids) for item in chosen)
         return chosen
 
-    def _live(self, items: list[_Item]) -> list[_Item]:
+    def _live(self, items: list[_Item], settler: _Settler) -> list[_Item]:
         """Drop cancelled and expired items; the rest are marked running (no longer cancellable)."""
         now = time.monotonic()
         live = []
         for item in items:
-            if not item.future.set_running_or_notify_cancel():
+            if not item.start():
                 self.stats.cancelled += 1
             elif item.deadline is not None and now >= item.deadline:
                 self.stats.expired += 1
-                item.future.set_exception(DeadlineExceeded("deadline passed while the input waited in the queue"))
+                settler.set(item.future, error=DeadlineExceeded("deadline passed while the input waited in the queue"))
             else:
                 item.started = now
                 live.append(item)
         return live
 
-    def _fail_waiting(self) -> None:
+    def _fail_waiting(self, settler: _Settler) -> None:
         self._queued_tokens = 0
         while self._queue:
             item = self._queue.popleft()
-            if item.future.set_running_or_notify_cancel():
-                item.future.set_exception(Unavailable(f"model instance {self.name} is unloading"))
+            if item.start():
+                settler.set(item.future, error=Unavailable(f"model instance {self.name} is unloading"))
 
-    def _execute(self, batch: list[_Item]) -> None:
+    def _execute(self, batch: list[_Item], settler: _Settler) -> None:
         try:
-            self._compute(batch)
+            self._compute(batch, settler)
         except Exception as e:
             self.stats.failed_batches += 1
             if self.observer:
@@ -251,13 +314,12 @@ class DynamicBatcher:
             log.exception("backend of %s failed on a batch of %d", self.name, len(batch))
             error = BackendFailure(f"model {self.name} failed on a batch of {len(batch)}: {type(e).__name__}: {e}")
             for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
+                settler.set(item.future, error=error)
 
-    def _compute(self, batch: list[_Item]) -> None:
+    def _compute(self, batch: list[_Item], settler: _Settler) -> None:
         """Score `batch` and resolve its futures; out of memory -> the two halves, one after the other."""
         if batch[0].task is not None:
-            return self._compute_group(batch[0], batch[0].task)
+            return self._compute_group(batch[0], batch[0].task, settler)
         try:
             start = time.monotonic()
             scores = self.backend.score_batch([item.ids for item in batch])
@@ -270,8 +332,8 @@ class DynamicBatcher:
             self.stats.oom_splits += 1
             log.warning("%s: out of memory on a batch of %d (%s); retrying it in halves", self.name, len(batch), e)
             half = len(batch) // 2
-            self._compute(batch[:half])
-            self._compute(batch[half:])
+            self._compute(batch[:half], settler)
+            self._compute(batch[half:], settler)
             return
         real_tokens = sum(len(item.ids) for item in batch)
         padded_tokens = len(batch) * max(len(item.ids) for item in batch)
@@ -285,10 +347,9 @@ class DynamicBatcher:
         if self.observer:
             self.observer.batch_done(len(batch), real_tokens, padded_tokens, queue_s, compute_s)
         for item, score, waited in zip(batch, scores, queue_s):
-            if not item.future.done():
-                item.future.set_result(Scored(float(score), waited, compute_s))
+            settler.set(item.future, Scored(float(score), waited, compute_s))
 
-    def _compute_group(self, item: _Item, task: GroupTask) -> None:
+    def _compute_group(self, item: _Item, task: GroupTask, settler: _Settler) -> None:
         """A shared-prompt group: one backend call, one Scored per member (no split: it is one sequence)."""
         start = time.monotonic()
         scores = task.run()
@@ -303,5 +364,4 @@ class DynamicBatcher:
         queue_s = item.started - item.enqueued
         if self.observer:
             self.observer.batch_done(len(scores), len(item.ids), task.padded_tokens, [queue_s] * len(scores), compute_s)
-        if not item.future.done():
-            item.future.set_result([Scored(float(score), queue_s, compute_s) for score in scores])
+        settler.set(item.future, [Scored(float(score), queue_s, compute_s) for score in scores])

@@ -83,14 +83,17 @@ class RewardCore:
                        share_prefix: bool) -> list[Scored]:
         """The distinct inputs' scores: as one shared-prompt group when they share a long enough prefix
         and the backend can reuse its KV cache, else as inputs of the dynamic batcher."""
+        loop = asyncio.get_running_loop()
         group = plan_shared_prefix(unique) if share_prefix else None
-        future = loaded.submit_shared(group, deadline) if group else None
+        future = loaded.submit_shared(group, deadline, loop) if group else None
         if future is not None:
             log.debug("%s/%d: shared-prompt group: %d prefix tokens, %d candidates", loaded.name, loaded.version,
                       len(group.prefix), len(group.suffixes))
-            return await asyncio.wrap_future(future)
-        futures = loaded.submit(unique, deadline)
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+            return await future
+        futures = loaded.submit(unique, deadline, loop)
+        if len(futures) == 1:  # most RL requests: no gather (its future and callbacks) for one input
+            return [await futures[0]]
+        return list(await asyncio.gather(*futures))
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
         return ScoreResponse(*await self._score_inputs(request.model, request.version, request.inputs, deadline))

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ..backends import create_backend
-from ..batching import DynamicBatcher, GroupTask
+from ..batching import AnyFuture, DynamicBatcher, GroupTask
 from ..checkpoint import read_checkpoint
 from ..encoding import InputEncoder, special_token_frame
 from ..errors import LoadError, ResourceExhausted
@@ -96,20 +96,23 @@ class LoadedVersion:
     def dtype(self) -> str:
         return self.instances[0].backend.dtype
 
-    def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None) -> list[Future]:
-        """Send a request to the least-loaded instance; if it is full, try the others."""
-        return _least_loaded(self.instances, lambda batcher: batcher.submit(sequences, deadline))
+    def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None,
+               loop: asyncio.AbstractEventLoop | None = None) -> list[AnyFuture]:
+        """Send a request to the least-loaded instance; if it is full, try the others. (`loop`: see
+        DynamicBatcher.submit.)"""
+        return _least_loaded(self.instances, lambda batcher: batcher.submit(sequences, deadline, loop))
 
-    def submit_shared(self, group: SharedPrefix, deadline: float | None) -> Future | None:
+    def submit_shared(self, group: SharedPrefix, deadline: float | None,
+                      loop: asyncio.AbstractEventLoop | None = None) -> AnyFuture | None:
         """Queue a shared-prompt group on the least-loaded instance whose backend reuses a prefix's KV
         cache; None when no backend can (onnxruntime): the caller takes the plain path."""
         capable = [b for b in self.instances if hasattr(b.backend, "score_shared_prefix")]
         if not capable:
             return None
 
-        def submit(batcher: DynamicBatcher) -> Future:
+        def submit(batcher: DynamicBatcher) -> AnyFuture:
             task = GroupTask(lambda: batcher.backend.score_shared_prefix(group.prefix, group.suffixes), group.padded_tokens)
-            return batcher.submit_task(group.tokens, task, deadline)
+            return batcher.submit_task(group.tokens, task, deadline, loop)
 
         return _least_loaded(capable, submit)
 
