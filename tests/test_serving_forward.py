@@ -4,6 +4,7 @@ and the encoder gives the tokenizer's own ids on both of its paths (event loop a
 
 from __future__ import annotations
 
+import ctypes
 import json
 import random
 import threading
@@ -84,6 +85,35 @@ def test_traced_forward_holds_the_gil_once_per_batch(tiny_checkpoint):
         stop.set()
         spinner.join()
     assert traced_s * 3 < eager_s, (traced_s, eager_s)
+
+
+def test_traced_forward_runs_to_its_end_while_another_thread_holds_the_gil(tiny_checkpoint):
+    """The graph never needs the GIL: once the worker has entered it (and so let the GIL go), this
+    thread holds the GIL (a C call through ctypes.PyDLL keeps it) for 5x the forward's time, and the
+    forward is done the moment the GIL is let go. (It waited inside the graph, for the whole hold,
+    while torch released a tensor made in Python.)"""
+    backend = TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32",
+                                SimpleNamespace(torchscript=True, torch_intra_op_threads=1))
+    inputs = [torch.from_numpy(a) for a in right_padded([[5 + (7 * i + row) % 400 for i in range(500)]
+                                                          for row in range(48)])]
+
+    def forward() -> None:
+        with torch.inference_mode(), torch.jit.optimized_execution(False):  # as score_batch runs it
+            backend._scorer(*inputs)
+
+    forward()
+    start = time.perf_counter()
+    forward()
+    alone = time.perf_counter() - start
+    entering, done = threading.Event(), threading.Event()
+    worker = threading.Thread(target=lambda: (entering.set(), forward(), done.set()))
+    worker.start()
+    entering.wait()  # returns once the worker lets the GIL go: on entering the graph
+    ctypes.PyDLL(None).usleep(int(5 * alone * 1e6))  # PyDLL: the GIL stays held during the call
+    released = time.perf_counter()
+    assert done.wait(60)
+    worker.join()
+    assert time.perf_counter() - released < alone / 2, (time.perf_counter() - released, alone)
 
 
 def encoder_for(folder, **overrides) -> InputEncoder:

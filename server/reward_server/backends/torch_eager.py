@@ -75,6 +75,21 @@ class PaddedScorer(nn.Module):
         return self.reward_model.head(hidden, last_token_positions(attention_mask))
 
 
+class InputsKept(nn.Module):
+    """The scorer's scores followed by its own inputs. Traced, this keeps a C++ reference to each input
+    until the call has returned: torch releases a tensor made in Python only under the GIL (it drops the
+    tensor's PyObject when the last C++ reference goes), and inside the graph that meant waiting for the
+    event loop to yield the GIL, twice per batch. Returned, the inputs are released by the caller."""
+
+    def __init__(self, scorer: PaddedScorer) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.scorer(input_ids, attention_mask), input_ids, attention_mask
+
+
 def load_state_dict(files: Sequence[Any], device: str) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for path in files:
@@ -94,12 +109,13 @@ def _probe_batches(vocab_size: int) -> list[list[list[int]]]:
 
 def traced_scorer(scorer: PaddedScorer, device: str, vocab_size: int,
                   tolerance: float) -> tuple[torch.jit.ScriptModule | None, str]:
-    """(the scorer traced with TorchScript, "") or (None, why not).
+    """(InputsKept(scorer) traced with TorchScript, "") or (None, why not).
 
     Why trace: an eager forward releases and re-takes the GIL at every operator, and while the event loop
     holds it each re-take waits; under serving load that stretched a small model's batch 5x (and 60x
-    against a busy Python thread). The traced graph runs in C++ with the GIL released once. The trace
-    is checked against the eager scorer on other shapes; any difference keeps the eager scorer."""
+    against a busy Python thread). The traced graph runs in C++ with the GIL released once (InputsKept
+    says why that needs the inputs returned). The trace is checked against the eager scorer on other
+    shapes; any difference keeps the eager scorer."""
     def tensors(batch: list[list[int]]) -> tuple[torch.Tensor, ...]:
         return tuple(torch.from_numpy(a).to(device) for a in right_padded(batch))
 
@@ -108,10 +124,10 @@ def traced_scorer(scorer: PaddedScorer, device: str, vocab_size: int,
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
-            traced = torch.jit.trace(scorer, tensors(example), check_trace=False)
+            traced = torch.jit.trace(InputsKept(scorer), tensors(example), check_trace=False)
             with torch.jit.optimized_execution(False):
                 for batch in _probe_batches(vocab_size):
-                    got, want = traced(*tensors(batch)), scorer(*tensors(batch))
+                    got, want = traced(*tensors(batch))[0], scorer(*tensors(batch))
                     if not torch.allclose(got, want, rtol=tolerance, atol=tolerance):
                         return None, f"traced scores differ from eager by {(got - want).abs().max().item():.3g}"
     except Exception as e:  # an architecture the tracer cannot follow
@@ -140,11 +156,12 @@ class TorchEagerBackend:
         self.head_bias = "score.bias" in state
         # 0: torch's default (one per physical core); only CPU instances use intra-op threads.
         self.intra_op_threads = getattr(config, "torch_intra_op_threads", 0) if device == "cpu" else 0
-        self._scorer: Any = PaddedScorer(self._model, getattr(checkpoint.model_config, "sliding_window", None))
+        eager = PaddedScorer(self._model, getattr(checkpoint.model_config, "sliding_window", None))
+        self._scorer: Any = InputsKept(eager)  # (scores, inputs...): one forward for eager and traced
         self.traced = False
         if getattr(config, "torchscript", True):
             self._use_threads()
-            traced, why = traced_scorer(self._scorer, device, checkpoint.model_config.vocab_size,
+            traced, why = traced_scorer(eager, device, checkpoint.model_config.vocab_size,
                                         tolerance=1e-5 if torch_dtype == torch.float32 else 1e-2)
             if traced is None:
                 log.warning("%s: serving the eager model, tracing failed: %s", checkpoint.folder, why)
@@ -168,7 +185,7 @@ class TorchEagerBackend:
         self._use_threads()
         input_ids, attention_mask = (torch.from_numpy(a).to(self.device) for a in right_padded(batch))
         with torch.jit.optimized_execution(False):  # no fusion passes: the same kernels, the same digits as eager
-            return self._scorer(input_ids, attention_mask).cpu().tolist()
+            return self._scorer(input_ids, attention_mask)[0].cpu().tolist()
 
     def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
         """Scores of prefix + each suffix, the prefix computed once and its KV cache reused."""
