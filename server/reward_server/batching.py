@@ -81,13 +81,18 @@ class _Item:
         return not self.future.cancelled()
 
 
+def _resolve(future: AnyFuture, value: object, error: BaseException | None) -> None:
+    """Set a future that is not done already (done: cancelled by its caller, or failed after a split)."""
+    if not future.done():
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+
 def _settle_on_loop(outcomes: list[tuple[asyncio.Future, object, BaseException | None]]) -> None:
-    for future, value, error in outcomes:
-        if not future.done():  # cancelled by its caller meanwhile
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
+    for outcome in outcomes:
+        _resolve(*outcome)
 
 
 class _Settler:
@@ -99,11 +104,7 @@ class _Settler:
 
     def set(self, future: AnyFuture, value: object = None, error: BaseException | None = None) -> None:
         if isinstance(future, Future):
-            if not future.done():
-                if error is None:
-                    future.set_result(value)
-                else:
-                    future.set_exception(error)
+            _resolve(future, value, error)
         else:
             self._pending.setdefault(future.get_loop(), []).append((future, value, error))
 

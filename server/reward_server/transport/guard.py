@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from ..errors import InvalidArgument, ResourceExhausted, RewardServerError
 from ..metrics import ServerMetrics
 from ..request_record import RequestRecord, current_request
+from .interceptors import metadata_value
 from .limits import oversized_string
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,8 @@ class RequestIds:
         self._counter = itertools.count(1)
 
     def __call__(self, context: grpc.aio.ServicerContext) -> str:
-        for key, value in context.invocation_metadata() or ():
-            if key == REQUEST_ID_KEY:
-                return value
-        return f"{self._prefix}-{next(self._counter):x}"
+        given = metadata_value(context.invocation_metadata(), REQUEST_ID_KEY)
+        return given or f"{self._prefix}-{next(self._counter):x}"
 
 
 class RequestGuard:

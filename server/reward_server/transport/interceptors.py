@@ -16,8 +16,9 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
-def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
-    for k, v in details.invocation_metadata or ():
+def metadata_value(metadata: Any, key: str) -> str | None:
+    """The value of `key` in a call's invocation metadata (pairs, or None), or None."""
+    for k, v in metadata or ():
         if k == key:
             return v
     return None
@@ -42,7 +43,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
                                 details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         if details.method.startswith(HEALTH_PREFIX):
             return await continuation(details)
-        presented = _metadata_value(details, "authorization")
+        presented = metadata_value(details.invocation_metadata, "authorization")
         if presented is None:
             error: RewardServerError = Unauthenticated("missing 'authorization: Bearer <token>' metadata")
         elif not hmac.compare_digest(presented.encode(), self._expected):
