@@ -32,6 +32,9 @@ def main() -> None:
     run.add_argument("--max-batch-tokens", type=int, default=None,
                      help="the served models' budget (default: unset, so the server tunes it at load)")
     run.add_argument("--no-floor", action="store_true")
+    run.add_argument("--repeats", type=int, default=3,
+                     help="pairs of (reference, server) run back to back after the sweeps, for the median "
+                          "server/floor (mixed) and server/bare grpc.aio (tiny) ratios; 0: none")
     run.add_argument("--out", type=Path, default=Path("bench/results"))
     run.add_argument("--profile", action="store_true", help="py-spy each served run at the top concurrency")
     args = parser.parse_args()
@@ -40,7 +43,7 @@ def main() -> None:
     options = SuiteOptions(
         workloads=tuple(args.workloads.split(",")), systems=tuple(args.systems.split(",")),
         warmup_s=args.warmup, duration_s=args.duration, floor=not args.no_floor,
-        max_batch_tokens=args.max_batch_tokens, profile_to=args.out if args.profile else None,
+        max_batch_tokens=args.max_batch_tokens, repeats=args.repeats, profile_to=args.out if args.profile else None,
         **({"concurrency": {w: args.concurrency for w in ("mixed", "rank", "tiny")}} if args.concurrency else {}))
     with tempfile.TemporaryDirectory() as tmp:
         results = asyncio.run(run_suite(options, Path(tmp)))

@@ -35,15 +35,25 @@ def time_shape(score_batch: ScoreBatch, batches: list[list[Sequence[int]]]) -> f
     return time.perf_counter() - start
 
 
+def shape_budget(shape: str) -> int:
+    """"batch_1" -> 0, "tokens_2048" -> 2048: the budget that `packed` takes for a shape name."""
+    return 0 if shape == "batch_1" else int(shape.removeprefix("tokens_"))
+
+
+def shape_rate(score_batch: ScoreBatch, sequences: Sequence[Sequence[int]], shape: str) -> float:
+    """tokens/s of one shape, measured once more (after the sweep chose it)."""
+    return sum(len(ids) for ids in sequences) / time_shape(score_batch, packed(sequences, shape_budget(shape)))
+
+
 def measure_floor(score_batch: ScoreBatch, sequences: Sequence[Sequence[int]],
                   budgets: Sequence[int] = TOKEN_BUDGETS) -> dict:
     """tokens/s for batch 1 and each token budget; the best of them is the floor."""
     tokens = sum(len(ids) for ids in sequences)
     shapes = {}
-    for budget in (0, *budgets):
-        batches = packed(sequences, budget)
+    for name in ("batch_1", *(f"tokens_{budget}" for budget in budgets)):
+        batches = packed(sequences, shape_budget(name))
         elapsed = time_shape(score_batch, batches)
-        shapes["batch_1" if not budget else f"tokens_{budget}"] = {
+        shapes[name] = {
             "tokens_per_s": tokens / elapsed, "inputs_per_s": len(sequences) / elapsed, "batches": len(batches),
             "padding_efficiency": tokens / sum(len(b) * len(b[-1]) for b in batches),
         }

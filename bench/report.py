@@ -26,6 +26,11 @@ def table(results: dict) -> str:
                     f"{name:8} {system:12} {r['concurrency']:4d} {r['requests_per_s']:8.1f} {r['inputs_per_s']:9.1f} "
                     f"{r['tokens_per_s']:9.0f} {r['latency_p50_ms']:8.1f} {r['latency_p99_ms']:8.1f} "
                     f"{size:6.1f} {efficiency:7.2f} {r.get('client_cores', float('nan')):12.2f}")
+        paired = entry.get("paired")
+        if paired:
+            lines.append(f"{name:8} server / {paired['reference']} at C={paired['concurrency']}, pairs back to back: "
+                         + ", ".join(f"{p['server']:.0f} / {p['reference']:.0f} = {p['ratio']:.2f}" for p in paired["pairs"])
+                         + f"; median {paired['median_ratio']:.2f}")
     lines += [f"{key}: {value:.2f}" for key, value in results.get("summary", {}).items()]
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ import asyncio
 import copy
 import json
 import logging
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
 from reward_server.transport import RewardServer, build_server
 
 from . import profile
-from .floor import measure_floor
+from .floor import measure_floor, shape_rate
 from .peers import BareServicer, start_grpc, start_naive_peer
 from .workloads import Workload, rank_workload, score_workload
 
@@ -57,6 +58,10 @@ class SuiteOptions:
     bench_shape: TinyShape = BENCH_SHAPE
     max_batch_size: int = 64
     max_batch_tokens: int | None = None  # None: left unset in config.pbtxt, tuned by the server at load
+    # After the sweeps, the two ratios measured against a reference (mixed: the floor at its best shape;
+    # tiny: bare grpc.aio) again this many times, server and reference back to back, at the top
+    # concurrency: the median of these pairs is the ratio least moved by a noisy machine. 0: none.
+    repeats: int = 3
     profile_to: Path | None = None  # py-spy each workload's served run at the top concurrency: summaries here
 
 
@@ -134,6 +139,20 @@ def batcher_delta(before, after) -> dict:
             "padding_efficiency": real / padded if padded else 1.0}
 
 
+async def paired_ratios(name: str, target: str, workload: Workload, reference, options: SuiteOptions) -> dict:
+    """`options.repeats` pairs (reference, then the server at the top concurrency), back to back."""
+    rate = "tokens_per_s" if name == "mixed" else "requests_per_s"
+    top = max(options.concurrency[name])
+    pairs = []
+    for _ in range(options.repeats):
+        ref = await reference()
+        served = (await drive(target, WORKLOAD_MODEL[name], workload.kind, workload, top, options))[rate]
+        pairs.append({"reference": ref, "server": served, "ratio": served / ref if ref else 0.0})
+    return {"rate": rate, "reference": "floor" if name == "mixed" else "bare-grpc",
+            "concurrency": top, "pairs": pairs,
+            "median_ratio": statistics.median(p["ratio"] for p in pairs)}
+
+
 def summarize(results: dict) -> dict:
     """The issue's target ratios from the measured numbers."""
     out = {}
@@ -166,7 +185,25 @@ def summarize(results: dict) -> dict:
         c = max(r["concurrency"] for r in server) if server else None
         if server and bare and at(bare, "requests_per_s", c):
             out[f"tiny_server_over_bare_grpc_at_{c}"] = at(server, "requests_per_s", c) / at(bare, "requests_per_s", c)
+    if mixed and mixed.get("paired"):
+        out["mixed_server_over_floor_median_of_pairs"] = mixed["paired"]["median_ratio"]
+    if tiny and tiny.get("paired"):
+        out[f"tiny_server_over_bare_grpc_at_{tiny['paired']['concurrency']}_median_of_pairs"] = tiny["paired"]["median_ratio"]
     return out
+
+
+def _reference(name: str, entry: dict, loaded, floor_inputs: list, bare_target: str, workload: Workload,
+               options: SuiteOptions):
+    """What the server is paired with: the floor at its best shape (mixed), bare grpc.aio (tiny), or None."""
+    if name == "mixed" and entry.get("floor"):
+        score_batch, shape = loaded.instances[0].backend.score_batch, entry["floor"]["best_shape"]
+        return lambda: asyncio.to_thread(shape_rate, score_batch, floor_inputs, shape)
+    if name == "tiny" and "bare-grpc" in entry["systems"]:
+        async def bare() -> float:
+            top = max(options.concurrency[name])
+            return (await drive(bare_target, WORKLOAD_MODEL[name], workload.kind, workload, top, options))["requests_per_s"]
+        return bare
+    return None
 
 
 async def run_suite(options: SuiteOptions, repo: Path) -> dict:
@@ -216,6 +253,11 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
                 again = await asyncio.to_thread(measure_floor, loaded.instances[0].backend.score_batch, floor_inputs)
                 entry["floor_runs"] = [entry["floor"]["tokens_per_s"], again["tokens_per_s"]]
                 entry["floor"] = max(entry["floor"], again, key=lambda floor: floor["tokens_per_s"])
+            reference = _reference(name, entry, loaded, floor_inputs, targets["bare-grpc"], workload, options)
+            if options.repeats and reference and "server" in entry["systems"]:
+                entry["paired"] = await paired_ratios(name, targets["server"], workload, reference, options)
+                log.info("%s: server / %s, %d pairs: %s", name, entry["paired"]["reference"], options.repeats,
+                         [round(p["ratio"], 3) for p in entry["paired"]["pairs"]])
             results["workloads"][name] = entry
     finally:
         await bare_server.stop(0)

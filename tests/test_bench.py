@@ -95,7 +95,7 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
         concurrency={"mixed": (2,), "rank": (1,), "tiny": (2,)}, warmup_s=0.2, duration_s=0.6,
         mixed_requests=6, rank_requests=1, rank_prompt_tokens=60, rank_responses=3, rank_response_tokens=10,
         tiny_requests=8, floor_tokens=400, bench_shape=TinyShape(max_position_embeddings=1024),
-        max_batch_tokens=2048)
+        max_batch_tokens=2048, repeats=1)
     results = asyncio.run(run_suite(options, tmp_path / "repo"))
     json.dumps(results)  # the result file is JSON
     workloads = results["workloads"]
@@ -110,7 +110,12 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
     assert workloads["rank"]["systems"]["server"][0]["batching"]["shared_prompt_groups"] > 0  # shared path ran
     assert workloads["rank"]["systems"]["server-full"][0]["batching"]["shared_prompt_groups"] == 0
     assert workloads["mixed"]["floor"]["tokens_per_s"] > 0
-    assert {"mixed_server_over_floor", "rank_shared_over_full", "tiny_server_over_bare_grpc_at_2"} <= set(results["summary"])
+    assert {"mixed_server_over_floor", "rank_shared_over_full", "tiny_server_over_bare_grpc_at_2",
+            "mixed_server_over_floor_median_of_pairs",
+            "tiny_server_over_bare_grpc_at_2_median_of_pairs"} <= set(results["summary"])
+    for name, reference in (("mixed", "floor"), ("tiny", "bare-grpc")):  # each pair: the server and its reference
+        (pair,) = workloads[name]["paired"]["pairs"]
+        assert workloads[name]["paired"]["reference"] == reference and pair["server"] > 0 and pair["reference"] > 0
     assert "bare-grpc" in table(results)
     try:
         from bench.report import plot

@@ -1,6 +1,8 @@
-"""The forward that serving runs (a TorchScript trace of PaddedScorer, its 4D mask made by the server)
-gives the digits of the model's plain forward, where transformers builds the mask from the 2D one;
-and the encoder gives the tokenizer's own ids on both of its paths (event loop and encode pool)."""
+"""The forward that serving runs (a TorchScript trace, its 4D mask made by the server) gives the digits
+of the model's plain forward, where transformers builds the mask from the 2D one, when every layer runs
+at every position, and the same scores within float32 rounding with the last layer at the last position
+only (the default); and the encoder gives the tokenizer's own ids on both of its paths (event loop and
+encode pool)."""
 
 from __future__ import annotations
 
@@ -37,15 +39,43 @@ def random_batches(seed: int, count: int) -> list[list[list[int]]]:
             for _ in range(count)]
 
 
-@pytest.mark.parametrize("architecture", ["llama", "mistral"])
-def test_traced_forward_equals_the_plain_forward_digit_for_digit(tmp_path, architecture):
+def tiny_architecture(tmp_path, architecture: str):
     checkpoint = read_checkpoint(write_tiny_checkpoint(tmp_path / architecture, TinyShape(architecture=architecture)))
     if architecture == "mistral":
         checkpoint.model_config.sliding_window = 8  # shorter than most rows: the window is part of the mask
-    backend = TorchEagerBackend(checkpoint, "cpu", "float32")
-    assert backend.traced
+    return checkpoint
+
+
+@pytest.mark.parametrize("architecture", ["llama", "mistral"])
+def test_traced_full_forward_equals_the_plain_forward_digit_for_digit(tmp_path, architecture):
+    full = SimpleNamespace(torchscript=True, torch_intra_op_threads=0, last_position_only=False)
+    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32", full)
+    assert backend.traced and not backend.last_position
     for batch in random_batches(seed=1, count=12):  # shapes the trace never saw, padded and not
         assert backend.score_batch(batch) == plain_forward_scores(backend, batch)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "mistral"])
+def test_last_position_forward_equals_the_plain_forward_within_float32_rounding(tmp_path, architecture):
+    """The default: the last layer only at the position the head reads. Not the same kernels on the
+    same shapes, so not digit for digit: within the 1e-5 the batch-invariance tests allow."""
+    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
+    assert backend.traced and backend.last_position
+    for batch in random_batches(seed=1, count=12):
+        want = plain_forward_scores(backend, batch)
+        assert backend.score_batch(batch) == pytest.approx(want, rel=1e-5, abs=1e-5)
+
+
+def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped():
+    from transformers import Qwen2Config
+
+    from reward_server.backends.torch_eager import PaddedScorer, RewardModel, last_position_scorer
+
+    config = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    full = PaddedScorer(RewardModel(config, False, torch.float32).eval(), None)
+    scorer, why = last_position_scorer(full, "cpu", config.vocab_size, 1e-5)
+    assert scorer is full and "LlamaDecoderLayer" in why
 
 
 def test_torchscript_off_serves_the_eager_scorer_with_the_same_scores(tiny_checkpoint):

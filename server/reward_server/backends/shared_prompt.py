@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import torch
 
+from .masks import last_token_positions
 from .padding import right_padded
-from .torch_eager import RewardModel, last_token_positions
+from .torch_eager import RewardModel
 
 
 def expanded_cache(cache, rows: int):

@@ -14,28 +14,13 @@ from torch import nn
 
 from ..checkpoint import Checkpoint, weight_files
 from ..errors import LoadError
+from .last_position import LLAMA_SHAPED_LAYERS, LastPositionScorer, supports_last_position
+from .masks import last_token_positions, padded_causal_mask
 from .padding import right_padded
 
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last position whose mask is 1, per row (works for left or right padding)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask).argmax(dim=1)
-
-
-def padded_causal_mask(attention_mask: torch.Tensor, sliding_window: int | None = None) -> torch.Tensor:
-    """[batch, 1, L, L] bool, True where a query may attend a key: causal, inside the key's row length and,
-    for sliding-window models, inside the window: the booleans transformers builds from a 2D mask, with
-    a few tensor ops instead of its element-wise vmap (which costs more than a small model's forward)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    allowed = positions[None, :] <= positions[:, None]  # [query, key]
-    if sliding_window:
-        allowed &= positions[None, :] > positions[:, None] - sliding_window
-    return allowed[None, None] & attention_mask.bool()[:, None, None, :]
 
 
 class RewardModel(nn.Module):
@@ -81,7 +66,7 @@ class InputsKept(nn.Module):
     tensor's PyObject when the last C++ reference goes), and inside the graph that meant waiting for the
     event loop to yield the GIL, twice per batch. Returned, the inputs are released by the caller."""
 
-    def __init__(self, scorer: PaddedScorer) -> None:
+    def __init__(self, scorer: nn.Module) -> None:
         super().__init__()
         self.scorer = scorer
 
@@ -107,7 +92,36 @@ def _probe_batches(vocab_size: int) -> list[list[list[int]]]:
     return [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]]
 
 
-def traced_scorer(scorer: PaddedScorer, device: str, vocab_size: int,
+def _tensors(batch: list[list[int]], device: str) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(a).to(device) for a in right_padded(batch))
+
+
+def _probe_difference(scorer: Any, reference: nn.Module, device: str, vocab_size: int) -> float:
+    """Largest |score difference| between `scorer` (its first output when it returns several) and
+    `reference` over the probe batches."""
+    worst = 0.0
+    with torch.inference_mode(), torch.jit.optimized_execution(False):
+        for batch in _probe_batches(vocab_size):
+            got, want = scorer(*_tensors(batch, device)), reference(*_tensors(batch, device))
+            got = got[0] if isinstance(got, tuple) else got
+            worst = max(worst, (got - want).abs().max().item())
+    return worst
+
+
+def last_position_scorer(full: PaddedScorer, device: str, vocab_size: int,
+                         tolerance: float) -> tuple[nn.Module, str]:
+    """(LastPositionScorer, "") when the backbone's layers allow it and its scores match `full` within
+    `tolerance` on the probe batches; else (full, why not)."""
+    if not supports_last_position(full.reward_model.model):
+        return full, "decoder layers other than " + ", ".join(LLAMA_SHAPED_LAYERS)
+    candidate = LastPositionScorer(full.reward_model, full.sliding_window)
+    difference = _probe_difference(candidate, full, device, vocab_size)
+    if difference > tolerance:
+        return full, f"its scores differ from the full forward by {difference:.3g}"
+    return candidate, ""
+
+
+def traced_scorer(scorer: nn.Module, device: str, vocab_size: int,
                   tolerance: float) -> tuple[torch.jit.ScriptModule | None, str]:
     """(InputsKept(scorer) traced with TorchScript, "") or (None, why not).
 
@@ -116,28 +130,24 @@ def traced_scorer(scorer: PaddedScorer, device: str, vocab_size: int,
     against a busy Python thread). The traced graph runs in C++ with the GIL released once (InputsKept
     says why that needs the inputs returned). The trace is checked against the eager scorer on other
     shapes; any difference keeps the eager scorer."""
-    def tensors(batch: list[list[int]]) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.from_numpy(a).to(device) for a in right_padded(batch))
-
     example = [[5, 6, 7, 8, 9], [10, 11, 12, 13, 14, 15, 16, 17, 18]]
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
-            traced = torch.jit.trace(InputsKept(scorer), tensors(example), check_trace=False)
-            with torch.jit.optimized_execution(False):
-                for batch in _probe_batches(vocab_size):
-                    got, want = traced(*tensors(batch))[0], scorer(*tensors(batch))
-                    if not torch.allclose(got, want, rtol=tolerance, atol=tolerance):
-                        return None, f"traced scores differ from eager by {(got - want).abs().max().item():.3g}"
+            traced = torch.jit.trace(InputsKept(scorer), _tensors(example, device), check_trace=False)
+        difference = _probe_difference(traced, scorer, device, vocab_size)
     except Exception as e:  # an architecture the tracer cannot follow
         return None, f"{type(e).__name__}: {e}"
+    if difference > tolerance:
+        return None, f"traced scores differ from eager by {difference:.3g}"
     return traced, ""
 
 
 class TorchEagerBackend:
     """The model in PyTorch: weights from safetensors, a transformers backbone, run as a TorchScript
-    trace of PaddedScorer (or eagerly when tracing is off or fails), on `intra_op_threads` CPU threads."""
+    trace of LastPositionScorer (PaddedScorer where the layers do not allow it), or eagerly when tracing
+    is off or fails, on `intra_op_threads` CPU threads."""
 
     def __init__(self, checkpoint: Checkpoint, device: str, dtype: str, config: Any = None) -> None:
         self.device = device
@@ -156,13 +166,20 @@ class TorchEagerBackend:
         self.head_bias = "score.bias" in state
         # 0: torch's default (one per physical core); only CPU instances use intra-op threads.
         self.intra_op_threads = getattr(config, "torch_intra_op_threads", 0) if device == "cpu" else 0
-        eager = PaddedScorer(self._model, getattr(checkpoint.model_config, "sliding_window", None))
+        vocab_size = checkpoint.model_config.vocab_size
+        tolerance = 1e-5 if torch_dtype == torch.float32 else 1e-2
+        self._use_threads()
+        full = PaddedScorer(self._model, getattr(checkpoint.model_config, "sliding_window", None))
+        eager, why = full, "pytorch { last_position_only: false }"
+        if getattr(config, "last_position_only", True):
+            eager, why = last_position_scorer(full, device, vocab_size, tolerance)
+        self.last_position = eager is not full
+        if why:
+            log.info("%s: the last layer runs at every position: %s", checkpoint.folder, why)
         self._scorer: Any = InputsKept(eager)  # (scores, inputs...): one forward for eager and traced
         self.traced = False
         if getattr(config, "torchscript", True):
-            self._use_threads()
-            traced, why = traced_scorer(eager, device, checkpoint.model_config.vocab_size,
-                                        tolerance=1e-5 if torch_dtype == torch.float32 else 1e-2)
+            traced, why = traced_scorer(eager, device, vocab_size, tolerance)
             if traced is None:
                 log.warning("%s: serving the eager model, tracing failed: %s", checkpoint.folder, why)
             else:

@@ -1,0 +1,81 @@
+"""The reward head reads one position per row, so the last decoder layer needs only that position:
+its query, attention output, MLP and the final norm run on one row per sequence, against keys and
+values of every position. The layers before it run as transformers runs them.
+
+Saved: the last layer's work for all other positions (a 2-layer model computes ~30% less, a
+24-layer one ~4%). Only for the Llama-shaped decoder layers named below (Llama and Mistral, the
+backbones every seed family imports to); the backend checks its scores against the full forward at
+load and keeps the full forward when they differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .masks import last_token_positions, padded_causal_mask
+
+# Pre-norm layers with input_layernorm -> self_attn (q/k/v/o_proj, rotate-half RoPE) -> residual,
+# post_attention_layernorm -> mlp -> residual: what the code below computes for one query per row.
+LLAMA_SHAPED_LAYERS = ("LlamaDecoderLayer", "MistralDecoderLayer")
+
+
+def supports_last_position(backbone: nn.Module) -> bool:
+    layers = getattr(backbone, "layers", None)
+    return bool(layers) and all(type(layer).__name__ in LLAMA_SHAPED_LAYERS for layer in layers) \
+        and hasattr(backbone, "rotary_emb") and hasattr(backbone, "norm")
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
+                  last: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The decoder layer's output at position `last[i]` of each row i: [batch, hidden].
+
+    hidden: [batch, L, hidden], the layer's input; mask: [batch, 1, L, L] bool (True: may attend);
+    cos, sin: [1, L, head_dim], the rotary embedding of positions 0..L-1."""
+    attention = layer.self_attn
+    batch, length = hidden.shape[:2]
+    head_dim = attention.head_dim
+    normed = layer.input_layernorm(hidden)
+    query = attention.q_proj(normed[rows, last]).view(batch, 1, -1, head_dim).transpose(1, 2)  # [b, heads, 1, d]
+    key = attention.k_proj(normed).view(batch, length, -1, head_dim).transpose(1, 2)  # [b, kv heads, L, d]
+    value = attention.v_proj(normed).view(batch, length, -1, head_dim).transpose(1, 2)
+    query_cos, query_sin = cos[0, last][:, None, None], sin[0, last][:, None, None]
+    query = query * query_cos + _rotate_half(query) * query_sin
+    key = key * cos[:, None] + _rotate_half(key) * sin[:, None]
+    groups = attention.num_key_value_groups
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    out = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask[rows, :, last][:, :, None], scale=attention.scaling)
+    residual = hidden[rows, last] + attention.o_proj(out.transpose(1, 2).reshape(batch, -1))
+    return residual + layer.mlp(layer.post_attention_layernorm(residual))
+
+
+class LastPositionScorer(nn.Module):
+    """Scores of a right-padded batch given its 4D mask (like PaddedScorer), the last layer computed
+    only at each row's last real position."""
+
+    def __init__(self, reward_model: Any, sliding_window: int | None) -> None:
+        super().__init__()
+        self.reward_model = reward_model
+        self.sliding_window = sliding_window
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        backbone = self.reward_model.model
+        mask = padded_causal_mask(attention_mask, self.sliding_window)
+        hidden = backbone.embed_tokens(input_ids)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        cos, sin = backbone.rotary_emb(hidden, positions)
+        for layer in backbone.layers[:-1]:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        last = last_token_positions(attention_mask)
+        hidden = last_layer_at(backbone.layers[-1], hidden, mask, rows, last, cos, sin)
+        return self.reward_model.score(backbone.norm(hidden)).squeeze(-1).float()
