@@ -1,6 +1,7 @@
 """Shared-prompt Rank: the prompt computed once and its KV cache expanded to the N responses gives the
 scores of the N full conversations (fp32, 1e-4), with plain chat templates and with a special-token
-format (internlm2), and falls back to the plain path when the candidates share too little."""
+format (internlm2), with the last layer cut to the read position or not, with a sliding window, and
+falls back to the plain path when the candidates share too little."""
 
 from __future__ import annotations
 
@@ -144,3 +145,23 @@ def test_batcher_runs_a_shared_group_alone_when_inputs_wait_beside_it(real_backe
     assert [len(b) for b in backend.batches] == [1, 2]  # the plain inputs never joined the group
     assert batcher.stats.shared_groups == 1 and batcher.stats.computed == 5
     assert scores == pytest.approx(real_backend.score_batch([prefix + s for s in suffixes]), rel=TOLERANCE)
+
+
+@pytest.mark.parametrize("last_position_only", [True, False])
+@pytest.mark.parametrize("architecture", ["llama", "mistral"])
+def test_shared_prefix_scores_equal_full_sequences(tmp_path, architecture, last_position_only):
+    """The backend's own two paths on the same sequences; mistral's window (8) is shorter than the
+    prefix, so most of the prefix's keys lie outside it."""
+    from types import SimpleNamespace
+
+    from reward_server.backends.torch_eager import TorchEagerBackend
+    from test_serving_forward import tiny_architecture
+
+    config = SimpleNamespace(torchscript=True, torch_intra_op_threads=0, last_position_only=last_position_only)
+    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32", config)
+    assert backend.last_position == last_position_only
+    rng = random.Random(9)
+    prefix = [rng.randrange(5, 500) for _ in range(40)]
+    suffixes = [[rng.randrange(5, 500) for _ in range(n)] for n in (1, 6, 13, 3)]
+    shared = backend.score_shared_prefix(prefix, suffixes)
+    assert shared == pytest.approx(backend.score_batch([prefix + s for s in suffixes]), rel=1e-5, abs=1e-5)

@@ -33,22 +33,34 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
-                  last: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The decoder layer's output at position `last[i]` of each row i: [batch, hidden].
-
-    hidden: [batch, L, hidden], the layer's input; mask: [batch, 1, L, L] bool (True: may attend);
-    cos, sin: [1, L, head_dim], the rotary embedding of positions 0..L-1."""
+def rotated_keys_values(layer: nn.Module, normed: torch.Tensor, cos: torch.Tensor,
+                        sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's keys (rotary embedding applied) and values of `normed` [batch, L, hidden], the
+    input after input_layernorm: each [batch, kv heads, L, head_dim], as transformers caches them."""
     attention = layer.self_attn
-    batch, length = hidden.shape[:2]
-    head_dim = attention.head_dim
+    batch, length = normed.shape[:2]
+    key = attention.k_proj(normed).view(batch, length, -1, attention.head_dim).transpose(1, 2)
+    value = attention.v_proj(normed).view(batch, length, -1, attention.head_dim).transpose(1, 2)
+    return key * cos[:, None] + _rotate_half(key) * sin[:, None], value
+
+
+def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
+                  last: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  cached: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The decoder layer's output at position `last[i]` of each row i of `hidden`: [batch, hidden].
+
+    hidden: [batch, L, hidden], the layer's input; cos, sin: [1, L, head_dim], the rotary embedding of
+    its positions; cached: keys and values of the C positions before them (a shared prefix), or None;
+    mask: [batch, 1, L, C + L] bool (True: may attend)."""
+    attention = layer.self_attn
+    batch = hidden.shape[0]
     normed = layer.input_layernorm(hidden)
-    query = attention.q_proj(normed[rows, last]).view(batch, 1, -1, head_dim).transpose(1, 2)  # [b, heads, 1, d]
-    key = attention.k_proj(normed).view(batch, length, -1, head_dim).transpose(1, 2)  # [b, kv heads, L, d]
-    value = attention.v_proj(normed).view(batch, length, -1, head_dim).transpose(1, 2)
+    query = attention.q_proj(normed[rows, last]).view(batch, 1, -1, attention.head_dim).transpose(1, 2)
     query_cos, query_sin = cos[0, last][:, None, None], sin[0, last][:, None, None]
-    query = query * query_cos + _rotate_half(query) * query_sin
-    key = key * cos[:, None] + _rotate_half(key) * sin[:, None]
+    query = query * query_cos + _rotate_half(query) * query_sin  # [b, heads, 1, d]
+    key, value = rotated_keys_values(layer, normed, cos, sin)
+    if cached is not None:
+        key, value = (torch.cat([c.expand(batch, -1, -1, -1), x], dim=2) for c, x in zip(cached, (key, value)))
     groups = attention.num_key_value_groups
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)

@@ -11,12 +11,16 @@ def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask).argmax(dim=1)
 
 
-def padded_causal_mask(attention_mask: torch.Tensor, sliding_window: int | None = None) -> torch.Tensor:
-    """[batch, 1, L, L] bool, True where a query may attend a key: causal, inside the key's row length and,
-    for sliding-window models, inside the window: the booleans transformers builds from a 2D mask, with
-    a few tensor ops instead of its element-wise vmap (which costs more than a small model's forward)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    allowed = positions[None, :] <= positions[:, None]  # [query, key]
+def padded_causal_mask(attention_mask: torch.Tensor, sliding_window: int | None = None,
+                       queries: int | None = None) -> torch.Tensor:
+    """[batch, 1, queries, L] bool, True where a query may attend a key: causal, inside the key's row
+    length and, for sliding-window models, inside the window: the booleans transformers builds from a 2D
+    mask, with a few tensor ops instead of its element-wise vmap (which costs more than a small model's
+    forward). The queries are the last `queries` of the L positions (all of them by default; fewer when
+    the first keys come from a cache)."""
+    keys = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    query_positions = keys[-queries:] if queries else keys
+    allowed = keys[None, :] <= query_positions[:, None]  # [query, key]
     if sliding_window:
-        allowed &= positions[None, :] > positions[:, None] - sliding_window
+        allowed &= keys[None, :] > query_positions[:, None] - sliding_window
     return allowed[None, None] & attention_mask.bool()[:, None, None, :]

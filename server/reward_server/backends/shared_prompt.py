@@ -3,7 +3,9 @@
 The shared prefix runs once; its KV cache is expanded (a view, not a copy and not a recomputation)
 to the N candidates, and only each candidate's own tokens (its suffix) run, right-padded, attending
 to the prefix cache. Causal attention makes every prefix position's keys and values independent of
-what follows, so the scores equal those of the N full sequences (to float rounding).
+what follows, so the scores equal those of the N full sequences (to float rounding). With the
+last-position cut (see last_position.py) the last layer computes only the prefix's keys and values
+and, for each suffix, the one position the head reads.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+from transformers import DynamicCache
 
-from .masks import last_token_positions
+from .last_position import last_layer_at, rotated_keys_values
+from .masks import last_token_positions, padded_causal_mask
 from .padding import right_padded
 from .torch_eager import RewardModel
 
 
-def expanded_cache(cache, rows: int):
+def expanded_cache(cache: DynamicCache, rows: int) -> DynamicCache:
     """The prefix's cache (batch 1) seen as `rows` rows; later updates concatenate onto it."""
     for layer in cache.layers:
         layer.keys = layer.keys.expand(rows, -1, -1, -1)
@@ -25,18 +30,42 @@ def expanded_cache(cache, rows: int):
     return cache
 
 
+def run_layers(backbone: nn.Module, layers: Sequence[nn.Module], input_ids: torch.Tensor, mask: torch.Tensor,
+               start: int, cache: DynamicCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`layers` over input_ids at positions start, start + 1, ... after the cache's keys and values
+    (to which theirs are appended); mask: [batch, 1, length, start + length]. Returns the hidden states
+    and the rotary cos, sin of those positions."""
+    hidden = backbone.embed_tokens(input_ids)
+    positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)[None]
+    cos, sin = backbone.rotary_emb(hidden, positions)
+    for layer in layers:
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin),
+                       past_key_values=cache, use_cache=True)
+    return hidden, cos, sin
+
+
 @torch.inference_mode()
-def shared_prefix_scores(model: RewardModel, prefix: Sequence[int], suffixes: Sequence[Sequence[int]],
-                         device: str) -> list[float]:
-    """One score per `prefix + suffix`; every suffix holds at least one token (the score is read there)."""
+def shared_prefix_scores(model: RewardModel, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], device: str,
+                         sliding_window: int | None, last_position: bool) -> list[float]:
+    """One score per `prefix + suffix`; every suffix holds at least one token (the score is read there).
+    last_position: the backbone's layers are Llama-shaped and the last one runs only where it is read."""
     backbone = model.model
+    layers = list(backbone.layers)
+    cut = layers.pop() if last_position else None
+    cache = DynamicCache()  # every key kept: the mask applies a sliding window
     prefix_ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
-    cache = backbone(input_ids=prefix_ids, use_cache=True).past_key_values
+    prefix_mask = padded_causal_mask(torch.ones_like(prefix_ids), sliding_window)
+    hidden, cos, sin = run_layers(backbone, layers, prefix_ids, prefix_mask, 0, cache)
+    cut_cache = rotated_keys_values(cut, cut.input_layernorm(hidden), cos, sin) if cut is not None else None
+
     input_ids, suffix_mask = (torch.from_numpy(a).to(device) for a in right_padded(suffixes))
     rows, width = input_ids.shape
     attention_mask = torch.cat([torch.ones(rows, len(prefix), dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
-    position_ids = torch.arange(len(prefix), len(prefix) + width, device=device).expand(rows, -1)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      past_key_values=expanded_cache(cache, rows), use_cache=True).last_hidden_state
-    pooled = hidden[torch.arange(rows, device=device), last_token_positions(suffix_mask)]
-    return model.score(pooled).squeeze(-1).float().cpu().tolist()
+    mask = padded_causal_mask(attention_mask, sliding_window, queries=width)
+    hidden, cos, sin = run_layers(backbone, layers, input_ids, mask, len(prefix), expanded_cache(cache, rows))
+    row_index, last = torch.arange(rows, device=device), last_token_positions(suffix_mask)
+    if cut is None:
+        pooled = hidden[row_index, last]
+    else:
+        pooled = last_layer_at(cut, hidden, mask, row_index, last, cos, sin, cut_cache)
+    return model.score(backbone.norm(pooled)).squeeze(-1).float().cpu().tolist()

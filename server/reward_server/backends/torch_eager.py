@@ -169,7 +169,8 @@ class TorchEagerBackend:
         vocab_size = checkpoint.model_config.vocab_size
         tolerance = 1e-5 if torch_dtype == torch.float32 else 1e-2
         self._use_threads()
-        full = PaddedScorer(self._model, getattr(checkpoint.model_config, "sliding_window", None))
+        self.sliding_window = getattr(checkpoint.model_config, "sliding_window", None)
+        full = PaddedScorer(self._model, self.sliding_window)
         eager, why = full, "pytorch { last_position_only: false }"
         if getattr(config, "last_position_only", True):
             eager, why = last_position_scorer(full, device, vocab_size, tolerance)
@@ -209,7 +210,8 @@ class TorchEagerBackend:
         from .shared_prompt import shared_prefix_scores  # it imports this module
 
         self._use_threads()
-        return shared_prefix_scores(self._model, prefix, suffixes, self.device)
+        return shared_prefix_scores(self._model, prefix, suffixes, self.device, self.sliding_window,
+                                    self.last_position)
 
     def close(self) -> None:
         del self._model, self._scorer
