@@ -22,7 +22,7 @@ from reward_server.settings import ServerSettings
 from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
 from reward_server.transport import RewardServer, build_server
 
-from . import profile
+from . import profiling
 from .floor import measure_floor, shape_rate
 from .peers import BareServicer, start_grpc, start_naive_peer
 from .workloads import Workload, rank_workload, score_workload
@@ -106,8 +106,8 @@ async def _profiled(options: SuiteOptions, summary: Path) -> None:
     """py-spy over the measured window of the run being driven, summarised into `summary`."""
     await asyncio.sleep(options.warmup_s)
     raw = summary.with_suffix(".raw")
-    if await profile.record(options.duration_s, raw):
-        summary.write_text(profile.summarize(raw) + "\n")
+    if await profiling.record(options.duration_s, raw):
+        summary.write_text(profiling.summarize(raw) + "\n")
         raw.unlink()
     else:
         log.warning("py-spy is not installed or cannot attach (pip install '.[bench]'): no profile")

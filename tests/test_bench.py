@@ -10,7 +10,7 @@ import random
 import pytest
 from bench.floor import measure_floor, packed
 from bench.peers import start_naive_peer
-from bench.profile import summarize
+from bench.profiling import summarize
 from bench.report import table
 from bench.suite import SuiteOptions, run_suite
 from bench.workloads import rank_workload, score_workload
