@@ -47,6 +47,9 @@ class SuiteOptions:
     systems: tuple[str, ...] = ("server", "server-full", "naive", "bare-grpc")
     warmup_s: float = 1.5
     duration_s: float = 5.0
+    # rank requests take ~1 s on the plain path: a 5 s window counts ~5 of them, so one request more or
+    # less moves the rate by 20%. Its windows are this many times longer.
+    rank_duration_factor: float = 3.0
     mixed_requests: int = 128
     rank_requests: int = 8
     rank_prompt_tokens: int = 1024
@@ -91,8 +94,9 @@ def make_workload(name: str, running: RewardServer, options: SuiteOptions) -> Wo
 
 async def drive(target: str, model: str, kind: str, workload: Workload, concurrency: int, options: SuiteOptions) -> dict:
     """One closed-loop run by the load process (bench/load.py)."""
+    duration = options.duration_s * (options.rank_duration_factor if workload.name == "rank" else 1.0)
     spec = {"target": target, "model": model, "kind": kind, "requests": workload.requests,
-            "concurrency": concurrency, "warmup_s": options.warmup_s, "duration_s": options.duration_s}
+            "concurrency": concurrency, "warmup_s": options.warmup_s, "duration_s": duration}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.load", cwd=ROOT,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
