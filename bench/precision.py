@@ -25,7 +25,6 @@ from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.checkpoint import read_checkpoint
 from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
 
-
 # (label, dtype, last_position_only); the first is the reference
 RUNS = [("float32", "float32", True), ("float32, full last layer", "float32", False),
         ("bfloat16", "bfloat16", True), ("float16", "float16", True)]

@@ -1,8 +1,8 @@
 """The forward that serving runs (a TorchScript trace, its 4D mask made by the server) gives the digits
 of the model's plain forward, where transformers builds the mask from the 2D one, when every layer runs
 at every position, and the same scores within float32 rounding with the last layer at the last position
-only (the default); and the encoder gives the tokenizer's own ids on both of its paths (event loop and
-encode pool)."""
+only (the default), masked or, for batches of one length, unmasked; and the encoder gives the
+tokenizer's own ids on both of its paths (event loop and encode pool)."""
 
 from __future__ import annotations
 
@@ -66,15 +66,37 @@ def test_last_position_forward_equals_the_plain_forward_within_float32_rounding(
         assert backend.score_batch(batch) == pytest.approx(want, rel=1e-5, abs=1e-5)
 
 
+@pytest.mark.parametrize("architecture", ["llama", "mistral"])
+def test_batches_of_one_length_take_the_unmasked_forward_with_the_same_scores(tmp_path, architecture):
+    """Rows of one length (every single-row batch) run without a mask, attention as causal; with a
+    sliding window (mistral: 8) only rows inside the window may, longer ones keep the mask."""
+    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
+    assert backend.unpadded_causal
+    rng = random.Random(4)
+    for length in (1, 5, 8, 9, 30, 64):
+        for rows in (1, 3):
+            batch = [[rng.randrange(5, 500) for _ in range(length)] for _ in range(rows)]
+            want = plain_forward_scores(backend, batch)
+            assert backend.score_batch(batch) == pytest.approx(want, rel=1e-5, abs=1e-5), (length, rows)
+
+
+def test_runs_unpadded_needs_one_length_inside_the_window():
+    from reward_server.backends.torch_eager import runs_unpadded
+
+    assert runs_unpadded([[1, 2, 3]], None) and runs_unpadded([[1, 2], [3, 4]], 2)
+    assert not runs_unpadded([[1, 2], [3]], None)  # padded
+    assert not runs_unpadded([[1, 2, 3]], 2)  # the window cuts the row: the mask carries it
+
+
 def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped():
     from transformers import Qwen2Config
 
-    from reward_server.backends.torch_eager import PaddedScorer, RewardModel, last_position_scorer
+    from reward_server.backends.torch_eager import PaddedScorer, Probes, RewardModel, last_position_scorer
 
     config = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     full = PaddedScorer(RewardModel(config, False, torch.float32).eval(), None)
-    scorer, why = last_position_scorer(full, "cpu", config.vocab_size, 1e-5)
+    scorer, why = last_position_scorer(full, "cpu", Probes.make(config.vocab_size), 1e-5)
     assert scorer is full and "LlamaDecoderLayer" in why
 
 

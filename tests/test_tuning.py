@@ -31,6 +31,21 @@ def test_tune_token_budget_stops_growing_when_max_batch_size_is_reached():
     assert tuned.budget in (512, 1024)
 
 
+def test_tuning_probes_of_several_rows_are_padded_like_served_batches():
+    """A batch of one length runs the unmasked forward, which is cheaper than the padded batches the
+    server forms from real traffic: probes of several rows must be padded to time what serving runs."""
+    seen = []  # (rows, the distinct row lengths) per call
+
+    def recording_device(batch):
+        seen.append((len(batch), sorted({len(row) for row in batch})))
+        return [0.0] * len(batch)
+
+    tune_token_budget(recording_device, max_length=512, max_batch_size=64, vocab_size=100)
+    assert (1, [512]) in seen  # one row of 512 (budget 512): unpadded, as a served batch of one row is
+    several = [lengths for rows, lengths in seen if rows > 1]
+    assert several and all(len(lengths) == 2 and lengths[1] - lengths[0] == 1 for lengths in several)
+
+
 def test_max_batch_tokens_is_none_when_config_leaves_it_unset(tmp_path):
     path = tmp_path / "config.pbtxt"
     for budget, want in ((None, None), (0, 0), (3000, 3000)):

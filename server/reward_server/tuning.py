@@ -3,7 +3,8 @@
 The best batch shape depends on the device: on a 2-core CPU one ~500-token sequence per forward is as
 fast per token as 2k-token batches and 2-3x faster than 32k-token ones; a GPU wants large batches. So
 the budget is measured, not assumed: for each candidate budget (ascending), batches of synthetic token
-ids at a few probe lengths (rows = budget // length, at least 1, at most max_batch_size) are timed on
+ids at a few probe lengths (rows = budget // length, at least 1, at most max_batch_size; padded by one
+token when there are several rows, as served batches are) are timed on
 the instance's own backend, and the budget with the most tokens/s over the probe lengths wins (equal
 tokens at each length; a tie keeps the smaller budget, for latency). The search stops once a budget
 falls well below the best, so slow large shapes are tried at most once.
@@ -37,7 +38,12 @@ class TunedBudget:
 
 
 def _probe(length: int, rows: int, vocab_size: int) -> list[list[int]]:
-    return [[(11 + row * 37 + col * 13) % vocab_size for col in range(length)] for row in range(rows)]
+    """`rows` rows of `length` ids, the last one a token shorter when there are several: served batches of
+    several rows are padded and run the masked forward, while a batch of one row (or of one length)
+    runs the cheaper unmasked one, so an unpadded probe would overrate every multi-row budget."""
+    def row_length(row: int) -> int:
+        return length - 1 if rows > 1 and row == rows - 1 and length > 1 else length
+    return [[(11 + row * 37 + col * 13) % vocab_size for col in range(row_length(row))] for row in range(rows)]
 
 
 def _tokens_per_s(score_batch: ScoreBatch, batch: list[list[int]], repeats: int) -> float:

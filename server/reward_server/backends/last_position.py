@@ -44,14 +44,15 @@ def rotated_keys_values(layer: nn.Module, normed: torch.Tensor, cos: torch.Tenso
     return key * cos[:, None] + _rotate_half(key) * sin[:, None], value
 
 
-def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
+def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor,
                   last: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                   cached: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The decoder layer's output at position `last[i]` of each row i of `hidden`: [batch, hidden].
 
     hidden: [batch, L, hidden], the layer's input; cos, sin: [1, L, head_dim], the rotary embedding of
     its positions; cached: keys and values of the C positions before them (a shared prefix), or None;
-    mask: [batch, 1, L, C + L] bool (True: may attend)."""
+    mask: [batch, 1, L, C + L] bool (True: may attend), or None when every row reads its last position
+    and may attend every key (no padding, no window)."""
     attention = layer.self_attn
     batch = hidden.shape[0]
     normed = layer.input_layernorm(hidden)
@@ -64,24 +65,31 @@ def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, ro
     groups = attention.num_key_value_groups
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    out = nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask[rows, :, last][:, :, None], scale=attention.scaling)
+    row_mask = None if mask is None else mask[rows, :, last][:, :, None]
+    out = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=row_mask, scale=attention.scaling)
     residual = hidden[rows, last] + attention.o_proj(out.transpose(1, 2).reshape(batch, -1))
     return residual + layer.mlp(layer.post_attention_layernorm(residual))
 
 
 class LastPositionScorer(nn.Module):
     """Scores of a right-padded batch given its 4D mask (like PaddedScorer), the last layer computed
-    only at each row's last real position."""
+    only at each row's last real position.
 
-    def __init__(self, reward_model: Any, sliding_window: int | None) -> None:
+    unpadded: for batches whose rows all have the same length, shorter than any sliding window (every
+    batch of one row, on most models). No mask is built and attention runs as causal (transformers'
+    SDPA path with no mask), which lets the attention kernel skip the blocks above the diagonal
+    instead of masking them: a 1024-token forward of the bench's 4-layer model, 82 -> 60 ms on CPU.
+    """
+
+    def __init__(self, reward_model: Any, sliding_window: int | None, unpadded: bool = False) -> None:
         super().__init__()
         self.reward_model = reward_model
         self.sliding_window = sliding_window
+        self.unpadded = unpadded
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         backbone = self.reward_model.model
-        mask = padded_causal_mask(attention_mask, self.sliding_window)
+        mask = None if self.unpadded else padded_causal_mask(attention_mask, self.sliding_window)
         hidden = backbone.embed_tokens(input_ids)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
         cos, sin = backbone.rotary_emb(hidden, positions)

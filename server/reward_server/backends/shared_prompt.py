@@ -30,10 +30,11 @@ def expanded_cache(cache: DynamicCache, rows: int) -> DynamicCache:
     return cache
 
 
-def run_layers(backbone: nn.Module, layers: Sequence[nn.Module], input_ids: torch.Tensor, mask: torch.Tensor,
+def run_layers(backbone: nn.Module, layers: Sequence[nn.Module], input_ids: torch.Tensor, mask: torch.Tensor | None,
                start: int, cache: DynamicCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`layers` over input_ids at positions start, start + 1, ... after the cache's keys and values
-    (to which theirs are appended); mask: [batch, 1, length, start + length]. Returns the hidden states
+    (to which theirs are appended); mask: [batch, 1, length, start + length], or None for causal
+    attention over a cache-less, unpadded batch. Returns the hidden states
     and the rotary cos, sin of those positions."""
     hidden = backbone.embed_tokens(input_ids)
     positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)[None]
@@ -54,7 +55,9 @@ def shared_prefix_scores(model: RewardModel, prefix: Sequence[int], suffixes: Se
     cut = layers.pop() if last_position else None
     cache = DynamicCache()  # every key kept: the mask applies a sliding window
     prefix_ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
-    prefix_mask = padded_causal_mask(torch.ones_like(prefix_ids), sliding_window)
+    # One row, no padding: without a mask attention runs as causal (cheaper), unless a window cuts it.
+    windowed = sliding_window and len(prefix) > sliding_window
+    prefix_mask = padded_causal_mask(torch.ones_like(prefix_ids), sliding_window) if windowed else None
     hidden, cos, sin = run_layers(backbone, layers, prefix_ids, prefix_mask, 0, cache)
     cut_cache = rotated_keys_values(cut, cut.input_layernorm(hidden), cos, sin) if cut is not None else None
 

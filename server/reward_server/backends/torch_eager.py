@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -85,43 +86,62 @@ def load_state_dict(files: Sequence[Any], device: str) -> dict[str, torch.Tensor
     return state
 
 
-def _probe_batches(vocab_size: int) -> list[list[list[int]]]:
-    """Padded and unpadded probe batches of shapes other than the trace's example."""
-    def ids(length: int, seed: int) -> list[int]:
-        return [(seed + 7 * i) % vocab_size for i in range(length)]
-    return [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]]
+@dataclass(frozen=True)
+class Probes:
+    """Token-id batches a candidate scorer is checked on: `example` (what a trace is recorded with)
+    and `batches` of other shapes."""
+    example: list[list[int]]
+    batches: list[list[list[int]]]
+
+    @classmethod
+    def make(cls, vocab_size: int, one_length_up_to: int | None = None) -> Probes:
+        """Rows of different lengths (padded batches); or, given a length, rows of one length up to it
+        (for the unpadded scorer)."""
+        def ids(length: int, seed: int) -> list[int]:
+            return [(seed + 7 * i) % vocab_size for i in range(length)]
+        if one_length_up_to is None:
+            return cls([ids(5, 5), ids(9, 10)], [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]])
+        longest = max(2, one_length_up_to)
+        return cls([ids(min(5, longest), 5), ids(min(5, longest), 10)],
+                   [[ids(3, 1)], [ids(min(17, longest), 2 + row) for row in range(3)]])
+
+
+def runs_unpadded(batch: Sequence[Sequence[int]], sliding_window: int | None) -> bool:
+    """Whether a batch may take the unpadded scorer: rows of one length, inside any sliding window."""
+    length = len(batch[0])
+    return all(len(row) == length for row in batch) and not (sliding_window and length > sliding_window)
 
 
 def _tensors(batch: list[list[int]], device: str) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(a).to(device) for a in right_padded(batch))
 
 
-def _probe_difference(scorer: Any, reference: nn.Module, device: str, vocab_size: int) -> float:
+def _probe_difference(scorer: Any, reference: nn.Module, device: str, probes: Probes) -> float:
     """Largest |score difference| between `scorer` (its first output when it returns several) and
     `reference` over the probe batches."""
     worst = 0.0
     with torch.inference_mode(), torch.jit.optimized_execution(False):
-        for batch in _probe_batches(vocab_size):
+        for batch in probes.batches:
             got, want = scorer(*_tensors(batch, device)), reference(*_tensors(batch, device))
             got = got[0] if isinstance(got, tuple) else got
             worst = max(worst, (got - want).abs().max().item())
     return worst
 
 
-def last_position_scorer(full: PaddedScorer, device: str, vocab_size: int,
-                         tolerance: float) -> tuple[nn.Module, str]:
+def last_position_scorer(full: PaddedScorer, device: str, probes: Probes, tolerance: float,
+                         unpadded: bool = False) -> tuple[nn.Module, str]:
     """(LastPositionScorer, "") when the backbone's layers allow it and its scores match `full` within
-    `tolerance` on the probe batches; else (full, why not)."""
+    `tolerance` on the probe batches (of one length for the unpadded scorer); else (full, why not)."""
     if not supports_last_position(full.reward_model.model):
         return full, "decoder layers other than " + ", ".join(LLAMA_SHAPED_LAYERS)
-    candidate = LastPositionScorer(full.reward_model, full.sliding_window)
-    difference = _probe_difference(candidate, full, device, vocab_size)
+    candidate = LastPositionScorer(full.reward_model, full.sliding_window, unpadded)
+    difference = _probe_difference(candidate, full, device, probes)
     if difference > tolerance:
         return full, f"its scores differ from the full forward by {difference:.3g}"
     return candidate, ""
 
 
-def traced_scorer(scorer: nn.Module, device: str, vocab_size: int,
+def traced_scorer(scorer: nn.Module, device: str, probes: Probes,
                   tolerance: float) -> tuple[torch.jit.ScriptModule | None, str]:
     """(InputsKept(scorer) traced with TorchScript, "") or (None, why not).
 
@@ -130,13 +150,12 @@ def traced_scorer(scorer: nn.Module, device: str, vocab_size: int,
     against a busy Python thread). The traced graph runs in C++ with the GIL released once (InputsKept
     says why that needs the inputs returned). The trace is checked against the eager scorer on other
     shapes; any difference keeps the eager scorer."""
-    example = [[5, 6, 7, 8, 9], [10, 11, 12, 13, 14, 15, 16, 17, 18]]
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
-            traced = torch.jit.trace(InputsKept(scorer), _tensors(example, device), check_trace=False)
-        difference = _probe_difference(traced, scorer, device, vocab_size)
+            traced = torch.jit.trace(InputsKept(scorer), _tensors(probes.example, device), check_trace=False)
+        difference = _probe_difference(traced, scorer, device, probes)
     except Exception as e:  # an architecture the tracer cannot follow
         return None, f"{type(e).__name__}: {e}"
     if difference > tolerance:
@@ -173,20 +192,36 @@ class TorchEagerBackend:
         full = PaddedScorer(self._model, self.sliding_window)
         eager, why = full, "pytorch { last_position_only: false }"
         if getattr(config, "last_position_only", True):
-            eager, why = last_position_scorer(full, device, vocab_size, tolerance)
+            eager, why = last_position_scorer(full, device, Probes.make(vocab_size), tolerance)
         self.last_position = eager is not full
         if why:
             log.info("%s: the last layer runs at every position: %s", checkpoint.folder, why)
-        self._scorer: Any = InputsKept(eager)  # (scores, inputs...): one forward for eager and traced
-        self.traced = False
-        if getattr(config, "torchscript", True):
-            traced, why = traced_scorer(eager, device, vocab_size, tolerance)
-            if traced is None:
-                log.warning("%s: serving the eager model, tracing failed: %s", checkpoint.folder, why)
+        self._scorer, self.traced = self._serving_form(eager, config, checkpoint.folder, Probes.make(vocab_size),
+                                                       tolerance)
+        if self.traced:
+            log.info("%s on %s: serving a TorchScript trace of the forward (checked against eager)",
+                     checkpoint.folder, device)
+        # Batches of one length (every batch of one row) skip the mask: see LastPositionScorer.
+        self._unpadded: Any = None
+        if self.last_position:
+            probes = Probes.make(vocab_size, one_length_up_to=self.sliding_window or 17)
+            unpadded, why = last_position_scorer(full, device, probes, tolerance, unpadded=True)
+            if unpadded is full:
+                log.info("%s: batches of one length run with a mask too: %s", checkpoint.folder, why)
             else:
-                self._scorer, self.traced = traced, True
-                log.info("%s on %s: serving a TorchScript trace of the forward (checked against eager)",
-                         checkpoint.folder, device)
+                self._unpadded, _ = self._serving_form(unpadded, config, checkpoint.folder, probes, tolerance)
+        self.unpadded_causal = self._unpadded is not None
+
+    def _serving_form(self, scorer: nn.Module, config: Any, folder: Any, probes: Probes,
+                      tolerance: float) -> tuple[Any, bool]:
+        """(the TorchScript trace of InputsKept(scorer), True), or (InputsKept(scorer), False) when
+        tracing is off or fails: either returns (scores, inputs...)."""
+        if getattr(config, "torchscript", True):
+            traced, why = traced_scorer(scorer, self.device, probes, tolerance)
+            if traced is not None:
+                return traced, True
+            log.warning("%s: serving the eager model, tracing failed: %s", folder, why)
+        return InputsKept(scorer), False
 
     @property
     def module(self) -> RewardModel:
@@ -202,8 +237,10 @@ class TorchEagerBackend:
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
         self._use_threads()
         input_ids, attention_mask = (torch.from_numpy(a).to(self.device) for a in right_padded(batch))
+        unpadded = self._unpadded is not None and runs_unpadded(batch, self.sliding_window)
+        scorer = self._unpadded if unpadded else self._scorer
         with torch.jit.optimized_execution(False):  # no fusion passes: the same kernels, the same digits as eager
-            return self._scorer(input_ids, attention_mask)[0].cpu().tolist()
+            return scorer(input_ids, attention_mask)[0].cpu().tolist()
 
     def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
         """Scores of prefix + each suffix, the prefix computed once and its KV cache reused."""
@@ -214,6 +251,6 @@ class TorchEagerBackend:
                                     self.last_position)
 
     def close(self) -> None:
-        del self._model, self._scorer
+        del self._model, self._scorer, self._unpadded
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
