@@ -2,15 +2,16 @@
 
 - NaivePeer: what the model cards do: per request, tokenize, pad, one forward, no batching across
   requests. It reuses the server's servicer, codec, encoder and backend (the same ids, the same model),
-  and replaces only the core: forwards run one at a time on one model thread (a card's model object
-  behind a web handler), never on the event loop.
+  and replaces only the core: each request is encoded and run alone, one at a time, on the model
+  instance's thread (a card's model object behind a web handler; the thread the server's own forwards
+  use, so that no second OpenMP team slows either: see reward_server/openmp.py), never on the event loop.
 - BareServicer: answers Score with zeros without a model: the ceiling of grpc.aio itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import grpc
 import grpc.aio
@@ -37,26 +38,25 @@ class NaiveCore:
 
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="naive-model")
 
-    def _forward(self, model: str, version: str, inputs) -> tuple[str, int, tuple[ScoreResult, ...]]:
-        loaded = self.repository.resolve(model, version)
+    @staticmethod
+    def _forward(loaded, inputs) -> tuple[str, int, tuple[ScoreResult, ...]]:
         encoded = loaded.encoder.encode(inputs)
         scores = loaded.instances[0].backend.score_batch([e.ids for e in encoded])
         results = tuple(ScoreResult(s, len(e.ids), e.num_truncated) for s, e in zip(scores, encoded))
         return loaded.name, loaded.version, results
 
+    async def _alone(self, model: str, version: str, inputs) -> tuple[str, int, tuple[ScoreResult, ...]]:
+        loaded = self.repository.resolve(model, version)
+        return await asyncio.wrap_future(loaded.instances[0].run_alone(partial(self._forward, loaded, inputs)))
+
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
-        loop = asyncio.get_running_loop()
-        return ScoreResponse(*await loop.run_in_executor(
-            self._model_thread, self._forward, request.model, request.version, request.inputs))
+        return ScoreResponse(*await self._alone(request.model, request.version, request.inputs))
 
     async def rank(self, request: RankRequest, deadline: float | None) -> RankResponse:
         items = request.items
         inputs = candidate_conversations(items) if isinstance(items, Candidates) else items
-        loop = asyncio.get_running_loop()
-        name, version, results = await loop.run_in_executor(
-            self._model_thread, self._forward, request.model, request.version, inputs)
+        name, version, results = await self._alone(request.model, request.version, inputs)
         rank, order = rank_of([r.score for r in results])
         return RankResponse(name, version, results, rank, order)
 
@@ -67,7 +67,7 @@ class NaiveCore:
         return self.repository.list_models()
 
     def close(self) -> None:
-        self._model_thread.shutdown(wait=True)
+        pass  # nothing of its own: it runs on the server's instances
 
 
 class BareServicer(reward_pb2_grpc.RewardServiceServicer):

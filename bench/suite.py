@@ -15,6 +15,7 @@ import logging
 import statistics
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from reward_server.repository.config import RewardDefaults, config_pbtxt
@@ -196,12 +197,22 @@ def summarize(results: dict) -> dict:
     return out
 
 
+async def on_instance_thread(instance, work):
+    """work() on the served instance's own thread, where its forwards run (one OpenMP team: see
+    reward_server/openmp.py), between its batches."""
+    return await asyncio.wrap_future(instance.run_alone(work))
+
+
+async def floor_of(instance, floor_inputs: list) -> dict:
+    return await on_instance_thread(instance, partial(measure_floor, instance.backend.score_batch, floor_inputs))
+
+
 def _reference(name: str, entry: dict, loaded, floor_inputs: list, bare_target: str, workload: Workload,
                options: SuiteOptions):
     """What the server is paired with: the floor at its best shape (mixed), bare grpc.aio (tiny), or None."""
     if name == "mixed" and entry.get("floor"):
-        score_batch, shape = loaded.instances[0].backend.score_batch, entry["floor"]["best_shape"]
-        return lambda: asyncio.to_thread(shape_rate, score_batch, floor_inputs, shape)
+        instance, shape = loaded.instances[0], entry["floor"]["best_shape"]
+        return lambda: on_instance_thread(instance, partial(shape_rate, instance.backend.score_batch, floor_inputs, shape))
     if name == "tiny" and "bare-grpc" in entry["systems"]:
         async def bare() -> float:
             top = max(options.concurrency[name])
@@ -232,7 +243,7 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
             measure = options.floor and name != "tiny"
             if measure:
                 log.info("%s: measuring the floor over %d inputs", name, len(floor_inputs))
-                entry["floor"] = await asyncio.to_thread(measure_floor, loaded.instances[0].backend.score_batch, floor_inputs)
+                entry["floor"] = await floor_of(loaded.instances[0], floor_inputs)
             for system in WORKLOAD_SYSTEMS[name]:
                 if system not in options.systems:
                     continue
@@ -254,7 +265,7 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
                              run["requests_per_s"], run["tokens_per_s"], run["latency_p99_ms"])
                     runs.append(run)
             if measure:  # again after the served runs: on a shared machine the better of the two is the floor
-                again = await asyncio.to_thread(measure_floor, loaded.instances[0].backend.score_batch, floor_inputs)
+                again = await floor_of(loaded.instances[0], floor_inputs)
                 entry["floor_runs"] = [entry["floor"]["tokens_per_s"], again["tokens_per_s"]]
                 entry["floor"] = max(entry["floor"], again, key=lambda floor: floor["tokens_per_s"])
             reference = _reference(name, entry, loaded, floor_inputs, targets["bare-grpc"], workload, options)

@@ -61,6 +61,13 @@ class GroupTask:
     padded_tokens: int  # tokens it computes, padding included
 
 
+@dataclass(frozen=True)
+class ThreadTask:
+    """Work that needs the instance's thread but is not scoring (see DynamicBatcher.run_alone)."""
+
+    run: Callable[[], object]
+
+
 AnyFuture = Future | asyncio.Future
 
 
@@ -71,7 +78,7 @@ class _Item:
     enqueued: float
     future: AnyFuture
     started: float = 0.0  # when its batch was formed
-    task: GroupTask | None = None  # set for a shared-prompt group; its future resolves to a list of Scored
+    task: GroupTask | ThreadTask | None = None  # a shared-prompt group (its future: a list of Scored) or a ThreadTask
 
     def start(self) -> bool:
         """Mark it running; False if its caller cancelled it. (An asyncio future is only read here, on
@@ -191,6 +198,14 @@ class DynamicBatcher:
         """Queue work that runs alone, as one batch, on this instance's thread (a shared-prompt group);
         `ids` are the tokens it reads; the future resolves to one Scored per member."""
         return self._enqueue([_Item(ids, deadline, time.monotonic(), _new_future(loop), task=task)])[0]
+
+    def run_alone(self, work: Callable[[], object]) -> Future:
+        """Queue `work` to run alone on this instance's thread, between batches (after the batch of the
+        inputs queued before it); the future gets what it returns, or its error. It counts in no batch
+        statistic. Why the instance's thread: torch's OpenMP gives each
+        thread that computes a team of its own, and more teams than CPUs slow every forward (see
+        openmp.py), so a benchmark's reference forwards run where the served ones do."""
+        return self._enqueue([_Item((), None, time.monotonic(), Future(), task=ThreadTask(work))])[0]
 
     def _enqueue(self, items: list[_Item]) -> list[AnyFuture]:
         with self._cond:
@@ -319,8 +334,11 @@ class DynamicBatcher:
 
     def _compute(self, batch: list[_Item], settler: _Settler) -> None:
         """Score `batch` and resolve its futures; out of memory -> the two halves, one after the other."""
-        if batch[0].task is not None:
-            return self._compute_group(batch[0], batch[0].task, settler)
+        task = batch[0].task
+        if isinstance(task, ThreadTask):
+            return settler.set(batch[0].future, task.run())
+        if task is not None:
+            return self._compute_group(batch[0], task, settler)
         try:
             start = time.monotonic()
             scores = self.backend.score_batch([item.ids for item in batch])

@@ -8,15 +8,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ..backends import create_backend
 from ..batching import AnyFuture, DynamicBatcher, GroupTask
-from ..checkpoint import read_checkpoint
+from ..checkpoint import Checkpoint, read_checkpoint
 from ..encoding import InputEncoder, special_token_frame
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
+from ..openmp import on_passing_thread
 from ..shared_prefix import SharedPrefix
 from ..tuning import tune_token_budget
 from .config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
@@ -155,6 +157,26 @@ def tuned_budget(backend: Backend, config: ModelConfig, version: int, device: st
     return tuned.budget
 
 
+def _ready_backend(config: ModelConfig, checkpoint: Checkpoint, version: int, device: str,
+                   max_length: int) -> tuple[Backend, int | None]:
+    """A backend built, checked and warmed up, and its token budget (tuned when config leaves it unset)."""
+    vocab_size = checkpoint.model_config.vocab_size
+    backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device), config)
+    if config.head_bias is not None and backend.head_bias != config.head_bias:
+        backend.close()
+        raise LoadError(f"{config.path}: field 'reward.head_bias' = {config.head_bias}, but the weights "
+                        f"{'have no' if config.head_bias else 'have a'} score.bias")
+    try:
+        warm_up(backend, config, max_length, vocab_size)
+    except Exception as e:
+        backend.close()
+        raise LoadError(f"warmup failed on {device}: {type(e).__name__}: {e}") from e
+    budget = config.max_batch_tokens
+    if budget is None:
+        budget = tuned_budget(backend, config, version, device, max_length, vocab_size)
+    return backend, budget
+
+
 def load_version(config: ModelConfig, version: int, folder: Path, metrics: ServerMetrics | None = None) -> LoadedVersion:
     checkpoint = read_checkpoint(folder, config.default_model_filename)
     model_config = checkpoint.model_config
@@ -191,19 +213,8 @@ def load_version(config: ModelConfig, version: int, folder: Path, metrics: Serve
     started = time.monotonic()
     try:
         for index, device in enumerate(instance_devices(config.instance_groups)):
-            backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device), config)
-            if config.head_bias is not None and backend.head_bias != config.head_bias:
-                backend.close()
-                raise LoadError(f"{config.path}: field 'reward.head_bias' = {config.head_bias}, but the weights "
-                                f"{'have no' if config.head_bias else 'have a'} score.bias")
-            try:
-                warm_up(backend, config, max_length, model_config.vocab_size)
-            except Exception as e:
-                backend.close()
-                raise LoadError(f"warmup failed on {device}: {type(e).__name__}: {e}") from e
-            budget = config.max_batch_tokens
-            if budget is None:
-                budget = tuned_budget(backend, config, version, device, max_length, model_config.vocab_size)
+            backend, budget = on_passing_thread(partial(_ready_backend, config, checkpoint, version, device, max_length),
+                                                name=f"load:{config.name}/{version}#{index}")
             instances.append(DynamicBatcher(
                 f"{config.name}/{version}#{index}",
                 backend,

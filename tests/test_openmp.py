@@ -1,0 +1,56 @@
+"""Loading a model leaves no OpenMP team behind on the thread that loaded it: the asyncio executor
+thread (or the poll thread) that loads lives on, and a team of its own beside each batcher's made every
+forward wait on throttled OpenMP workers."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import torch
+
+from helpers import add_model
+from reward_server.openmp import on_passing_thread
+from reward_server.repository.config import parse_model_config
+from reward_server.repository.loader import load_version
+
+
+def os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2 or not os.path.isdir("/proc/self/task"),
+                    reason="needs two intra-op threads (an OpenMP team) and Linux's /proc")
+def test_a_long_lived_thread_that_loads_a_model_keeps_no_openmp_team(tiny_checkpoint, tmp_path):
+    add_model(tmp_path, "m", tiny_checkpoint)
+    config = parse_model_config(tmp_path / "m" / "config.pbtxt", "m")
+    loaded, counted, release = [], [], threading.Event()
+
+    def loader() -> None:  # like asyncio.to_thread's executor thread: it loads, then stays
+        loaded.append(load_version(config, 1, tmp_path / "m" / "1"))
+        counted.append(os_threads())
+        release.wait(30)
+
+    before = os_threads()
+    thread = threading.Thread(target=loader)
+    thread.start()
+    try:
+        for _ in range(3000):
+            if counted:
+                break
+            threading.Event().wait(0.01)
+        instances = len(loaded[0].instances)
+        # the loader itself and one batcher thread per instance; no OpenMP workers of the loader's
+        assert counted[0] == before + 1 + instances
+    finally:
+        release.set()
+        thread.join()
+        for batcher in loaded[0].instances if loaded else ():
+            batcher.close()
+
+
+def test_on_passing_thread_returns_the_result_or_raises_the_error():
+    assert on_passing_thread(lambda: threading.current_thread().name, name="probe") == "probe"
+    with pytest.raises(ZeroDivisionError):
+        on_passing_thread(lambda: 1 / 0, name="fails")
