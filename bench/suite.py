@@ -62,6 +62,10 @@ class SuiteOptions:
     bench_shape: TinyShape = BENCH_SHAPE
     max_batch_size: int = 64
     max_batch_tokens: int | None = None  # None: left unset in config.pbtxt, tuned by the server at load
+    # `tiny` is served with this many intra-op threads (pytorch { intra_op_threads }; 0: torch's default).
+    # On 2 cores shared with the event loop a second OpenMP thread costs a 64-wide model more than it
+    # gives: A/B, two rounds of 3 pairs, server / bare grpc.aio 0.38 / 0.32 with two threads, 0.47 / 0.49 with one.
+    tiny_intra_op_threads: int = 1
     # After the sweeps, the two ratios measured against a reference (mixed: the floor at its best shape;
     # tiny: bare grpc.aio) again this many times, server and reference back to back, at the top
     # concurrency: the median of these pairs is the ratio least moved by a noisy machine. 0: none.
@@ -78,6 +82,8 @@ def write_repository(root: Path, options: SuiteOptions) -> Path:
                             max_batch_size=options.max_batch_size, max_queue_delay_us=2000, max_queue_size=0)
         if options.max_batch_tokens is not None:
             text = text.replace("dynamic_batching {", f"dynamic_batching {{\n  max_batch_tokens: {options.max_batch_tokens}")
+        if name == "tiny" and options.tiny_intra_op_threads:
+            text += f"\npytorch {{ intra_op_threads: {options.tiny_intra_op_threads} }}\n"
         (model / "config.pbtxt").write_text(text)
         write_tiny_checkpoint(model / "1", shape=shape, seed=0)
     return root
