@@ -241,6 +241,35 @@ def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero(tiny_
         server.kill()
 
 
+def test_a_draining_server_keeps_its_port_open_until_calls_stop_coming(tiny_checkpoint, tmp_path):
+    # gRPC answers CANCELLED (never retried) to calls that reach a stopping port before a handler takes
+    # them (grpc/grpc#41785): while calls still come, the port must stay open and answer UNAVAILABLE.
+    add_model(tmp_path, "rm", tiny_checkpoint)
+    server = serve_repo(tmp_path)
+    stopping = None
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = reward_pb2_grpc.RewardServiceStub(channel)  # no client retries: what the server answers
+            request = pb.ScoreRequest(model="rm", inputs=[conversation(CHAT_1)])
+            stub.Score(request, timeout=30)
+            stopping = asyncio.run_coroutine_threadsafe(server.running.stop(30), server.loop)
+            for _ in range(10):  # a call every 0.1 s for 1 s, longer than the 0.5 s quiet window
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.Score(request, timeout=10)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "shutting down" in refused.value.details()
+                assert not stopping.done()
+                time.sleep(0.1)
+            calls_stopped = time.monotonic()
+            stopping.result(30)
+            assert time.monotonic() - calls_stopped < 10  # closed once quiet, well before the 30 s grace
+    finally:
+        if stopping is None:
+            server.stop()
+        else:
+            server._close_loop()
+
+
 # --- warmup -------------------------------------------------------------------------------------
 
 

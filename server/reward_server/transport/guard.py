@@ -58,6 +58,7 @@ class RequestGuard:
         self._max_chars = max_chars
         self._request_id = RequestIds()
         self.in_flight = 0  # calls past the guard; only touched on the server's event loop
+        self.last_arrival = float("-inf")  # time.monotonic() of the latest call, for the drain's quiet window
 
     def servicer(self, servicer: Any, service: ServiceDescriptor) -> SimpleNamespace:
         """An object with the servicer's methods of `service`, each wrapped, for add_*Servicer_to_server."""
@@ -65,7 +66,7 @@ class RequestGuard:
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.monotonic()
+            start = self.last_arrival = time.monotonic()
             request_id = self._request_id(context)
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             record = RequestRecord(request_id, method, model=getattr(request, "model", ""),

@@ -43,6 +43,9 @@ class StartupError(Exception):
     """The server refused to start (a model failed to load in strict mode, the port is taken)."""
 
 
+# How long no call may arrive before a draining server closes its port (see RewardServer.stop).
+DRAIN_QUIET_S = 0.5
+
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -71,7 +74,12 @@ class RewardServer:
         for model in self.repository.list_models():
             await self.health.set(model.name, _NOT_SERVING)
         deadline = time.monotonic() + (grace or 0.0)
-        while self.guard.in_flight and time.monotonic() < deadline:  # every RewardService call past the guard
+        # gRPC answers CANCELLED, which no client retries, to calls that reached the port but no handler
+        # yet when the server stops (grpc/grpc#41785). So the port stays open, answering UNAVAILABLE, until
+        # nothing is in flight and no call came for DRAIN_QUIET_S: clients that watch health have heard
+        # NOT_SERVING by then and send elsewhere.
+        while time.monotonic() < deadline and (
+                self.guard.in_flight or time.monotonic() - self.guard.last_arrival < DRAIN_QUIET_S):
             await asyncio.sleep(0.02)
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
