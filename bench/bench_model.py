@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from reward_server.repository.config import RewardDefaults, config_pbtxt
@@ -17,3 +18,17 @@ def write_bench_model(repo: Path, name: str = "rm") -> Path:
     (repo / name / "config.pbtxt").write_text(config_pbtxt(
         name, RewardDefaults(max_sequence_length=1024, dtype="float32"), max_batch_size=8, max_queue_delay_us=2000))
     return write_tiny_checkpoint(repo / name / "1", shape=SHAPE, seed=0)
+
+
+def mixed_lengths_ids(n: int, seed: int = 0) -> list[list[int]]:
+    """`n` sequences of random ids, 16-1024 tokens each (`mixed`'s lengths)."""
+    rng = random.Random(seed)
+    return [[rng.randrange(5, SHAPE.vocab_size) for _ in range(rng.randint(16, 1024))] for _ in range(n)]
+
+
+def bench_backend(folder: Path):
+    """The bench model, written under `folder`, loaded as a float32 CPU TorchEagerBackend."""
+    from reward_server.backends.torch_eager import TorchEagerBackend
+    from reward_server.checkpoint import read_checkpoint
+
+    return TorchEagerBackend(read_checkpoint(write_tiny_checkpoint(folder / "rm", shape=SHAPE, seed=0)), "cpu", "float32")

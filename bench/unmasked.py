@@ -10,16 +10,13 @@ attention), then with that trace switched off (every batch through the masked tr
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 from pathlib import Path
 
-from bench_model import SHAPE
+from bench_model import bench_backend, mixed_lengths_ids
 
 from reward_server.backends.torch_eager import TorchEagerBackend
-from reward_server.checkpoint import read_checkpoint
-from reward_server.tiny_models import write_tiny_checkpoint
 
 
 def tokens_per_s(backend: TorchEagerBackend, sequences: list[list[int]]) -> float:
@@ -34,11 +31,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=48)
     args = parser.parse_args()
-    rng = random.Random(0)
-    sequences = [[rng.randrange(5, SHAPE.vocab_size) for _ in range(rng.randint(16, 1024))] for _ in range(args.n)]
+    sequences = mixed_lengths_ids(args.n)
     with tempfile.TemporaryDirectory() as tmp:
-        backend = TorchEagerBackend(read_checkpoint(write_tiny_checkpoint(Path(tmp) / "rm", shape=SHAPE, seed=0)),
-                                    "cpu", "float32")
+        backend = bench_backend(Path(tmp))
         assert backend.unpadded_causal, "this model has no unmasked trace"
         unmasked = backend._unpadded
         tokens_per_s(backend, sequences[:4])  # untimed: first calls at new shapes allocate

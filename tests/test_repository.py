@@ -30,6 +30,7 @@ def test_config_defaults_are_triton_like(tmp_path):
     assert config.dtype == "auto" and config.prompt_format == "chat_template" and config.max_queue_size == 0
     assert [(g.kind, g.count) for g in config.instance_groups] == [("auto", 1)]
     assert config.torchscript and config.torch_intra_op_threads == 0 and config.last_position_only
+    assert config.packed_batches
 
 
 def test_config_parses_every_triton_field(tmp_path):
@@ -40,7 +41,7 @@ def test_config_parses_every_triton_field(tmp_path):
                            default_queue_policy { max_queue_size: 64 } }
         instance_group [ { kind: KIND_CPU count: 2 } ]
         reward { max_sequence_length: 128 truncation: false truncation_side: RIGHT dtype: "bfloat16" }
-        pytorch { torchscript: false intra_op_threads: 1 last_position_only: false }
+        pytorch { torchscript: false intra_op_threads: 1 last_position_only: false packed_batches: false }
     """
     config = parse_model_config(write_config(tmp_path, text), "m")
     assert config.version_policy.versions == (1, 3)
@@ -49,6 +50,7 @@ def test_config_parses_every_triton_field(tmp_path):
     assert (config.max_sequence_length, config.truncation, config.truncation_side, config.dtype) == (
         128, False, "right", "bfloat16")
     assert (config.torchscript, config.torch_intra_op_threads, config.last_position_only) == (False, 1, False)
+    assert not config.packed_batches
 
 
 @pytest.mark.parametrize(

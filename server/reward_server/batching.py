@@ -355,7 +355,9 @@ class DynamicBatcher:
             self._compute(batch[half:], settler)
             return
         real_tokens = sum(len(item.ids) for item in batch)
-        padded_tokens = len(batch) * max(len(item.ids) for item in batch)
+        lengths = [len(item.ids) for item in batch]
+        cost = getattr(self.backend, "computed_tokens", None)  # a backend that packs computes fewer
+        padded_tokens = cost(lengths) if cost else len(batch) * max(lengths)
         self.stats.batches += 1
         self.stats.computed += len(batch)
         self.stats.batch_sizes[len(batch)] += 1

@@ -105,14 +105,16 @@ class OnnxRuntimeSettings(_message.Message):
     def __init__(self, graph_optimization_level: _Optional[str] = ..., intra_op_threads: _Optional[int] = ...) -> None: ...
 
 class PyTorchSettings(_message.Message):
-    __slots__ = ("torchscript", "intra_op_threads", "last_position_only")
+    __slots__ = ("torchscript", "intra_op_threads", "last_position_only", "packed_batches")
     TORCHSCRIPT_FIELD_NUMBER: _ClassVar[int]
     INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
     LAST_POSITION_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PACKED_BATCHES_FIELD_NUMBER: _ClassVar[int]
     torchscript: bool
     intra_op_threads: int
     last_position_only: bool
-    def __init__(self, torchscript: _Optional[bool] = ..., intra_op_threads: _Optional[int] = ..., last_position_only: _Optional[bool] = ...) -> None: ...
+    packed_batches: bool
+    def __init__(self, torchscript: _Optional[bool] = ..., intra_op_threads: _Optional[int] = ..., last_position_only: _Optional[bool] = ..., packed_batches: _Optional[bool] = ...) -> None: ...
 
 class ModelWarmup(_message.Message):
     __slots__ = ("name", "batch_size", "sequence_length", "count")

@@ -16,6 +16,8 @@ class Backend(Protocol):
 
     # Optional: backends that can reuse a prefix's KV cache (PyTorch) also define
     # score_shared_prefix(prefix, suffixes) -> one score per prefix + suffix; the others take the plain path.
+    # Backends that pack a batch's inputs into fewer rows than padding (PyTorch) define
+    # computed_tokens(lengths) -> tokens computed, padding included; the others compute rows x longest.
 
     def close(self) -> None:
         """Free the model's memory."""

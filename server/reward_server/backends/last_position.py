@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masks import last_token_positions, padded_causal_mask
+from .masks import last_token_positions, packed_causal_mask, padded_causal_mask
 
 # Pre-norm layers with input_layernorm -> self_attn (q/k/v/o_proj, rotate-half RoPE) -> residual,
 # post_attention_layernorm -> mlp -> residual: what the code below computes for one query per row.
@@ -46,28 +46,32 @@ def rotated_keys_values(layer: nn.Module, normed: torch.Tensor, cos: torch.Tenso
 
 def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor,
                   last: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                  cached: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """The decoder layer's output at position `last[i]` of each row i of `hidden`: [batch, hidden].
+                  cached: tuple[torch.Tensor, torch.Tensor] | None = None, packed: bool = False) -> torch.Tensor:
+    """The decoder layer's output at position `last[i]` of row `rows[i]` of `hidden`, for each input i:
+    [inputs, hidden].
 
-    hidden: [batch, L, hidden], the layer's input; cos, sin: [1, L, head_dim], the rotary embedding of
-    its positions; cached: keys and values of the C positions before them (a shared prefix), or None;
-    mask: [batch, 1, L, C + L] bool (True: may attend), or None when every row reads its last position
-    and may attend every key (no padding, no window)."""
+    hidden: [batch, L, hidden], the layer's input; cos, sin: [batch, L, head_dim], the rotary embedding of
+    its positions (an expanded view when rows share positions); cached: keys and values of the C
+    positions before them (a shared prefix), or None; mask: [batch, 1, L, C + L] bool (True: may attend),
+    or None when every row reads its last position and may attend every key (no padding, no window);
+    packed: rows repeat (a row holds several inputs), so each input's keys and values are its row's."""
     attention = layer.self_attn
-    batch = hidden.shape[0]
+    inputs = rows.shape[0]
     normed = layer.input_layernorm(hidden)
-    query = attention.q_proj(normed[rows, last]).view(batch, 1, -1, attention.head_dim).transpose(1, 2)
-    query_cos, query_sin = cos[0, last][:, None, None], sin[0, last][:, None, None]
-    query = query * query_cos + _rotate_half(query) * query_sin  # [b, heads, 1, d]
+    query = attention.q_proj(normed[rows, last]).view(inputs, 1, -1, attention.head_dim).transpose(1, 2)
+    query_cos, query_sin = cos[rows, last][:, None, None], sin[rows, last][:, None, None]
+    query = query * query_cos + _rotate_half(query) * query_sin  # [inputs, heads, 1, d]
     key, value = rotated_keys_values(layer, normed, cos, sin)
+    if packed:
+        key, value = key[rows], value[rows]
     if cached is not None:
-        key, value = (torch.cat([c.expand(batch, -1, -1, -1), x], dim=2) for c, x in zip(cached, (key, value)))
+        key, value = (torch.cat([c.expand(inputs, -1, -1, -1), x], dim=2) for c, x in zip(cached, (key, value)))
     groups = attention.num_key_value_groups
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     row_mask = None if mask is None else mask[rows, :, last][:, :, None]
     out = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=row_mask, scale=attention.scaling)
-    residual = hidden[rows, last] + attention.o_proj(out.transpose(1, 2).reshape(batch, -1))
+    residual = hidden[rows, last] + attention.o_proj(out.transpose(1, 2).reshape(inputs, -1))
     return residual + layer.mlp(layer.post_attention_layernorm(residual))
 
 
@@ -95,7 +99,31 @@ class LastPositionScorer(nn.Module):
         cos, sin = backbone.rotary_emb(hidden, positions)
         for layer in backbone.layers[:-1]:
             hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        batch = input_ids.shape[0]
+        rows = torch.arange(batch, device=input_ids.device)
         last = last_token_positions(attention_mask)
-        hidden = last_layer_at(backbone.layers[-1], hidden, mask, rows, last, cos, sin)
+        hidden = last_layer_at(backbone.layers[-1], hidden, mask, rows, last,
+                               cos.expand(batch, -1, -1), sin.expand(batch, -1, -1))
+        return self.reward_model.score(backbone.norm(hidden)).squeeze(-1).float()
+
+
+class PackedScorer(nn.Module):
+    """Scores of a packed batch (see packing.py), the last layer computed only at each input's last
+    token: the layers run on rows x width tokens under a block-diagonal causal mask, with positions
+    that restart for each sequence."""
+
+    def __init__(self, reward_model: Any, sliding_window: int | None) -> None:
+        super().__init__()
+        self.reward_model = reward_model
+        self.sliding_window = sliding_window
+
+    def forward(self, input_ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor,
+                rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        backbone = self.reward_model.model
+        mask = packed_causal_mask(segments, positions, self.sliding_window)
+        hidden = backbone.embed_tokens(input_ids)
+        cos, sin = backbone.rotary_emb(hidden, positions)
+        for layer in backbone.layers[:-1]:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
+        hidden = last_layer_at(backbone.layers[-1], hidden, mask, rows, last, cos, sin, packed=True)
         return self.reward_model.score(backbone.norm(hidden)).squeeze(-1).float()

@@ -24,3 +24,15 @@ def padded_causal_mask(attention_mask: torch.Tensor, sliding_window: int | None 
     if sliding_window:
         allowed &= keys[None, :] > query_positions[:, None] - sliding_window
     return allowed[None, None] & attention_mask.bool()[:, None, None, :]
+
+
+def packed_causal_mask(segments: torch.Tensor, positions: torch.Tensor,
+                       sliding_window: int | None = None) -> torch.Tensor:
+    """[rows, 1, width, width] bool for packed rows (see packing.py): a query may attend the keys of its
+    own sequence up to itself (inside any window of positions). Padding (segment 0) attends padding, so
+    that no row of the mask is empty (an empty one gives NaN, and a NaN value poisons every query)."""
+    columns = torch.arange(segments.shape[1], device=segments.device)
+    allowed = (segments[:, :, None] == segments[:, None, :]) & (columns[None, None, :] <= columns[None, :, None])
+    if sliding_window:
+        allowed &= positions[:, None, :] > positions[:, :, None] - sliding_window
+    return allowed[:, None]

@@ -70,5 +70,6 @@ def shared_prefix_scores(model: RewardModel, prefix: Sequence[int], suffixes: Se
     if cut is None:
         pooled = hidden[row_index, last]
     else:
-        pooled = last_layer_at(cut, hidden, mask, row_index, last, cos, sin, cut_cache)
+        pooled = last_layer_at(cut, hidden, mask, row_index, last, cos.expand(rows, -1, -1),
+                               sin.expand(rows, -1, -1), cut_cache)
     return model.score(backbone.norm(pooled)).squeeze(-1).float().cpu().tolist()

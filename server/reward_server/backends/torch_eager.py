@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +15,9 @@ from torch import nn
 
 from ..checkpoint import Checkpoint, weight_files
 from ..errors import LoadError
-from .last_position import LLAMA_SHAPED_LAYERS, LastPositionScorer, supports_last_position
+from .last_position import LLAMA_SHAPED_LAYERS, LastPositionScorer, PackedScorer, supports_last_position
 from .masks import last_token_positions, padded_causal_mask
+from .packing import computed_tokens, packed
 from .padding import right_padded
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,14 @@ class InputsKept(nn.Module):
     """The scorer's scores followed by its own inputs. Traced, this keeps a C++ reference to each input
     until the call has returned: torch releases a tensor made in Python only under the GIL (it drops the
     tensor's PyObject when the last C++ reference goes), and inside the graph that meant waiting for the
-    event loop to yield the GIL, twice per batch. Returned, the inputs are released by the caller."""
+    event loop to yield the GIL, once per input per batch. Returned, the inputs are released by the caller."""
 
     def __init__(self, scorer: nn.Module) -> None:
         super().__init__()
         self.scorer = scorer
 
-    def forward(self, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.scorer(input_ids, attention_mask), input_ids, attention_mask
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.scorer(*inputs), *inputs)
 
 
 def load_state_dict(files: Sequence[Any], device: str) -> dict[str, torch.Tensor]:
@@ -99,11 +99,17 @@ class Probes:
         (for the unpadded scorer)."""
         def ids(length: int, seed: int) -> list[int]:
             return [(seed + 7 * i) % vocab_size for i in range(length)]
+        if one_length_up_to == PACKED:  # every batch packs into fewer rows, the longest past a window of 8
+            return cls([ids(9, 5), ids(5, 10), ids(3, 11)],
+                       [[ids(17, 2), ids(4, 3), ids(11, 4), ids(3, 1)], [ids(6, 6), ids(1, 7), ids(2, 8)]])
         if one_length_up_to is None:
             return cls([ids(5, 5), ids(9, 10)], [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]])
         longest = max(2, one_length_up_to)
         return cls([ids(min(5, longest), 5), ids(min(5, longest), 10)],
                    [[ids(3, 1)], [ids(min(17, longest), 2 + row) for row in range(3)]])
+
+
+PACKED = -1  # Probes.make(vocab, PACKED): batches that pack
 
 
 def runs_unpadded(batch: Sequence[Sequence[int]], sliding_window: int | None) -> bool:
@@ -112,17 +118,29 @@ def runs_unpadded(batch: Sequence[Sequence[int]], sliding_window: int | None) ->
     return all(len(row) == length for row in batch) and not (sliding_window and length > sliding_window)
 
 
-def _tensors(batch: list[list[int]], device: str) -> tuple[torch.Tensor, ...]:
+Inputs = Callable[[Sequence[Sequence[int]], str], tuple[torch.Tensor, ...]]  # a batch -> a scorer's inputs
+
+
+def _tensors(batch: Sequence[Sequence[int]], device: str) -> tuple[torch.Tensor, ...]:
+    """A padded scorer's inputs: input_ids and attention_mask."""
     return tuple(torch.from_numpy(a).to(device) for a in right_padded(batch))
 
 
-def _probe_difference(scorer: Any, reference: nn.Module, device: str, probes: Probes) -> float:
+def _packed_tensors(batch: Sequence[Sequence[int]], device: str) -> tuple[torch.Tensor, ...]:
+    """PackedScorer's inputs (the batch must pack)."""
+    layout = packed(batch)
+    assert layout is not None, "a batch that packs into no fewer rows"
+    return tuple(torch.from_numpy(a).to(device) for a in layout.arrays())
+
+
+def _probe_difference(scorer: Any, reference: nn.Module, device: str, probes: Probes, inputs: Inputs = _tensors,
+                      reference_inputs: Inputs = _tensors) -> float:
     """Largest |score difference| between `scorer` (its first output when it returns several) and
-    `reference` over the probe batches."""
+    `reference` over the probe batches, each given its own form of the batch."""
     worst = 0.0
     with torch.inference_mode(), torch.jit.optimized_execution(False):
         for batch in probes.batches:
-            got, want = scorer(*_tensors(batch, device)), reference(*_tensors(batch, device))
+            got, want = scorer(*inputs(batch, device)), reference(*reference_inputs(batch, device))
             got = got[0] if isinstance(got, tuple) else got
             worst = max(worst, (got - want).abs().max().item())
     return worst
@@ -135,14 +153,28 @@ def last_position_scorer(full: PaddedScorer, device: str, probes: Probes, tolera
     if not supports_last_position(full.reward_model.model):
         return full, "decoder layers other than " + ", ".join(LLAMA_SHAPED_LAYERS)
     candidate = LastPositionScorer(full.reward_model, full.sliding_window, unpadded)
-    difference = _probe_difference(candidate, full, device, probes)
+    return _checked(candidate, full, device, probes, tolerance)
+
+
+def packed_scorer(full: PaddedScorer, device: str, tolerance: float) -> tuple[nn.Module | None, str]:
+    """(PackedScorer, "") when its scores match `full` within `tolerance` on batches that pack; else
+    (None, why not). Only for the layers LastPositionScorer runs."""
+    candidate = PackedScorer(full.reward_model, full.sliding_window)
+    probes = Probes.make(full.reward_model.model.config.vocab_size, PACKED)
+    checked, why = _checked(candidate, full, device, probes, tolerance, _packed_tensors)
+    return (None, why) if why else (checked, "")
+
+
+def _checked(candidate: nn.Module, full: PaddedScorer, device: str, probes: Probes, tolerance: float,
+             inputs: Inputs = _tensors) -> tuple[nn.Module, str]:
+    difference = _probe_difference(candidate, full, device, probes, inputs)
     if difference > tolerance:
         return full, f"its scores differ from the full forward by {difference:.3g}"
     return candidate, ""
 
 
-def traced_scorer(scorer: nn.Module, device: str, probes: Probes,
-                  tolerance: float) -> tuple[torch.jit.ScriptModule | None, str]:
+def traced_scorer(scorer: nn.Module, device: str, probes: Probes, tolerance: float,
+                  inputs: Inputs = _tensors) -> tuple[torch.jit.ScriptModule | None, str]:
     """(InputsKept(scorer) traced with TorchScript, "") or (None, why not).
 
     Why trace: an eager forward releases and re-takes the GIL at every operator, and while the event loop
@@ -154,8 +186,8 @@ def traced_scorer(scorer: nn.Module, device: str, probes: Probes,
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
-            traced = torch.jit.trace(InputsKept(scorer), _tensors(probes.example, device), check_trace=False)
-        difference = _probe_difference(traced, scorer, device, probes)
+            traced = torch.jit.trace(InputsKept(scorer), inputs(probes.example, device), check_trace=False)
+        difference = _probe_difference(traced, scorer, device, probes, inputs, inputs)
     except Exception as e:  # an architecture the tracer cannot follow
         return None, f"{type(e).__name__}: {e}"
     if difference > tolerance:
@@ -211,13 +243,22 @@ class TorchEagerBackend:
             else:
                 self._unpadded, _ = self._serving_form(unpadded, config, checkpoint.folder, probes, tolerance)
         self.unpadded_causal = self._unpadded is not None
+        # Batches of different lengths share rows where that saves some: see packing.py.
+        self._packed: Any = None
+        if self.last_position and getattr(config, "packed_batches", True):
+            scorer, why = packed_scorer(full, device, tolerance)
+            if scorer is None:
+                log.info("%s: batches are padded, not packed: %s", checkpoint.folder, why)
+            else:
+                self._packed, _ = self._serving_form(scorer, config, checkpoint.folder,
+                                                     Probes.make(vocab_size, PACKED), tolerance, _packed_tensors)
 
-    def _serving_form(self, scorer: nn.Module, config: Any, folder: Any, probes: Probes,
-                      tolerance: float) -> tuple[Any, bool]:
+    def _serving_form(self, scorer: nn.Module, config: Any, folder: Any, probes: Probes, tolerance: float,
+                      inputs: Inputs = _tensors) -> tuple[Any, bool]:
         """(the TorchScript trace of InputsKept(scorer), True), or (InputsKept(scorer), False) when
         tracing is off or fails: either returns (scores, inputs...)."""
         if getattr(config, "torchscript", True):
-            traced, why = traced_scorer(scorer, self.device, probes, tolerance)
+            traced, why = traced_scorer(scorer, self.device, probes, tolerance, inputs)
             if traced is not None:
                 return traced, True
             log.warning("%s: serving the eager model, tracing failed: %s", folder, why)
@@ -236,11 +277,21 @@ class TorchEagerBackend:
     @torch.inference_mode()
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
         self._use_threads()
-        input_ids, attention_mask = (torch.from_numpy(a).to(self.device) for a in right_padded(batch))
-        unpadded = self._unpadded is not None and runs_unpadded(batch, self.sliding_window)
-        scorer = self._unpadded if unpadded else self._scorer
+        layout = packed(batch) if self._packed is not None and len(batch) > 1 else None
+        if layout is not None:
+            scorer, arrays = self._packed, layout.arrays()
+        else:
+            unpadded = self._unpadded is not None and runs_unpadded(batch, self.sliding_window)
+            scorer, arrays = (self._unpadded if unpadded else self._scorer), right_padded(batch)
+        inputs = [torch.from_numpy(a).to(self.device) for a in arrays]
         with torch.jit.optimized_execution(False):  # no fusion passes: the same kernels, the same digits as eager
-            return scorer(input_ids, attention_mask)[0].cpu().tolist()
+            return scorer(*inputs)[0].cpu().tolist()
+
+    def computed_tokens(self, lengths: Sequence[int]) -> int:
+        """Tokens a batch of these lengths computes, padding included (packed when score_batch packs)."""
+        if self._packed is not None and len(lengths) > 1:
+            return computed_tokens(lengths)
+        return len(lengths) * max(lengths)
 
     def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
         """Scores of prefix + each suffix, the prefix computed once and its KV cache reused."""
@@ -251,6 +302,6 @@ class TorchEagerBackend:
                                     self.last_position)
 
     def close(self) -> None:
-        del self._model, self._scorer, self._unpadded
+        del self._model, self._scorer, self._unpadded, self._packed
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()

@@ -80,6 +80,7 @@ class ModelConfig:
     torchscript: bool = True  # pytorch backend: run a TorchScript trace of the forward
     torch_intra_op_threads: int = 0  # pytorch backend on CPU; 0: torch's default
     last_position_only: bool = True  # pytorch backend: the last decoder layer only where the head reads
+    packed_batches: bool = True  # pytorch backend: inputs of different lengths share rows (packing.py)
     warmup: tuple[Warmup, ...] = ()  # parse_model_config always sets at least one
 
 
@@ -218,6 +219,7 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         torchscript=proto.pytorch.torchscript if proto.pytorch.HasField("torchscript") else True,
         torch_intra_op_threads=proto.pytorch.intra_op_threads,
         last_position_only=proto.pytorch.last_position_only if proto.pytorch.HasField("last_position_only") else True,
+        packed_batches=proto.pytorch.packed_batches if proto.pytorch.HasField("packed_batches") else True,
         warmup=_warmups(path, proto.max_batch_size, list(proto.model_warmup)),
     )
 
