@@ -98,18 +98,24 @@ class Probes:
         """Rows of different lengths (padded batches); or, given a length, rows of one length up to it
         (for the unpadded scorer)."""
         def ids(length: int, seed: int) -> list[int]:
-            return [(seed + 7 * i) % vocab_size for i in range(length)]
-        if one_length_up_to == PACKED:  # every batch packs into fewer rows, the longest past a window of 8
-            return cls([ids(9, 5), ids(5, 10), ids(3, 11)],
-                       [[ids(17, 2), ids(4, 3), ids(11, 4), ids(3, 1)], [ids(6, 6), ids(1, 7), ids(2, 8)]])
+            return _probe_ids(vocab_size, length, seed)
         if one_length_up_to is None:
             return cls([ids(5, 5), ids(9, 10)], [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]])
         longest = max(2, one_length_up_to)
         return cls([ids(min(5, longest), 5), ids(min(5, longest), 10)],
                    [[ids(3, 1)], [ids(min(17, longest), 2 + row) for row in range(3)]])
 
+    @classmethod
+    def packing(cls, vocab_size: int) -> Probes:
+        """Batches that pack into fewer rows (for the packed scorer), the longest past a window of 8."""
+        def ids(length: int, seed: int) -> list[int]:
+            return _probe_ids(vocab_size, length, seed)
+        return cls([ids(9, 5), ids(5, 10), ids(3, 11)],
+                   [[ids(17, 2), ids(4, 3), ids(11, 4), ids(3, 1)], [ids(6, 6), ids(1, 7), ids(2, 8)]])
 
-PACKED = -1  # Probes.make(vocab, PACKED): batches that pack
+
+def _probe_ids(vocab_size: int, length: int, seed: int) -> list[int]:
+    return [(seed + 7 * i) % vocab_size for i in range(length)]
 
 
 def runs_unpadded(batch: Sequence[Sequence[int]], sliding_window: int | None) -> bool:
@@ -160,7 +166,7 @@ def packed_scorer(full: PaddedScorer, device: str, tolerance: float) -> tuple[nn
     """(PackedScorer, "") when its scores match `full` within `tolerance` on batches that pack; else
     (None, why not). Only for the layers LastPositionScorer runs."""
     candidate = PackedScorer(full.reward_model, full.sliding_window)
-    probes = Probes.make(full.reward_model.model.config.vocab_size, PACKED)
+    probes = Probes.packing(full.reward_model.model.config.vocab_size)
     checked, why = _checked(candidate, full, device, probes, tolerance, _packed_tensors)
     return (None, why) if why else (checked, "")
 
@@ -251,7 +257,7 @@ class TorchEagerBackend:
                 log.info("%s: batches are padded, not packed: %s", checkpoint.folder, why)
             else:
                 self._packed, _ = self._serving_form(scorer, config, checkpoint.folder,
-                                                     Probes.make(vocab_size, PACKED), tolerance, _packed_tensors)
+                                                     Probes.packing(vocab_size), tolerance, _packed_tensors)
 
     def _serving_form(self, scorer: nn.Module, config: Any, folder: Any, probes: Probes, tolerance: float,
                       inputs: Inputs = _tensors) -> tuple[Any, bool]:
