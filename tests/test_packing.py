@@ -59,7 +59,7 @@ def packable_batches(seed: int, count: int) -> list[list[list[int]]]:
 def test_packed_scores_equal_the_plain_forward_within_float32_rounding(tmp_path, architecture):
     """mistral runs with a window of 8 tokens, shorter than most inputs: the window is part of the mask."""
     backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
-    assert backend.traced and backend._packed is not None
+    assert backend.traced and backend.packs_batches
     for batch in packable_batches(seed=2, count=10):
         lengths = [len(ids) for ids in batch]
         assert backend.computed_tokens(lengths) < len(batch) * max(lengths)
@@ -72,7 +72,7 @@ def test_packed_batches_false_pads_every_batch(tiny_checkpoint):
     backend = TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32", config)
     batch = packable_batches(seed=3, count=1)[0]
     lengths = [len(ids) for ids in batch]
-    assert backend._packed is None and backend.computed_tokens(lengths) == len(batch) * max(lengths)
+    assert not backend.packs_batches and backend.computed_tokens(lengths) == len(batch) * max(lengths)
     assert backend.score_batch(batch) == pytest.approx(plain_forward_scores(backend, batch), rel=1e-5, abs=1e-5)
 
 

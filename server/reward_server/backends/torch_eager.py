@@ -258,6 +258,7 @@ class TorchEagerBackend:
             else:
                 self._packed, _ = self._serving_form(scorer, config, checkpoint.folder,
                                                      Probes.packing(vocab_size), tolerance, _packed_tensors)
+        self.packs_batches = self._packed is not None
 
     def _serving_form(self, scorer: nn.Module, config: Any, folder: Any, probes: Probes, tolerance: float,
                       inputs: Inputs = _tensors) -> tuple[Any, bool]:
