@@ -25,6 +25,7 @@ from pathlib import Path
 from bench_model import SHAPE, write_bench_model
 
 from reward_client import AsyncRewardClient
+from reward_server.openmp import on_passing_thread
 from reward_server.settings import ServerSettings
 from reward_server.transport import build_server
 
@@ -75,15 +76,19 @@ async def run(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
-        write_bench_model(repo, "rm")
-        export_version(repo, "rm")
+        # Torch work before serving runs on threads that end with it: an OpenMP team left on this thread
+        # would slow the served forwards beside it (reward_server/openmp.py).
+        on_passing_thread(lambda: (write_bench_model(repo, "rm"), export_version(repo, "rm")), "bench-setup")
         sequences = workload(args.requests, SHAPE.vocab_size)
         torch_ckpt = read_checkpoint(repo / "rm" / "1")
+        onnx_ckpt = read_checkpoint(repo / "rm-onnx" / "1")
         results: dict = {"model": "llama 4 layers x 256 (random)", "requests": args.requests, "clients": args.clients,
                          "tokens": sum(map(len, sequences))}
         results["bare"] = {
-            "pytorch": bare(TorchEagerBackend(torch_ckpt, "cpu", "float32"), sequences),
-            "onnxruntime": bare(OnnxRuntimeBackend(read_checkpoint(repo / "rm-onnx" / "1"), "cpu", "float32"), sequences),
+            "pytorch": on_passing_thread(
+                lambda: bare(TorchEagerBackend(torch_ckpt, "cpu", "float32"), sequences), "bare-pytorch"),
+            "onnxruntime": on_passing_thread(
+                lambda: bare(OnnxRuntimeBackend(onnx_ckpt, "cpu", "float32"), sequences), "bare-onnxruntime"),
         }
         running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0))
         try:
