@@ -13,7 +13,18 @@ import tempfile
 from pathlib import Path
 
 from .report import plot, table
-from .suite import SuiteOptions, run_suite
+from .suite import SHAPES, SuiteOptions, run_suite
+
+
+def device_name() -> str:
+    """The GPU the bench ran on, or the CPU's architecture and core count."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU x{os.cpu_count()}"
 
 
 def _concurrency(text: str) -> tuple[int, ...]:
@@ -37,6 +48,11 @@ def main() -> None:
                           "server/floor (mixed) and server/bare grpc.aio (tiny) ratios; 0: none")
     run.add_argument("--out", type=Path, default=Path("bench/results"))
     run.add_argument("--profile", action="store_true", help="py-spy each served run at the top concurrency")
+    run.add_argument("--shape", choices=sorted(SHAPES), default="bench",
+                     help="the `rm` model: bench (4 layers x 256, for a CPU) or internlm2-1.8b (for a GPU)")
+    run.add_argument("--dtype", default="float32", help="the `rm` model's dtype (float16 on a GPU)")
+    run.add_argument("--peak-tflops", type=float, default=None,
+                     help="the device's dense peak at that dtype (H100 / H200 fp16: 989): adds `mixed`'s MFU")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -44,11 +60,11 @@ def main() -> None:
         workloads=tuple(args.workloads.split(",")), systems=tuple(args.systems.split(",")),
         warmup_s=args.warmup, duration_s=args.duration, floor=not args.no_floor,
         max_batch_tokens=args.max_batch_tokens, repeats=args.repeats, profile_to=args.out if args.profile else None,
+        bench_shape=SHAPES[args.shape], rm_dtype=args.dtype, peak_tflops=args.peak_tflops,
         **({"concurrency": {w: args.concurrency for w in ("mixed", "rank", "tiny")}} if args.concurrency else {}))
     with tempfile.TemporaryDirectory() as tmp:
         results = asyncio.run(run_suite(options, Path(tmp)))
-    results["title"] = f"reward-server bench, {platform.machine()} CPU x{__import__('os').cpu_count()}, " \
-                       f"{datetime.date.today().isoformat()}"
+    results["title"] = f"reward-server bench, {device_name()}, {datetime.date.today().isoformat()}"
     (args.out / "suite.json").write_text(json.dumps(results, indent=1))
     print(table(results))
     try:

@@ -24,7 +24,7 @@ from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
 from reward_server.transport import RewardServer, build_server
 
 from . import profiling
-from .floor import measure_floor, shape_rate
+from .floor import GPU_EXTRA_BUDGETS, TOKEN_BUDGETS, measure_floor, shape_rate
 from .peers import BareServicer, start_grpc, start_naive_peer
 from .workloads import Workload, rank_workload, score_workload
 
@@ -35,6 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_SHAPE = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
                         num_key_value_heads=4, max_position_embeddings=2048)
 TINY_SHAPE = TinyShape()
+# The issue's GPU shape: InternLM2-1.8B's backbone as a Llama (hidden 2048, 24 layers, 16 heads, 8 kv heads,
+# MLP 8192; ~1.5B parameters outside the embeddings). The vocabulary is the bench tokenizer's, so the
+# embedding table is small; it does no FLOPs either way.
+SHAPES = {
+    "bench": BENCH_SHAPE,
+    "internlm2-1.8b": TinyShape(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
+                                num_key_value_heads=8, max_position_embeddings=4096, vocab_size=92544),
+}
 WORKLOAD_MODEL = {"mixed": "rm", "rank": "rm", "tiny": "tiny"}
 WORKLOAD_SYSTEMS = {"mixed": ("server", "naive"), "rank": ("server", "server-full", "naive"),
                     "tiny": ("server", "naive", "bare-grpc")}
@@ -60,6 +68,10 @@ class SuiteOptions:
     floor: bool = True
     floor_tokens: int = 16384  # the floor runs over the workload's first inputs up to this many tokens (time)
     bench_shape: TinyShape = BENCH_SHAPE
+    rm_dtype: str = "float32"  # the `rm` model's reward { dtype }: float16 for the GPU run
+    # The device's dense peak in TFLOP/s at rm_dtype (H100 / H200 SXM, fp16: 989): the summary then gives
+    # `mixed`'s model FLOPs utilisation, 2 x non-embedding parameters x served tokens/s / peak.
+    peak_tflops: float | None = None
     max_batch_size: int = 64
     max_batch_tokens: int | None = None  # None: left unset in config.pbtxt, tuned by the server at load
     # `tiny` is served with this many intra-op threads (pytorch { intra_op_threads }; 0: torch's default).
@@ -74,11 +86,12 @@ class SuiteOptions:
 
 
 def write_repository(root: Path, options: SuiteOptions) -> Path:
-    """`rm` (the compute-bound model, mixed and rank) and `tiny`, both fp32 on CPU."""
-    for name, shape in (("rm", options.bench_shape), ("tiny", TINY_SHAPE)):
+    """`rm` (the compute-bound model, mixed and rank; options.rm_dtype) and `tiny` (fp32), on the GPU
+    when there is one (instance_group KIND_AUTO)."""
+    for name, shape, dtype in (("rm", options.bench_shape, options.rm_dtype), ("tiny", TINY_SHAPE, "float32")):
         model = root / name
         model.mkdir(parents=True)
-        text = config_pbtxt(name, RewardDefaults(max_sequence_length=shape.max_position_embeddings, dtype="float32"),
+        text = config_pbtxt(name, RewardDefaults(max_sequence_length=shape.max_position_embeddings, dtype=dtype),
                             max_batch_size=options.max_batch_size, max_queue_delay_us=2000, max_queue_size=0)
         if options.max_batch_tokens is not None:
             text = text.replace("dynamic_batching {", f"dynamic_batching {{\n  max_batch_tokens: {options.max_batch_tokens}")
@@ -196,11 +209,24 @@ def summarize(results: dict) -> dict:
         c = max(r["concurrency"] for r in server) if server else None
         if server and bare and at(bare, "requests_per_s", c):
             out[f"tiny_server_over_bare_grpc_at_{c}"] = at(server, "requests_per_s", c) / at(bare, "requests_per_s", c)
+    peak, params = results["options"].get("peak_tflops"), results["models"]["rm"].get("non_embedding_params")
+    if mixed and peak and params and mixed["systems"].get("server"):
+        out["mixed_model_flops_utilisation"] = 2 * params * at(mixed["systems"]["server"], "tokens_per_s") / (peak * 1e12)
     if mixed and mixed.get("paired"):
         out["mixed_server_over_floor_median_of_pairs"] = mixed["paired"]["median_ratio"]
     if tiny and tiny.get("paired"):
         out[f"tiny_server_over_bare_grpc_at_{tiny['paired']['concurrency']}_median_of_pairs"] = tiny["paired"]["median_ratio"]
     return out
+
+
+def non_embedding_params(backend) -> int | None:
+    """Parameters of a PyTorch backend's model outside its embedding table (the FLOPs per token are
+    twice this); None for other backends."""
+    module = getattr(backend, "module", None)
+    if module is None:
+        return None
+    embedding = module.model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in module.parameters()) - embedding
 
 
 async def on_instance_thread(instance, work):
@@ -209,8 +235,14 @@ async def on_instance_thread(instance, work):
     return await asyncio.wrap_future(instance.run_alone(work))
 
 
+def floor_budgets(instance) -> tuple[int, ...]:
+    """The token budgets the floor tries: a GPU's best batches are larger than a CPU's."""
+    return TOKEN_BUDGETS + GPU_EXTRA_BUDGETS if instance.backend.device.startswith("cuda") else TOKEN_BUDGETS
+
+
 async def floor_of(instance, floor_inputs: list) -> dict:
-    return await on_instance_thread(instance, partial(measure_floor, instance.backend.score_batch, floor_inputs))
+    return await on_instance_thread(instance, partial(measure_floor, instance.backend.score_batch, floor_inputs,
+                                                      floor_budgets(instance)))
 
 
 def _reference(name: str, entry: dict, loaded, floor_inputs: list, bare_target: str, workload: Workload,
@@ -236,7 +268,9 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
                "naive": f"127.0.0.1:{naive_port}", "bare-grpc": f"127.0.0.1:{bare_port}"}
     results: dict = {"options": {k: v if not isinstance(v, Path) else str(v) for k, v in options.__dict__.items()
                                  if k != "bench_shape"},
-                     "models": {"rm": options.bench_shape.__dict__, "tiny": TINY_SHAPE.__dict__}, "workloads": {}}
+                     "models": {"rm": dict(options.bench_shape.__dict__), "tiny": TINY_SHAPE.__dict__}, "workloads": {}}
+    rm = running.repository.resolve("rm", "").instances[0].backend
+    results["models"]["rm"].update(device=rm.device, dtype=rm.dtype, non_embedding_params=non_embedding_params(rm))
     try:
         for name in options.workloads:
             workload = make_workload(name, running, options)
@@ -245,7 +279,8 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
             entry: dict = {"model": model, "requests": len(workload.requests), "tokens": workload.tokens,
                            "inputs_per_request": len(workload.sequences[0]),
                            "server_max_batch_tokens": loaded.instances[0].max_batch_tokens, "systems": {}}
-            floor_inputs = _first_tokens([ids for request in workload.sequences for ids in request], options.floor_tokens)
+            floor_tokens = max(options.floor_tokens, 2 * max(floor_budgets(loaded.instances[0])))
+            floor_inputs = _first_tokens([ids for request in workload.sequences for ids in request], floor_tokens)
             measure = options.floor and name != "tiny"
             if measure:
                 log.info("%s: measuring the floor over %d inputs", name, len(floor_inputs))

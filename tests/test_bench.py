@@ -95,7 +95,7 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
         concurrency={"mixed": (2,), "rank": (1,), "tiny": (2,)}, warmup_s=0.2, duration_s=0.6,
         mixed_requests=6, rank_requests=1, rank_prompt_tokens=60, rank_responses=3, rank_response_tokens=10,
         tiny_requests=8, floor_tokens=400, bench_shape=TinyShape(max_position_embeddings=1024),
-        max_batch_tokens=2048, repeats=1)
+        max_batch_tokens=2048, repeats=1, peak_tflops=1.0)
     results = asyncio.run(run_suite(options, tmp_path / "repo"))
     json.dumps(results)  # the result file is JSON
     workloads = results["workloads"]
@@ -116,6 +116,14 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
     for name, reference in (("mixed", "floor"), ("tiny", "bare-grpc")):  # each pair: the server and its reference
         (pair,) = workloads[name]["paired"]["pairs"]
         assert workloads[name]["paired"]["reference"] == reference and pair["server"] > 0 and pair["reference"] > 0
+    shape = TinyShape()  # 2 layers: attention (q, o: h x h; k, v: h x h/2), MLP 3 x h x 128, 2 norms; final norm; head
+    per_layer = 3 * shape.hidden_size ** 2 + 3 * shape.hidden_size * shape.intermediate_size + 2 * shape.hidden_size
+    rm = results["models"]["rm"]
+    assert rm["non_embedding_params"] == shape.num_hidden_layers * per_layer + 2 * shape.hidden_size
+    assert (rm["device"], rm["dtype"]) == ("cpu", "float32")
+    served = max(r["tokens_per_s"] for r in workloads["mixed"]["systems"]["server"])
+    assert results["summary"]["mixed_model_flops_utilisation"] == pytest.approx(
+        2 * rm["non_embedding_params"] * served / 1e12)
     assert "bare-grpc" in table(results)
     try:
         from bench.report import plot
