@@ -252,8 +252,9 @@ def test_a_draining_server_keeps_its_port_open_until_calls_stop_coming(tiny_chec
             stub = reward_pb2_grpc.RewardServiceStub(channel)  # no client retries: what the server answers
             request = pb.ScoreRequest(model="rm", inputs=[conversation(CHAT_1)])
             stub.Score(request, timeout=30)
-            stopping = asyncio.run_coroutine_threadsafe(server.running.stop(30), server.loop)
-            for _ in range(10):  # a call every 0.1 s for 1 s, longer than the 0.5 s quiet window
+            # A 2 s quiet window (0.5 s by default), so that a stalled test machine does not end it early.
+            stopping = asyncio.run_coroutine_threadsafe(server.running.stop(30, quiet_s=2.0), server.loop)
+            for _ in range(25):  # a call every 0.1 s for 2.5 s, longer than the quiet window
                 with pytest.raises(grpc.RpcError) as refused:
                     stub.Score(request, timeout=10)
                 assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

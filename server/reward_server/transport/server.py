@@ -65,9 +65,10 @@ class RewardServer:
     health_server: grpc.aio.Server | None = None  # --health-port: plaintext, health only
     health_port: int | None = None
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def stop(self, grace: float | None = None, quiet_s: float = DRAIN_QUIET_S) -> None:
         """NOT_SERVING and UNAVAILABLE for new requests at once; the requests in flight get at most
-        `grace` seconds to finish; then the port closes and the models are released."""
+        `grace` seconds to finish, and the port stays open until no call has come for `quiet_s` (within
+        the grace); then the port closes and the models are released."""
         self.core.draining = True
         await self.health.set("", _NOT_SERVING)
         await self.health.set(SERVICE_NAME, _NOT_SERVING)
@@ -76,10 +77,10 @@ class RewardServer:
         deadline = time.monotonic() + (grace or 0.0)
         # gRPC answers CANCELLED, which no client retries, to calls that reached the port but no handler
         # yet when the server stops (grpc/grpc#41785). So the port stays open, answering UNAVAILABLE, until
-        # nothing is in flight and no call came for DRAIN_QUIET_S: clients that watch health have heard
+        # nothing is in flight and no call came for quiet_s: clients that watch health have heard
         # NOT_SERVING by then and send elsewhere.
         while time.monotonic() < deadline and (
-                self.guard.in_flight or time.monotonic() - self.guard.last_arrival < DRAIN_QUIET_S):
+                self.guard.in_flight or time.monotonic() - self.guard.last_arrival < quiet_s):
             await asyncio.sleep(0.02)
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
