@@ -1,5 +1,5 @@
 """The floor: the bare model forward over the workload's token ids, pre-tokenized and length-sorted,
-at the best batch shape found. Shapes: one sequence per forward, and batches packed in length order
+at the best batch shape found. Shapes: one sequence per forward, and batches filled in length order
 up to a token budget (padded tokens = rows x longest row)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ TOKEN_BUDGETS = (1024, 2048, 4096, 8192)
 GPU_EXTRA_BUDGETS = (16384, 32768)  # tried as well when the model is on a GPU, where larger batches pay
 
 
-def packed(sequences: Sequence[Sequence[int]], budget: int) -> list[list[Sequence[int]]]:
+def budget_batches(sequences: Sequence[Sequence[int]], budget: int) -> list[list[Sequence[int]]]:
     """Length-sorted batches, each at most `budget` padded tokens (a longer sequence goes alone); budget 0 = batch 1."""
     batches: list[list[Sequence[int]]] = []
     current: list[Sequence[int]] = []
@@ -37,13 +37,13 @@ def time_shape(score_batch: ScoreBatch, batches: list[list[Sequence[int]]]) -> f
 
 
 def shape_budget(shape: str) -> int:
-    """"batch_1" -> 0, "tokens_2048" -> 2048: the budget that `packed` takes for a shape name."""
+    """"batch_1" -> 0, "tokens_2048" -> 2048: the budget that `budget_batches` takes for a shape name."""
     return 0 if shape == "batch_1" else int(shape.removeprefix("tokens_"))
 
 
 def shape_rate(score_batch: ScoreBatch, sequences: Sequence[Sequence[int]], shape: str) -> float:
     """tokens/s of one shape, measured once more (after the sweep chose it)."""
-    return sum(len(ids) for ids in sequences) / time_shape(score_batch, packed(sequences, shape_budget(shape)))
+    return sum(len(ids) for ids in sequences) / time_shape(score_batch, budget_batches(sequences, shape_budget(shape)))
 
 
 def measure_floor(score_batch: ScoreBatch, sequences: Sequence[Sequence[int]],
@@ -52,7 +52,7 @@ def measure_floor(score_batch: ScoreBatch, sequences: Sequence[Sequence[int]],
     tokens = sum(len(ids) for ids in sequences)
     shapes = {}
     for name in ("batch_1", *(f"tokens_{budget}" for budget in budgets)):
-        batches = packed(sequences, shape_budget(name))
+        batches = budget_batches(sequences, shape_budget(name))
         elapsed = time_shape(score_batch, batches)
         shapes[name] = {
             "tokens_per_s": tokens / elapsed, "inputs_per_s": len(sequences) / elapsed, "batches": len(batches),

@@ -8,7 +8,7 @@ import json
 import random
 
 import pytest
-from bench.floor import measure_floor, packed
+from bench.floor import budget_batches, measure_floor
 from bench.peers import start_naive_peer
 from bench.profiling import summarize
 from bench.report import table
@@ -39,14 +39,14 @@ def test_naive_peer_scores_equal_server_when_same_inputs(tiny_checkpoint, tmp_pa
     assert ranked_peer.scores == pytest.approx(ranked_ours.scores, rel=1e-5, abs=1e-5)
 
 
-def test_packed_batches_stay_within_budget_when_lengths_vary():
+def test_floor_batches_stay_within_budget_when_lengths_vary():
     rng = random.Random(0)
     sequences = [[1] * rng.randint(1, 300) for _ in range(50)] + [[1] * 700]
-    batches = packed(sequences, 600)
+    batches = budget_batches(sequences, 600)
     assert sorted(map(len, sequences)) == [len(s) for batch in batches for s in batch]  # all, length-sorted
     for batch in batches:
         assert len(batch) == 1 or len(batch) * len(batch[-1]) <= 600  # an over-budget input goes alone
-    assert [len(b) for b in packed(sequences, 0)] == [1] * len(sequences)
+    assert [len(b) for b in budget_batches(sequences, 0)] == [1] * len(sequences)
 
 
 def test_floor_reports_every_shape_when_measured():

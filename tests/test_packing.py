@@ -23,7 +23,7 @@ def test_rows_hold_every_input_once_inside_the_width_longest_first():
     rows = packed_rows(lengths)
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in row) <= 17 for row in rows)
-    assert rows == [[0], [2, 4], [6, 1, 3, 5]]  # first fit, longest first: 17 | 11 6 | 9 4 3 1
+    assert rows == ((0,), (2, 4), (6, 1, 3, 5))  # first fit, longest first: 17 | 11 6 | 9 4 3 1
     assert computed_tokens(lengths) == 3 * 17
 
 

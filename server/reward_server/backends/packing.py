@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain
 
 import numpy as np
 
 
-def packed_rows(lengths: Sequence[int]) -> list[list[int]]:
+def packed_rows(lengths: Sequence[int]) -> tuple[tuple[int, ...], ...]:
     """Input indexes per row: first fit, longest first, into rows as wide as the longest input."""
+    return _first_fit(tuple(lengths))
+
+
+@lru_cache(maxsize=64)  # a batch's layout is asked for twice: to pack it and to count what it computed
+def _first_fit(lengths: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     width = max(lengths)
     rows: list[list[int]] = []
     room: list[int] = []
@@ -29,7 +35,7 @@ def packed_rows(lengths: Sequence[int]) -> list[list[int]]:
         else:
             rows.append([index])
             room.append(width - length)
-    return rows
+    return tuple(tuple(row) for row in rows)
 
 
 def computed_tokens(lengths: Sequence[int]) -> int:
