@@ -354,8 +354,8 @@ class DynamicBatcher:
             self._compute(batch[:half], settler)
             self._compute(batch[half:], settler)
             return
-        real_tokens = sum(len(item.ids) for item in batch)
         lengths = [len(item.ids) for item in batch]
+        real_tokens = sum(lengths)
         cost = getattr(self.backend, "computed_tokens", None)  # a backend that packs computes fewer
         padded_tokens = cost(lengths) if cost else len(batch) * max(lengths)
         self.stats.batches += 1
