@@ -23,9 +23,12 @@ def packed_rows(lengths: Sequence[int]) -> tuple[tuple[int, ...], ...]:
 @lru_cache(maxsize=64)  # a batch's layout is asked for twice: to pack it and to count what it computed
 def _first_fit(lengths: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     width = max(lengths)
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+    if 2 * lengths[order[-1]] > width:  # no two inputs fit in one row (the batcher's similar lengths): skip the search
+        return tuple((index,) for index in order)
     rows: list[list[int]] = []
     room: list[int] = []
-    for index in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+    for index in order:
         length = lengths[index]
         for row, free in enumerate(room):
             if free >= length:
