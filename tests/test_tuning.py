@@ -31,6 +31,22 @@ def test_tune_token_budget_stops_growing_when_max_batch_size_is_reached():
     assert tuned.budget in (512, 1024)
 
 
+def attention_device(batch):
+    """A CPU-like device: 1 ms a call, 1 us a token, and padded batches of several rows pay attention over
+    every key (rows x length^2 x 4 ns), which a single row (causal) does not."""
+    rows, length = len(batch), max(map(len, batch))
+    time.sleep(1e-3 + rows * length * 1e-6 + (rows > 1) * rows * length ** 2 * 4e-9)
+    return [0.0] * len(batch)
+
+
+def test_tuning_keeps_long_inputs_alone_when_padded_attention_costs_more_than_batching_saves():
+    tuned = tune_token_budget(attention_device, max_length=4096, max_batch_size=64, vocab_size=100)
+    assert tuned.budget <= 1024  # every 1024-token input runs alone
+    short_probes_only = tune_token_budget(attention_device, max_length=4096, max_batch_size=64, vocab_size=100,
+                                          probe_lengths=(64, 512))
+    assert short_probes_only.budget >= 2048  # why the 1024-token probe: without it, long inputs get batched
+
+
 def test_tuning_probes_of_several_rows_are_padded_like_served_batches():
     """A batch of one length runs the unmasked forward, which is cheaper than the padded batches the
     server forms from real traffic: probes of several rows must be padded to time what serving runs."""
