@@ -19,7 +19,7 @@ from transformers import DynamicCache
 from .last_position import last_layer_at, rotated_keys_values
 from .masks import last_token_positions, padded_causal_mask
 from .padding import right_padded
-from .torch_eager import RewardModel
+from .torch_eager import RewardModel, on_device
 
 
 def expanded_cache(cache: DynamicCache, rows: int) -> DynamicCache:
@@ -61,7 +61,7 @@ def shared_prefix_scores(model: RewardModel, prefix: Sequence[int], suffixes: Se
     hidden, cos, sin = run_layers(backbone, layers, prefix_ids, prefix_mask, 0, cache)
     cut_cache = rotated_keys_values(cut, cut.input_layernorm(hidden), cos, sin) if cut is not None else None
 
-    input_ids, suffix_mask = (torch.from_numpy(a).to(device) for a in right_padded(suffixes))
+    input_ids, suffix_mask = on_device(right_padded(suffixes), device)
     rows, width = input_ids.shape
     attention_mask = torch.cat([torch.ones(rows, len(prefix), dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
     mask = padded_causal_mask(attention_mask, sliding_window, queries=width)

@@ -127,16 +127,21 @@ def runs_unpadded(batch: Sequence[Sequence[int]], sliding_window: int | None) ->
 Inputs = Callable[[Sequence[Sequence[int]], str], tuple[torch.Tensor, ...]]  # a batch -> a scorer's inputs
 
 
+def on_device(arrays: Sequence[Any], device: str) -> tuple[torch.Tensor, ...]:
+    """Numpy arrays as tensors on `device`."""
+    return tuple(torch.from_numpy(a).to(device) for a in arrays)
+
+
 def _tensors(batch: Sequence[Sequence[int]], device: str) -> tuple[torch.Tensor, ...]:
     """A padded scorer's inputs: input_ids and attention_mask."""
-    return tuple(torch.from_numpy(a).to(device) for a in right_padded(batch))
+    return on_device(right_padded(batch), device)
 
 
 def _packed_tensors(batch: Sequence[Sequence[int]], device: str) -> tuple[torch.Tensor, ...]:
     """PackedScorer's inputs (the batch must pack)."""
     layout = packed(batch)
     assert layout is not None, "a batch that packs into no fewer rows"
-    return tuple(torch.from_numpy(a).to(device) for a in layout.arrays())
+    return on_device(layout.arrays(), device)
 
 
 def _probe_difference(scorer: Any, reference: nn.Module, device: str, probes: Probes, inputs: Inputs = _tensors,
@@ -290,7 +295,7 @@ class TorchEagerBackend:
         else:
             unpadded = self._unpadded is not None and runs_unpadded(batch, self.sliding_window)
             scorer, arrays = (self._unpadded if unpadded else self._scorer), right_padded(batch)
-        inputs = [torch.from_numpy(a).to(self.device) for a in arrays]
+        inputs = on_device(arrays, self.device)
         with torch.jit.optimized_execution(False):  # no fusion passes: the same kernels, the same digits as eager
             return scorer(*inputs)[0].cpu().tolist()
 
