@@ -92,7 +92,7 @@ def test_workloads_have_the_asked_lengths_when_generated(tiny_checkpoint, tmp_pa
 
 def test_suite_reports_every_system_when_run_briefly(tmp_path):
     options = SuiteOptions(
-        concurrency={"mixed": (2,), "rank": (1,), "tiny": (2,)}, warmup_s=0.2, duration_s=0.6,
+        concurrency={"mixed": (2,), "rank": (1,), "tiny": (2,)}, warmup_s=0.5, duration_s=1.0,
         mixed_requests=6, rank_requests=1, rank_prompt_tokens=60, rank_responses=3, rank_response_tokens=10,
         tiny_requests=8, floor_tokens=400, bench_shape=TinyShape(max_position_embeddings=1024),
         max_batch_tokens=2048, repeats=1, peak_tflops=1.0)
