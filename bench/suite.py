@@ -36,8 +36,8 @@ BENCH_SHAPE = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layer
                         num_key_value_heads=4, max_position_embeddings=2048)
 TINY_SHAPE = TinyShape()
 # The GPU shape: InternLM2-1.8B's backbone as a Llama (hidden 2048, 24 layers, 16 heads, 8 kv heads,
-# MLP 8192; ~1.5B parameters outside the embeddings). The vocabulary is the bench tokenizer's, so the
-# embedding table is small; it does no FLOPs either way.
+# MLP 8192, as in the published internlm2-1_8b config.json; ~1.5B parameters outside the embeddings). The
+# vocabulary is the bench tokenizer's, so the embedding table is small; it does no FLOPs either way.
 SHAPES = {
     "bench": BENCH_SHAPE,
     "internlm2-1.8b": TinyShape(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
