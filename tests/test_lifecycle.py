@@ -404,6 +404,8 @@ def test_every_metric_moves_when_traffic_flows(tiny_checkpoint, tmp_path):
             client.score([[]])
         with RewardClient(server.target, model="made-up-name") as stranger, pytest.raises(rc.NotFoundError):
             stranger.get_score(CHAT_1)
+        # A failed call's status can reach the client before the server's handler has counted it.
+        wait_until(lambda: value(scrape(port), "reward_pending_requests") == 0, timeout=10)
         after = scrape(port)
 
     labels = {"model": "rm", "version": "1"}
