@@ -62,7 +62,7 @@ def test_batches_never_exceed_max_batch_size(real_backend):
 
 
 def test_queue_delay_gathers_requests_into_one_batch(real_backend):
-    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.3)
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=2.0)  # wide: a stalled CI machine
     first = batcher.submit([[5, 6]], None)
     time.sleep(0.05)
     second = batcher.submit([[7, 8, 9]], None)
