@@ -3,8 +3,9 @@ the clients do not share the server's interpreter.
 
 C clients, each with its own channel, send one request at a time, round-robin over the workload's
 requests, for warmup_s + duration_s. Only requests that complete inside the measured window count;
-what is in flight at the end is cancelled. Prints one JSON object: requests/s, inputs/s, tokens/s
-(the tokens the server reports having read), latency p50 / p99, errors, and the CPU the clients
+what is in flight at the end is cancelled. With "stamp", each Score call carries its send time.
+Prints one JSON object: requests/s, inputs/s, tokens/s (the tokens the server reports having read),
+latency mean / p50 / p99, errors, and the CPU the clients
 used (on a small host they take cores from the server: the floor runs with no clients).
 """
 
@@ -18,6 +19,8 @@ import time
 
 from reward_client import AsyncRewardClient, RewardError
 
+SENT_AT_KEY = "x-bench-sent-at"  # metadata: time.time() when the client sent the call (with "stamp")
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -25,7 +28,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(spec: dict) -> dict:
-    requests, kind = spec["requests"], spec["kind"]
+    requests, kind, stamp = spec["requests"], spec["kind"], spec.get("stamp", False)
     next_index = itertools.count()
     window_start = time.perf_counter() + spec["warmup_s"]
     window_end = window_start + spec["duration_s"]
@@ -44,6 +47,8 @@ async def run(spec: dict) -> dict:
                     elif kind == "rank_full":  # the same candidates sent as N whole conversations
                         chats = [request["prompt"] + [{"role": "assistant", "content": r}] for r in request["responses"]]
                         results = (await rm.rank_conversations(chats)).results
+                    elif stamp:  # the send time, for the server's side of bench/request_time.py
+                        results = await rm.score([request["chat"]], metadata=((SENT_AT_KEY, repr(time.time())),))
                     else:
                         results = await rm.score([request["chat"]])
                 except RewardError:
@@ -68,6 +73,7 @@ async def run(spec: dict) -> dict:
         "requests": len(latencies), "errors": errors,
         "requests_per_s": len(latencies) / duration, "inputs_per_s": inputs / duration,
         "tokens_per_s": tokens / duration,
+        "latency_mean_ms": 1e3 * sum(latencies) / len(latencies) if latencies else float("nan"),
         "latency_p50_ms": 1e3 * percentile(latencies, 0.5), "latency_p99_ms": 1e3 * percentile(latencies, 0.99),
         "client_cores": client_cores,  # CPU the clients themselves used during the window (1.0 = one core)
     }

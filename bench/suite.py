@@ -112,11 +112,12 @@ def make_workload(name: str, running: RewardServer, options: SuiteOptions) -> Wo
     return score_workload("tiny", encoder, options.tiny_requests, 8, 48, seed=3)
 
 
-async def drive(target: str, model: str, kind: str, workload: Workload, concurrency: int, options: SuiteOptions) -> dict:
-    """One closed-loop run by the load process (bench/load.py)."""
+async def drive(target: str, model: str, kind: str, workload: Workload, concurrency: int, options: SuiteOptions,
+                stamp: bool = False) -> dict:
+    """One closed-loop run by the load process (bench/load.py); `stamp`: Score calls carry their send time."""
     duration = options.duration_s * (options.rank_duration_factor if workload.name == "rank" else 1.0)
     spec = {"target": target, "model": model, "kind": kind, "requests": workload.requests,
-            "concurrency": concurrency, "warmup_s": options.warmup_s, "duration_s": duration}
+            "concurrency": concurrency, "warmup_s": options.warmup_s, "duration_s": duration, "stamp": stamp}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.load", cwd=ROOT,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
