@@ -10,10 +10,10 @@ import threading
 import pytest
 import torch
 
-from helpers import add_model
-from reward_server.openmp import on_passing_thread
+from helpers import add_model, config_text
+from reward_server.openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
 from reward_server.repository.config import parse_model_config
-from reward_server.repository.loader import load_version
+from reward_server.repository.loader import load_version, with_cpu_threads_shared
 
 
 def os_threads() -> int:
@@ -54,3 +54,31 @@ def test_on_passing_thread_returns_the_result_or_raises_the_error():
     assert on_passing_thread(lambda: threading.current_thread().name, name="probe") == "probe"
     with pytest.raises(ZeroDivisionError):
         on_passing_thread(lambda: 1 / 0, name="fails")
+
+
+def test_several_cpu_instances_share_the_cpus_unless_the_config_sets_their_threads():
+    cpus = usable_cpus()
+    assert threads_per_cpu_instance(1) == 0  # one instance: the library's default, every CPU
+    assert threads_per_cpu_instance(2) == max(1, cpus // 2)
+    assert threads_per_cpu_instance(cpus + 1) == 1  # never none
+
+
+def test_the_share_applies_to_both_backends_and_only_where_the_config_sets_no_threads(tiny_checkpoint, tmp_path):
+    add_model(tmp_path, "m", tiny_checkpoint, config_text("m", extra="onnxruntime { intra_op_threads: 5 }"))
+    config = parse_model_config(tmp_path / "m" / "config.pbtxt", "m")
+    shared = with_cpu_threads_shared(config, ["cpu", "cpu", "cpu"])
+    want = threads_per_cpu_instance(3)
+    assert (shared.torch_intra_op_threads, shared.ort_intra_op_threads) == (want, 5)
+    assert with_cpu_threads_shared(config, ["cpu", "cuda:0"]) == config  # one CPU instance: unchanged
+
+
+@pytest.mark.parametrize("extra, want", [("", max(1, usable_cpus() // 2)), ("pytorch { intra_op_threads: 3 }", 3)])
+def test_a_model_with_two_cpu_instances_gives_each_its_share_of_threads(tiny_checkpoint, tmp_path, extra, want):
+    add_model(tmp_path, "m", tiny_checkpoint, config_text("m", extra=extra).replace("count: 1", "count: 2"))
+    loaded = load_version(parse_model_config(tmp_path / "m" / "config.pbtxt", "m"), 1, tmp_path / "m" / "1")
+    try:
+        assert [batcher.backend.intra_op_threads for batcher in loaded.instances] == [want, want]
+        scores = loaded.instances[1].submit([[5, 6, 7]], None)[0].result(30)  # it serves with them
+        assert isinstance(scores.score, float)
+    finally:
+        loaded.close()

@@ -6,11 +6,13 @@ CPU a batcher's forwards ran 20-35% slower while a loading thread's team lingere
 
 So one-off torch work (building a backend, its checks, warmup, token-budget tuning) runs on a thread of
 its own that exits when the work is done, taking its team with it; each instance's forwards then run in
-its batcher thread's team alone.
+its batcher thread's team alone. And the CPU instances of one model share the CPUs out among their
+teams, unless the model's config sets their threads (threads_per_cpu_instance).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,3 +37,21 @@ def on_passing_thread(work: Callable[[], T], name: str) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_cpu_instance(cpu_instances: int) -> int:
+    """Intra-op threads for each of a model's CPU instances when its config leaves them unset: the
+    usable CPUs shared out (at least one each), or 0 (the library's default, every CPU) for a single
+    instance. Each instance's team at the library's default would hold every CPU, and more threads than
+    CPUs slow every forward (above)."""
+    if cpu_instances < 2:
+        return 0
+    return max(1, usable_cpus() // cpu_instances)
