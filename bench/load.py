@@ -5,8 +5,8 @@ C clients, each with its own channel, send one request at a time, round-robin ov
 requests, for warmup_s + duration_s. Only requests that complete inside the measured window count;
 what is in flight at the end is cancelled. With "stamp", each Score call carries its send time.
 Prints one JSON object: requests/s, inputs/s, tokens/s (the tokens the server reports having read),
-latency mean / p50 / p99, errors, and the CPU the clients
-used (on a small host they take cores from the server: the floor runs with no clients).
+latency mean / p50 / p99, errors, and the CPU the clients used (on a small host they take cores from
+the server: the floor runs with no clients).
 """
 
 from __future__ import annotations
