@@ -75,6 +75,23 @@ def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | N
     return residual + layer.mlp(layer.post_attention_layernorm(residual))
 
 
+def scores_at_last_positions(reward_model: Any, input_ids: torch.Tensor, mask: torch.Tensor | None,
+                             positions: torch.Tensor, rows: torch.Tensor, last: torch.Tensor,
+                             packed: bool = False) -> torch.Tensor:
+    """The reward head's score of each input i, read at position last[i] of row rows[i]: every decoder
+    layer but the last on all positions, the last one only there (last_layer_at). positions: [rows, L],
+    or [1, L] when every row has the same positions (padded)."""
+    backbone = reward_model.model
+    hidden = backbone.embed_tokens(input_ids)
+    cos, sin = backbone.rotary_emb(hidden, positions)
+    for layer in backbone.layers[:-1]:
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
+    batch = input_ids.shape[0]
+    hidden = last_layer_at(backbone.layers[-1], hidden, mask, rows, last, cos.expand(batch, -1, -1),
+                           sin.expand(batch, -1, -1), packed=packed)
+    return reward_model.score(backbone.norm(hidden)).squeeze(-1).float()
+
+
 class LastPositionScorer(nn.Module):
     """Scores of a right-padded batch given its 4D mask (like PaddedScorer), the last layer computed
     only at each row's last real position.
@@ -92,19 +109,11 @@ class LastPositionScorer(nn.Module):
         self.unpadded = unpadded
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        backbone = self.reward_model.model
         mask = None if self.unpadded else padded_causal_mask(attention_mask, self.sliding_window)
-        hidden = backbone.embed_tokens(input_ids)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
-        cos, sin = backbone.rotary_emb(hidden, positions)
-        for layer in backbone.layers[:-1]:
-            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
-        batch = input_ids.shape[0]
-        rows = torch.arange(batch, device=input_ids.device)
-        last = last_token_positions(attention_mask)
-        hidden = last_layer_at(backbone.layers[-1], hidden, mask, rows, last,
-                               cos.expand(batch, -1, -1), sin.expand(batch, -1, -1))
-        return self.reward_model.score(backbone.norm(hidden)).squeeze(-1).float()
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]  # shared by every row
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        return scores_at_last_positions(self.reward_model, input_ids, mask, positions, rows,
+                                        last_token_positions(attention_mask))
 
 
 class PackedScorer(nn.Module):
@@ -119,11 +128,5 @@ class PackedScorer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor,
                 rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        backbone = self.reward_model.model
         mask = packed_causal_mask(segments, positions, self.sliding_window)
-        hidden = backbone.embed_tokens(input_ids)
-        cos, sin = backbone.rotary_emb(hidden, positions)
-        for layer in backbone.layers[:-1]:
-            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
-        hidden = last_layer_at(backbone.layers[-1], hidden, mask, rows, last, cos, sin, packed=True)
-        return self.reward_model.score(backbone.norm(hidden)).squeeze(-1).float()
+        return scores_at_last_positions(self.reward_model, input_ids, mask, positions, rows, last, packed=True)
