@@ -73,7 +73,8 @@ def table(parser: argparse.ArgumentParser) -> list[str]:
     lines = ["| option | value | default | meaning |", "| --- | --- | --- | --- |"]
     for action in documented_actions(parser):
         meaning = _cell(action.help or "")
-        lines.append(f"| {option_names(action)} | {_cell(value_text(action))} | {default_text(action)} | {meaning} |")
+        cells = (option_names(action), _cell(value_text(action)), default_text(action), meaning)
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
