@@ -102,7 +102,7 @@ def current_section(page: str) -> str:
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT / "server"))
+    sys.path[:0] = [str(ROOT / "server"), str(ROOT / "client")]  # this checkout's code, not an installed copy
     from reward_server.cli import build_parser
 
     page = PAGE.read_text(encoding="utf-8")
