@@ -13,6 +13,7 @@ requests holding it (acquire) finish on it, and only then is it closed and its m
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import threading
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..datatypes import ModelMetadata, RepositoryModel, VersionStatus
 from ..errors import ConfigError, FailedPrecondition, InvalidArgument, LoadError, NotFound, Unavailable
+from ..settings import ModelControlMode
 from .config import CONFIG_FILENAME, ModelConfig, parse_model_config
 from .layout import MODEL_NAME, ModelFolder, inside, scan_models, version_folders
 from .loader import LoadedVersion, load_version
@@ -33,8 +35,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, UNAVAILABLE, UNLOADING = "LOADING", "READY", "UNAVAILABLE", "UNLOADING"
-CONTROL_MODES = ("none", "explicit", "poll")
+
+
+class ModelState(str, enum.Enum):
+    """A version's (and a model's) state, by the names the API reports."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+    __str__ = str.__str__  # the plain name in messages and on the wire
+    __format__ = str.__format__
+
+
+LOADING, READY, UNAVAILABLE, UNLOADING = ModelState.LOADING, ModelState.READY, ModelState.UNAVAILABLE, ModelState.UNLOADING
+CONTROL_MODES = tuple(mode.value for mode in ModelControlMode)
 
 VersionLoader = Callable[..., LoadedVersion]
 # How long an unload waits for the requests holding a version before closing it anyway
@@ -364,4 +380,4 @@ class ModelRepository:
                     slot.reason = "unloaded"
 
 
-__all__ = ["CONTROL_MODES", "LOADING", "READY", "UNAVAILABLE", "UNLOADING", "ModelRepository", "parse_version"]
+__all__ = ["CONTROL_MODES", "ModelState", "LOADING", "READY", "UNAVAILABLE", "UNLOADING", "ModelRepository", "parse_version"]
