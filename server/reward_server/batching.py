@@ -356,8 +356,7 @@ class DynamicBatcher:
             return
         lengths = [len(item.ids) for item in batch]
         real_tokens = sum(lengths)
-        cost = getattr(self.backend, "computed_tokens", None)  # a backend that packs computes fewer
-        padded_tokens = cost(lengths) if cost else len(batch) * max(lengths)
+        padded_tokens = self.backend.computed_tokens(lengths)  # fewer than rows x longest where it packs
         self.stats.batches += 1
         self.stats.computed += len(batch)
         self.stats.batch_sizes[len(batch)] += 1

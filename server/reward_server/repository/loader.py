@@ -108,7 +108,7 @@ class LoadedVersion:
                       loop: asyncio.AbstractEventLoop | None = None) -> AnyFuture | None:
         """Queue a shared-prompt group on the least-loaded instance whose backend reuses a prefix's KV
         cache; None when no backend can (onnxruntime): the caller takes the plain path."""
-        capable = [b for b in self.instances if hasattr(b.backend, "score_shared_prefix")]
+        capable = [b for b in self.instances if b.backend.supports_shared_prefix]
         if not capable:
             return None
 
