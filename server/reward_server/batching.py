@@ -205,7 +205,9 @@ class DynamicBatcher:
         statistic. Why the instance's thread: torch's OpenMP gives each
         thread that computes a team of its own, and more teams than CPUs slow every forward (see
         openmp.py), so a benchmark's reference forwards run where the served ones do."""
-        return self._enqueue([_Item((), None, time.monotonic(), Future(), task=ThreadTask(work))])[0]
+        future: Future = Future()
+        self._enqueue([_Item((), None, time.monotonic(), future, task=ThreadTask(work))])
+        return future
 
     def _enqueue(self, items: list[_Item]) -> list[AnyFuture]:
         with self._cond:

@@ -22,16 +22,23 @@ ENV_PREFIX = "REWARD_SERVER_"
 AUTH_TOKEN_ENV = ENV_PREFIX + "AUTH_TOKEN"
 
 
-class ModelControlMode(str, enum.Enum):
+class TextEnum(str, enum.Enum):
+    """An enum of strings that prints and formats as its value (enum.StrEnum, which Python 3.10 lacks);
+    it compares equal to its value, so code and tests that use the plain strings keep working."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class ModelControlMode(TextEnum):
     """Triton's model control modes: what loads when (see repository/manager.py)."""
 
     NONE = "none"  # every model at start; nothing changes afterwards
     EXPLICIT = "explicit"  # LoadModel / UnloadModel RPCs, and --load-model at start
     POLL = "poll"  # like none at start, then a rescan every --repository-poll-secs
-
-    # Formatted and printed as the plain value (as enum.StrEnum does, which Python 3.10 lacks).
-    __str__ = str.__str__
-    __format__ = str.__format__
 
 
 @dataclass(frozen=True)

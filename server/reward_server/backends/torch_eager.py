@@ -238,7 +238,8 @@ class TorchEagerBackend(Backend):
         self._use_threads()
         self.sliding_window = getattr(checkpoint.model_config, "sliding_window", None)
         full = PaddedScorer(self._model, self.sliding_window)
-        eager, why = full, "pytorch { last_position_only: false }"
+        eager: nn.Module = full
+        why = "pytorch { last_position_only: false }"
         if settings.last_position_only:
             eager, why = last_position_scorer(full, device, Probes.make(vocab_size), tolerance)
         self.last_position = eager is not full

@@ -158,7 +158,7 @@ def tuned_budget(backend: Backend, config: ModelConfig, version: int, device: st
 
 
 def _ready_backend(config: ModelConfig, checkpoint: Checkpoint, version: int, device: str,
-                   max_length: int) -> tuple[Backend, int | None]:
+                   max_length: int) -> tuple[Backend, int]:
     """A backend built, checked and warmed up, and its token budget (tuned when config leaves it unset)."""
     vocab_size = checkpoint.model_config.vocab_size
     backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device), config)

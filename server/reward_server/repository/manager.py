@@ -13,7 +13,6 @@ requests holding it (acquire) finish on it, and only then is it closed and its m
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import threading
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..datatypes import ModelMetadata, RepositoryModel, VersionStatus
 from ..errors import ConfigError, FailedPrecondition, InvalidArgument, LoadError, NotFound, Unavailable
-from ..settings import ModelControlMode
+from ..settings import ModelControlMode, TextEnum
 from .config import CONFIG_FILENAME, ModelConfig, parse_model_config
 from .layout import MODEL_NAME, ModelFolder, inside, scan_models, version_folders
 from .loader import LoadedVersion, load_version
@@ -37,16 +36,13 @@ log = logging.getLogger(__name__)
 
 
 
-class ModelState(str, enum.Enum):
+class ModelState(TextEnum):
     """A version's (and a model's) state, by the names the API reports."""
 
     LOADING = "LOADING"
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
     UNLOADING = "UNLOADING"
-
-    __str__ = str.__str__  # the plain name in messages and on the wire
-    __format__ = str.__format__
 
 
 LOADING, READY, UNAVAILABLE, UNLOADING = ModelState.LOADING, ModelState.READY, ModelState.UNAVAILABLE, ModelState.UNLOADING
@@ -341,7 +337,8 @@ class ModelRepository:
             if any(v.state == READY for v in versions):
                 state, reason = READY, ""
             elif any(v.state in (LOADING, UNLOADING) for v in versions):
-                state, reason = next(v.state for v in versions if v.state in (LOADING, UNLOADING)), ""
+                # VersionStatus.state is still typed str (a ModelState value).
+                state, reason = next(v.state for v in versions if v.state in (LOADING, UNLOADING)), ""  # type: ignore[assignment]
             else:
                 state = UNAVAILABLE
                 reason = entry.reason or "; ".join(f"version {v.version}: {v.reason}" for v in versions if v.reason)
