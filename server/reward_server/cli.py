@@ -96,7 +96,7 @@ def add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, str
             kwargs["action"] = _Repeated
         else:
             # Text for paths and choices (the namespace keeps what was typed); parsed into settings later.
-            kwargs["type"] = str if opt.choices or opt.kind is Path else opt.parse
+            kwargs["type"] = str if opt.choices or opt.kind is Path else opt.kind
             kwargs["choices"] = opt.choices
         if opt.required and opt.dest not in env:
             kwargs["required"] = True

@@ -178,7 +178,13 @@ class ServeOption:
 
     def parse(self, text: str) -> Any:
         """One command-line value as the option's type (before `read`)."""
-        return self.kind(text)
+        try:
+            return self.kind(text)
+        except ValueError:
+            wanted = {int: "an integer", float: "a number"}.get(self.kind)
+            if wanted is None:
+                raise
+            raise ValueError(f"expected {wanted}") from None
 
     def from_env(self, raw: str) -> Any:
         """The option's value from its environment variable; a clear ValueError naming it otherwise."""
