@@ -102,7 +102,8 @@ def add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, str
             kwargs["required"] = True
         action = parser.add_argument(opt.flag, **kwargs)
         # Set after: BooleanOptionalAction would append its own "(default: ...)" to the help.
-        action.default = env.get(opt.dest, None if opt.required else opt.default)
+        default = list(opt.default) if opt.repeated else opt.default  # a list, as argparse's own "append" has
+        action.default = env.get(opt.dest, None if opt.required else default)
 
 
 def _log_level_option(parser: argparse.ArgumentParser, default: Any) -> None:
