@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from reward_server.cli import build_parser
+from reward_server.cli import build_parser, chosen_log_level
 from reward_server.settings import ModelControlMode, ServerSettings, serve_options, settings_from_options
 
 
@@ -114,8 +114,9 @@ def test_serve_help_names_the_environment_variable_and_default_of_every_option()
         assert "required" in action.help if opt.required else "default: " in action.help
 
 
-@pytest.mark.parametrize("argv", [["--log-level", "ERROR", "serve"], ["serve", "--log-level", "ERROR"]])
+@pytest.mark.parametrize("argv", [["--log-level", "ERROR", "serve"], ["serve", "--log-level", "ERROR"],
+                                  ["--log-level", "DEBUG", "serve", "--log-level", "ERROR"]])
 def test_log_level_is_accepted_when_given_before_or_after_the_command(tmp_path, argv):
     args = build_parser().parse_args([*argv, "--model-repository", str(tmp_path)])
-    assert args.log_level == "ERROR"
-    assert build_parser().parse_args(["serve", "--model-repository", str(tmp_path)]).log_level == "INFO"
+    assert chosen_log_level(args) == "ERROR"
+    assert chosen_log_level(build_parser().parse_args(["serve", "--model-repository", str(tmp_path)])) == "INFO"

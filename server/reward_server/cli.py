@@ -106,8 +106,8 @@ def add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, str
         action.default = env.get(opt.dest, None if opt.required else default)
 
 
-def _log_level_option(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--log-level", default=default, choices=LOG_LEVELS,
+def _log_level_option(parser: argparse.ArgumentParser, default: str | None, dest: str) -> None:
+    parser.add_argument("--log-level", default=default, choices=LOG_LEVELS, dest=dest,
                         help=f"level of the server's own loggers (default {DEFAULT_LOG_LEVEL}; env {LOG_LEVEL_ENV}); "
                              "DEBUG logs one line per request; other libraries log WARNING and above")
 
@@ -117,10 +117,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     whose REWARD_SERVER_* variable is set; without it, every default is the declared one."""
     parser = argparse.ArgumentParser(prog="reward-server", description="gRPC reward-model server")
     parser.add_argument("--version", action="version", version=f"reward-server {__version__}")
-    _log_level_option(parser, DEFAULT_LOG_LEVEL)
-    # --log-level after the command too; SUPPRESS: the command's parser keeps a level given before it.
+    _log_level_option(parser, DEFAULT_LOG_LEVEL, "log_level")
+    # --log-level after the command too, under its own name: a command's defaults overwrite the values
+    # parsed before the command, so one name would lose a level given before it.
     after = argparse.ArgumentParser(add_help=False)
-    _log_level_option(after, argparse.SUPPRESS)
+    _log_level_option(after, None, "command_log_level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="serve a model repository over gRPC", parents=[after],
@@ -168,6 +169,11 @@ def configure_logging(level: str) -> None:
     logging.getLogger("reward_server").setLevel(level)
 
 
+def chosen_log_level(args: argparse.Namespace) -> str:
+    """--log-level after the command, else before it, else $REWARD_SERVER_LOG_LEVEL, else INFO."""
+    return str(getattr(args, "command_log_level", None) or args.log_level)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(os.environ)
     level = os.environ.get(LOG_LEVEL_ENV, DEFAULT_LOG_LEVEL).strip().upper()
@@ -175,5 +181,5 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"${LOG_LEVEL_ENV}={os.environ[LOG_LEVEL_ENV]!r}: expected one of {', '.join(LOG_LEVELS)}")
     parser.set_defaults(log_level=level)
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(chosen_log_level(args))
     return int(args.run(args))
