@@ -108,7 +108,7 @@ class LoadedVersion:
                       loop: asyncio.AbstractEventLoop | None = None) -> AnyFuture | None:
         """Queue a shared-prompt group on the least-loaded instance whose backend reuses a prefix's KV
         cache; None when no backend can (onnxruntime): the caller takes the plain path."""
-        capable = [b for b in self.instances if hasattr(b.backend, "score_shared_prefix")]
+        capable = [b for b in self.instances if b.backend.supports_shared_prefix]
         if not capable:
             return None
 
@@ -158,7 +158,7 @@ def tuned_budget(backend: Backend, config: ModelConfig, version: int, device: st
 
 
 def _ready_backend(config: ModelConfig, checkpoint: Checkpoint, version: int, device: str,
-                   max_length: int) -> tuple[Backend, int | None]:
+                   max_length: int) -> tuple[Backend, int]:
     """A backend built, checked and warmed up, and its token budget (tuned when config leaves it unset)."""
     vocab_size = checkpoint.model_config.vocab_size
     backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device), config)
