@@ -86,6 +86,15 @@ ATTACKS = {
     "macro_recursion": "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
     "recursive_loop": "{% for x in [1] recursive %}{{ loop([1, 1]) }}{% endfor %}",
     "output": "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+    # string-growing filters and methods, refused on their estimated result before they run
+    "replace_filter": "{{ messages[0]['content']|replace('', 'x' * 50000) }}",
+    "replace_method": "{{ messages[0]['content'].replace('', 'x' * 50000) }}",
+    "join_filter": "{{ range(100000)|join('x' * 50000) }}",
+    "join_method": "{{ ('x' * 50000).join(range(100000)|map('string')|list) }}",
+    "wordwrap": "{{ messages[0]['content']|wordwrap(1, wrapstring='x' * 50000) }}",
+    "ljust": "{{ 'a'.ljust(1000000) }}",
+    "expandtabs": "{{ ('\t' * 1000).expandtabs(1000000) }}",
+    "lipsum": "{{ lipsum(1000000) }}",  # dropped from the globals
 }
 
 
@@ -109,15 +118,23 @@ def test_render_refused_when_the_time_backstop_passes():
         BoundedChatTemplate("{% for i in range(1000) %}{% endfor %}", {}, RenderBounds(seconds=0.0))
 
 
-def test_render_refused_only_for_the_big_input_when_the_template_is_quadratic():
-    template = BoundedChatTemplate(QUADRATIC, {"bos_token": "<s>"})
+# Each fine on the probe, each far over the bound on a long message: loops, a multiplied allocation.
+GROWING = {"quadratic": (QUADRATIC, "x" * 4000),  # 16M loop iterations
+           "indent": ("{% for m in messages %}{{ m['content']|indent(100000) }}{% endfor %}", "\n" * 40000)}  # 4 GB
+
+
+@pytest.mark.parametrize("name", sorted(GROWING))
+def test_render_refused_only_for_the_big_input_when_the_template_grows_faster_than_it(name):
+    source, big = GROWING[name]
+    template = BoundedChatTemplate(source, {"bos_token": "<s>"})
     small = [{"role": "user", "content": "x" * 40}]
-    assert template.render(small) == "<s><|im_start|>user\n" + "x" * 40 + "<|im_end|>\n"
+    expected = template.render(small)
+    assert "x" * 40 in expected
     started = time.monotonic()
     with pytest.raises(InvalidArgument, match="work bound"):
-        template.render([{"role": "user", "content": "x" * 4000}])  # 16M iterations unbounded
+        template.render([{"role": "user", "content": big}])
     assert time.monotonic() - started < 5.0
-    assert template.render(small).startswith("<s>")
+    assert template.render(small) == expected
 
 
 def test_render_bound_grows_with_the_input_when_the_template_is_linear(tokenizer):

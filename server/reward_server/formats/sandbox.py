@@ -78,6 +78,9 @@ MAX_INT_ARGUMENT = 1 << 20
 MAX_INT_BITS = 1 << 16
 # A macro call costs as much as this many loop iterations (measured: ~10x).
 MACRO_CALL_UNITS = 16
+# Jinja's defaults that no chat template needs and whose output a few characters of template can
+# multiply by the request: lipsum(n) paragraphs, urlize's per-link attributes.
+_DROPPED = ("lipsum", "urlize")
 _SIZED = frozenset({str, bytes, list, tuple, dict, set, frozenset, range})
 _PERCENT_WIDTH = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d*))?")
 _CLOCK_EVERY_MASK = 15  # the clock is read on every 16th charge
@@ -131,13 +134,13 @@ def _refuse(why: str) -> TemplateBoundExceeded:
 def _check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT_ARGUMENT:
-            raise _refuse(f"an integer argument {value} is over {MAX_INT_ARGUMENT}")
+            raise _refuse(f"an integer argument is over {MAX_INT_ARGUMENT}")
 
 
 def _check_widths(numbers: Sequence[str]) -> None:
     for number in numbers:
-        if number and int(number) > MAX_INT_ARGUMENT:
-            raise _refuse(f"a format width {number} is over {MAX_INT_ARGUMENT}")
+        if len(number) > 7 or (number and int(number) > MAX_INT_ARGUMENT):
+            raise _refuse(f"a format width is over {MAX_INT_ARGUMENT}")
 
 
 def _check_percent_format(text: str) -> None:
@@ -151,14 +154,59 @@ def _check_str_format(text: str) -> None:
             _check_widths(re.findall(r"\d+", spec))
 
 
-def _charged(function: Any) -> Callable[..., Any]:
-    """A filter or test that costs one unit plus the sizes of its arguments and result."""
+def _replaced_size(text: str, old: str, new: str, count: int | None = None) -> int:
+    found = text.count(old) if old else len(text) + 1
+    if count is not None and count >= 0:
+        found = min(found, count)
+    return len(text) + found * len(new)
+
+
+def _width(value: Any) -> int:
+    return value if isinstance(value, int) else len(str(value))
+
+
+# The size of what a string-growing filter returns, estimated from its arguments before it runs (the
+# result is charged afterwards too): one of these times a long request could otherwise allocate far
+# more than the bound before any charge. Keyed by filter name; arguments as the filter takes them.
+_FILTER_GROWTH: dict[str, Callable[..., int]] = {
+    "indent": lambda s, width=4, *_, **__: len(str(s)) + (str(s).count("\n") + 1) * _width(width),
+    "center": lambda value, width=80, *_, **__: len(str(value)) + _width(width),
+    "replace": lambda _ctx, s, old, new, count=None: _replaced_size(str(s), str(old), str(new), count),
+    "join": lambda _ctx, value, d="", *_, **__: len(value) * len(str(d)) if type(value) in _SIZED else 0,
+    "wordwrap": lambda _env, s, width=79, break_long_words=True, wrapstring=None, *_, **__: (
+        len(str(s)) + (len(str(s)) // max(1, _width(width)) + str(s).count("\n") + 1) * len(wrapstring or "\n")),
+    "tojson": lambda x, ensure_ascii=False, indent=None, *_, **__: (
+        _size(x) * _width(indent) * 8 if indent is not None else 0),
+}
+# The same for str methods called from a template: (receiver, arguments) -> size.
+_METHOD_GROWTH: dict[str, Callable[..., int]] = {
+    "center": lambda s, width, *_: len(s) + width, "ljust": lambda s, width, *_: len(s) + width,
+    "rjust": lambda s, width, *_: len(s) + width, "zfill": lambda s, width: len(s) + width,
+    "expandtabs": lambda s, tabsize=8: len(s) + s.count("\t") * tabsize,
+    "replace": lambda s, old, new, count=-1: _replaced_size(s, old, new, count),
+    "join": lambda s, items: len(s) * len(items) if type(items) in _SIZED else 0,
+}
+
+
+def _estimate(table: dict[str, Callable[..., int]], name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+    estimate = table.get(name)
+    if estimate is None:
+        return 0
+    try:
+        return estimate(*args, **kwargs)
+    except (TypeError, ValueError, AttributeError):  # arguments the call itself will refuse
+        return 0
+
+
+def _charged(name: str, function: Any) -> Callable[..., Any]:
+    """A filter or test that costs one unit plus the sizes of its arguments and result (and, for a
+    string-growing filter, its estimated result before it runs)."""
 
     @wraps(function)  # keeps jinja_pass_arg (pass_context & co.)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _check_arguments(args, kwargs)
         budget = _budget.get()
-        budget.charge(1 + sum(_size(a) for a in args))
+        budget.charge(1 + sum(_size(a) for a in args) + _estimate(_FILTER_GROWTH, name, args, kwargs))
         result = function(*args, **kwargs)
         budget.charge(_size(result))
         return result
@@ -254,8 +302,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self) -> None:
         super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _Generation, _Meter])
         self.filters["tojson"] = _tojson
-        self.filters = {name: _charged(f) for name, f in self.filters.items()}
-        self.tests = {name: _charged(f) for name, f in self.tests.items()}
+        self.filters = {name: _charged(name, f) for name, f in self.filters.items() if name not in _DROPPED}
+        self.tests = {name: _charged("", f) for name, f in self.tests.items()}
+        for name in _DROPPED:
+            self.globals.pop(name, None)
         self.globals["raise_exception"] = _raise_exception
         self.globals["strftime_now"] = _strftime_now
 
@@ -263,7 +313,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         _check_arguments(args, kwargs)
         budget = _budget.get()
         units = MACRO_CALL_UNITS if isinstance(__obj, Macro) else 1
-        budget.charge(units + sum(_size(a) for a in args) + _size(getattr(__obj, "__self__", None)))
+        receiver = getattr(__obj, "__self__", None)
+        if type(receiver) is str:
+            units += _estimate(_METHOD_GROWTH, __obj.__name__, (receiver, *args), kwargs)
+        budget.charge(units + sum(_size(a) for a in args) + _size(receiver))
         result = super().call(__context, __obj, *args, **kwargs)
         budget.charge(_size(result))
         return result
@@ -273,7 +326,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if type(seq) in _SIZED and isinstance(times, int) and len(seq) * times > budget.output:
-                    raise _refuse(f"a repetition of {len(seq)} x {times} is over the output bound")
+                    raise _refuse("a repetition is over the output bound")
             if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
                 raise _refuse(f"an integer product is over {MAX_INT_BITS} bits")
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
