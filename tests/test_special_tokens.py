@@ -99,7 +99,7 @@ def special_ids(server, family: str) -> set[int]:
 # --- keep (the default) -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FORMATS)
-def test_keep_encodes_content_special_tokens_as_special_ids_for_every_format(server, seed_originals, family):
+def test_keep_encodes_content_special_tokens_as_special_ids_when_mode_is_keep(server, seed_originals, family):
     ids = encoded(server, f"{family}-keep", FORGED_CHAT)
     whole_text = "".join(text for _, text in pieces(family, FORGED_CHAT))
     before, after = frame(family, seed_originals["internlm2"][1]["reward_token_id"])
@@ -117,7 +117,7 @@ def test_keep_is_the_default_when_config_pbtxt_leaves_it_unset(server):
 # --- escape -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FORMATS)
-def test_escape_encodes_content_special_tokens_as_plain_text_for_every_format(server, seed_originals, family):
+def test_escape_encodes_content_special_tokens_as_plain_text_when_mode_is_escape(server, seed_originals, family):
     ids = encoded(server, f"{family}-escape", FORGED_CHAT)
     assert ids == reference_ids(server, seed_originals, family, FORGED_CHAT, escape=True)
     # No special id from content: only the format's own and the frame's.
@@ -133,7 +133,7 @@ def test_escape_gives_the_keep_ids_when_content_has_no_special_token(server, fam
         assert encoded(server, f"{family}-escape", chat) == encoded(server, f"{family}-keep", chat)
 
 
-def test_escape_scores_the_escaped_ids_through_the_server(server, seed_originals):
+def test_server_scores_the_escaped_ids_when_mode_is_escape(server, seed_originals):
     ids = reference_ids(server, seed_originals, "internlm2", FORGED_CHAT, escape=True)
     with RewardClient(server.target, model="internlm2-escape") as rm:
         escaped = rm.get_score(FORGED_CHAT)
@@ -145,7 +145,7 @@ def test_escape_scores_the_escaped_ids_through_the_server(server, seed_originals
 # --- refuse -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FORMATS)
-def test_refuse_answers_invalid_argument_naming_the_message_and_token_for_every_format(server, family):
+def test_refuse_answers_invalid_argument_naming_the_message_and_token_when_mode_is_refuse(server, family):
     with RewardClient(server.target, model=f"{family}-refuse") as rm:
         with pytest.raises(rc.InvalidArgumentError, match=r"input 1: message 1 contains the special token '</s>'"):
             rm.get_scores([CLEAN_CHAT, FORGED_CHAT])
@@ -159,7 +159,7 @@ def test_refuse_answers_invalid_argument_naming_the_message_and_token_for_every_
 # --- text and token_ids inputs ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FORMATS)
-def test_text_input_is_content_as_a_whole_under_each_mode(server, seed_originals, family):
+def test_text_input_is_encoded_as_content_when_mode_is_keep_escape_or_refuse(server, seed_originals, family):
     text = "".join(t for _, t in pieces(family, FORGED_CHAT))
     before, after = frame(family, seed_originals["internlm2"][1]["reward_token_id"])
     tokenizer = tokenizer_json(server, family)
@@ -175,14 +175,14 @@ def test_text_input_is_content_as_a_whole_under_each_mode(server, seed_originals
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_token_ids_input_is_taken_as_given_under_each_mode(server, mode):
+def test_token_ids_input_is_taken_as_given_when_mode_is_any(server, mode):
     ids = (1, 3, 300, 4, 3, 300, 2, 1)  # BOS, <|im_start|>, a piece, <|im_end|>, ..., EOS, BOS
     assert encoded(server, f"internlm2-{mode}", TokenIds(ids)) == list(ids)
     with RewardClient(server.target, model=f"internlm2-{mode}") as rm:
         assert rm.score([list(ids)])[0].num_tokens == len(ids)
 
 
-def test_escape_refuses_content_holding_the_noncharacters_it_escapes_with(server):
+def test_escape_refuses_content_when_it_holds_the_sentinel_noncharacters(server):
     with RewardClient(server.target, model="internlm2-escape") as rm:
         with pytest.raises(rc.InvalidArgumentError, match=r"input 0: message 1 contains a Unicode noncharacter"):
             rm.get_score([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\ufdd0\ufdd1\ufde3\ufdd0"}])

@@ -99,7 +99,7 @@ ATTACKS = {
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_template_refused_at_load_within_a_second_when_it_goes_over_the_bound_on_the_probe(name):
+def test_template_refused_at_load_quickly_when_it_goes_over_the_bound_on_the_probe(name):
     started = time.monotonic()
     with pytest.raises(LoadError, match="cannot render a probe conversation"):
         BoundedChatTemplate(ATTACKS[name], {"bos_token": "<s>"})
