@@ -83,6 +83,7 @@ class ModelConfig:
     last_position_only: bool
     packed_batches: bool
     warmup: tuple[Warmup, ...] = ()  # parse_model_config always sets at least one
+    special_tokens_in_content: str = "keep"  # "keep" | "escape" | "refuse" (formats/special_tokens.py)
 
 
 def _fail(path: Path, field: str, value: object, why: str) -> ConfigError:
@@ -124,6 +125,16 @@ def _instance_groups(path: Path, groups: list[mc.ModelInstanceGroup]) -> tuple[I
                 raise _fail(path, f"{field}.gpus", gpu, "GPU ordinals are >= 0")
         out.append(InstanceGroup(kind, count, tuple(g.gpus)))
     return tuple(out)
+
+
+def _special_tokens_in_content(path: Path, reward: mc.RewardSettings) -> str:
+    """reward.special_tokens_in_content as "keep" | "escape" | "refuse" (unset: keep)."""
+    modes = {mc.RewardSettings.SPECIAL_TOKENS_IN_CONTENT_UNSPECIFIED: "keep", mc.RewardSettings.KEEP: "keep",
+             mc.RewardSettings.ESCAPE: "escape", mc.RewardSettings.REFUSE: "refuse"}
+    value = reward.special_tokens_in_content
+    if value not in modes:
+        raise _fail(path, "reward.special_tokens_in_content", value, "expected KEEP, ESCAPE or REFUSE")
+    return modes[value]
 
 
 def _warmups(path: Path, max_batch_size: int, entries: list[mc.ModelWarmup]) -> tuple[Warmup, ...]:
@@ -225,6 +236,7 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:  # noqa: C9
         packed_batches=(proto.pytorch.packed_batches if proto.pytorch.HasField("packed_batches")
                         else PYTORCH_DEFAULTS.packed_batches),
         warmup=_warmups(path, proto.max_batch_size, list(proto.model_warmup)),
+        special_tokens_in_content=_special_tokens_in_content(path, reward),
     )
 
 

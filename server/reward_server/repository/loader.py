@@ -18,6 +18,7 @@ from ..checkpoint import Checkpoint, read_checkpoint
 from ..encoding import InputEncoder, special_token_frame
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
+from ..formats.special_tokens import ContentSpecialTokens
 from ..openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
 from ..shared_prefix import SharedPrefix
 from ..tuning import tune_token_budget
@@ -220,6 +221,8 @@ def load_version(config: ModelConfig, version: int, folder: Path, metrics: Serve
         truncation_side=config.truncation_side,
         prefix_ids=prefix,
         suffix_ids=suffix + prompt_format.suffix_ids,
+        special_tokens=ContentSpecialTokens.build(config.special_tokens_in_content,
+                                                  checkpoint.tokenizer.backend_tokenizer),
     )
     instances: list[DynamicBatcher] = []
     observer = metrics.observer(config.name, version, lambda: sum(b.pending() for b in instances)) if metrics else None
