@@ -1,6 +1,7 @@
 """Triton's gRPC protocol (ModelInfer) against our Score, side by side in one run, on one server.
 
     python -m bench.kserve [--workloads tiny,mixed] [--concurrency 64] [--duration 3] [--rounds 3]
+    python -m bench.kserve --perf-analyzer PATH [--protocols grpc] [--perf-concurrency 1,8,64]
 
 The suite's server, models and seeded workloads (bench/suite.py); the clients in a separate process.
 Score runs through bench/load.py; ModelInfer through this module's load loop (`python -m bench.kserve
@@ -9,6 +10,11 @@ each request one conversation sent as the `messages` tensor (so both protocols e
 Score and ModelInfer alternate, `rounds` pairs per workload; the result is each pair's ratio of request
 rates (ModelInfer / Score) and their median. The difference between the two is the protocol layer only:
 both reach the same core, batcher and model.
+
+With --perf-analyzer (Triton's load generator, e.g. the `bin/perf_analyzer` of the tritonclient==2.51.0
+manylinux wheel, which needs libb64 and libcudart.so.12 on the library path but no GPU), it runs instead
+against the `tiny` model, sending one `messages` row per request from an --input-data file, at each
+concurrency, and reports its throughput, latency and the server-side statistics it read back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import itertools
 import json
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,6 +129,45 @@ async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, 
     return results
 
 
+PERF_LINE_KEYS = ("Throughput:", "Avg latency:", "p99 latency:", "Inference count:", "Execution count:",
+                  "Successful request count:", "Avg request latency:")
+
+
+def perf_analyzer_input(path: Path, chat: list[dict]) -> Path:
+    """perf_analyzer's --input-data: one `messages` row (a BYTES element of shape [1])."""
+    path.write_text(json.dumps({"data": [{"messages": {"content": [json.dumps(chat)], "shape": [1]}}]}))
+    return path
+
+
+async def perf_analyzer_runs(binary: str, options: SuiteOptions, repo: Path, protocols: tuple[str, ...],
+                             concurrency: tuple[int, ...], window_ms: int) -> list[dict]:
+    from reward_server.settings import ServerSettings
+    from reward_server.transport import build_server
+
+    write_repository(repo, options)
+    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0))
+    workload = make_workload("tiny", running, options)
+    data = perf_analyzer_input(repo / "input.json", workload.requests[0]["chat"])
+    runs = []
+    try:
+        for protocol in protocols:
+            for level in concurrency:
+                command = [binary, "-m", "tiny", "-i", protocol, "-u", f"127.0.0.1:{port}", "--input-data", str(data),
+                           "--concurrency-range", str(level), "--measurement-interval", str(window_ms),
+                           "--stability-percentage", "100", "--max-trials", "4"]
+                done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=300)
+                lines = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith(PERF_LINE_KEYS)]
+                errors = [line for line in (done.stdout + done.stderr).splitlines()
+                          if "rror" in line or "Failed" in line]
+                runs.append({"protocol": protocol, "concurrency": level, "returncode": done.returncode,
+                             "lines": lines, "errors": errors, "command": " ".join(command)})
+                log.info("perf_analyzer -i %s, concurrency %d: exit %d\n  %s", protocol, level, done.returncode,
+                         "\n  ".join(lines + errors))
+    finally:
+        await running.stop(0)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["load"]:
@@ -136,9 +182,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="(Score, ModelInfer) pairs per workload")
     parser.add_argument("--mixed-requests", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--perf-analyzer", default=None, metavar="PATH", help="run Triton's perf_analyzer instead")
+    parser.add_argument("--protocols", default="grpc", help="perf_analyzer's -i values, e.g. grpc,http")
+    parser.add_argument("--perf-concurrency", default="1,8,64")
+    parser.add_argument("--perf-window-ms", type=int, default=3000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = SuiteOptions(warmup_s=args.warmup, duration_s=args.duration, mixed_requests=args.mixed_requests)
+    if args.perf_analyzer:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = asyncio.run(perf_analyzer_runs(
+                args.perf_analyzer, options, Path(tmp), tuple(args.protocols.split(",")),
+                tuple(int(c) for c in args.perf_concurrency.split(",")), args.perf_window_ms))
+        if args.out:
+            args.out.write_text(json.dumps(runs, indent=1))
+        return 0 if all(r["returncode"] == 0 for r in runs) else 1
     with tempfile.TemporaryDirectory() as tmp:
         results = asyncio.run(side_by_side(options, Path(tmp), tuple(args.workloads.split(",")), args.concurrency,
                                            args.rounds))
