@@ -3,10 +3,11 @@
     python -m bench.kserve [--workloads tiny,mixed] [--concurrency 64] [--duration 3] [--rounds 3]
     python -m bench.kserve --perf-analyzer PATH [--protocols grpc] [--perf-concurrency 1,8,64]
 
-The suite's server, models and seeded workloads (bench/suite.py); the clients in a separate process.
-Score runs through bench/load.py; ModelInfer through this module's load loop (`python -m bench.kserve
-load < spec.json`), the same closed loop: C clients, each with its own channel, one request at a time,
-each request one conversation sent as the `messages` tensor (so both protocols encode the same chat).
+The suite's server, models and seeded workloads (bench/suite.py); the clients in a separate process
+(`python -m bench.kserve load < spec.json`): bench/load.py's closed loop, C clients, each with its own
+channel, one request at a time, one conversation per request. Both protocols are called through their
+generated stubs with a request built per call (Score: a `conversation` input; ModelInfer: a `messages`
+tensor), so the client does the same work for each and the difference is the server's protocol layer.
 Score and ModelInfer alternate, `rounds` pairs per workload; the result is each pair's ratio of request
 rates (ModelInfer / Score) and their median. The difference between the two is the protocol layer only:
 both reach the same core, batcher and model.
@@ -38,9 +39,10 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from reward_api.v1 import reward_pb2, reward_pb2_grpc
 from reward_server.kserve import encode_bytes_raw
 
-from .suite import ROOT, WORKLOAD_MODEL, SuiteOptions, drive, make_workload, write_repository
+from .suite import ROOT, WORKLOAD_MODEL, SuiteOptions, make_workload, write_repository
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,25 @@ def infer_request(model: str, chat: list[dict]) -> pb.ModelInferRequest:
     return request
 
 
+def score_request(model: str, chat: list[dict]) -> reward_pb2.ScoreRequest:
+    conversation = reward_pb2.Conversation(messages=[reward_pb2.Message(role=m["role"], content=m["content"]) for m in chat])
+    return reward_pb2.ScoreRequest(model=model, inputs=[reward_pb2.ScoreInput(conversation=conversation)])
+
+
+async def _infer_tokens(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> int:
+    response = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(model, chat), timeout=600)
+    names = [o.name for o in response.outputs]
+    return int(np.frombuffer(response.raw_output_contents[names.index("num_tokens")], "<i4").sum())
+
+
+async def _score_tokens(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> int:
+    response = await reward_pb2_grpc.RewardServiceStub(channel).Score(score_request(model, chat), timeout=600)
+    return sum(r.num_tokens for r in response.results)
+
+
 async def run_load(spec: dict) -> dict:
-    """bench/load.py's closed loop, over GRPCInferenceService.ModelInfer."""
+    """bench/load.py's closed loop over one protocol ("score" or "model_infer")."""
+    call = {"score": _score_tokens, "model_infer": _infer_tokens}[spec["protocol"]]
     requests = spec["requests"]
     next_index = itertools.count()
     window_start = time.perf_counter() + spec["warmup_s"]
@@ -69,20 +88,18 @@ async def run_load(spec: dict) -> dict:
     async def client() -> None:
         nonlocal errors, tokens
         async with grpc.aio.insecure_channel(spec["target"]) as channel:
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             while time.perf_counter() < window_end:
                 request = requests[next(next_index) % len(requests)]
                 start = time.perf_counter()
                 try:
-                    response = await stub.ModelInfer(infer_request(spec["model"], request["chat"]), timeout=600)
+                    read = await call(channel, spec["model"], request["chat"])
                 except grpc.aio.AioRpcError:
                     errors += 1
                     continue
                 done = time.perf_counter()
                 if window_start <= done <= window_end:
                     latencies.append(done - start)
-                    names = [o.name for o in response.outputs]
-                    tokens += int(np.frombuffer(response.raw_output_contents[names.index("num_tokens")], "<i4").sum())
+                    tokens += read
 
     tasks = [asyncio.create_task(client()) for _ in range(spec["concurrency"])]
     await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
@@ -95,8 +112,9 @@ async def run_load(spec: dict) -> dict:
             "latency_mean_ms": 1e3 * sum(latencies) / len(latencies) if latencies else float("nan")}
 
 
-async def drive_infer(target: str, model: str, workload, concurrency: int, options: SuiteOptions) -> dict:
-    spec = {"target": target, "model": model, "requests": workload.requests, "concurrency": concurrency,
+async def drive_protocol(protocol: str, target: str, model: str, workload, concurrency: int,
+                         options: SuiteOptions) -> dict:
+    spec = {"protocol": protocol, "target": target, "model": model, "requests": workload.requests, "concurrency": concurrency,
             "warmup_s": options.warmup_s, "duration_s": options.duration_s}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.kserve", "load", cwd=ROOT,
@@ -123,8 +141,8 @@ async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, 
             windows = replace(options, duration_s=options.duration_s * factor, warmup_s=options.warmup_s * factor)
             pairs = []
             for index in range(rounds):
-                score = await drive(target, model, "score", workload, concurrency, windows)
-                infer = await drive_infer(target, model, workload, concurrency, windows)
+                score = await drive_protocol("score", target, model, workload, concurrency, windows)
+                infer = await drive_protocol("model_infer", target, model, workload, concurrency, windows)
                 ratio = infer["requests_per_s"] / score["requests_per_s"] if score["requests_per_s"] else float("nan")
                 log.info("%s round %d: Score %.1f req/s (%d errors), ModelInfer %.1f req/s (%d errors): %.3fx", name,
                          index + 1, score["requests_per_s"], score["errors"], infer["requests_per_s"], infer["errors"],
