@@ -139,7 +139,7 @@ async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, 
             workload, model = make_workload(name, running, options), WORKLOAD_MODEL[name]
             factor = MIXED_DURATION_FACTOR if name == "mixed" else 1.0
             windows = replace(options, duration_s=options.duration_s * factor, warmup_s=options.warmup_s * factor)
-            pairs = []
+            pairs, ratios = [], []
             for index in range(rounds):
                 score = await drive_protocol("score", target, model, workload, concurrency, windows)
                 infer = await drive_protocol("model_infer", target, model, workload, concurrency, windows)
@@ -148,7 +148,8 @@ async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, 
                          index + 1, score["requests_per_s"], score["errors"], infer["requests_per_s"], infer["errors"],
                          ratio)
                 pairs.append({"score": score, "model_infer": infer, "ratio": ratio})
-            finite = [p["ratio"] for p in pairs if math.isfinite(p["ratio"])]
+                ratios.append(ratio)
+            finite = [r for r in ratios if math.isfinite(r)]
             results["workloads"][name] = {"pairs": pairs,
                                           "median_ratio": statistics.median(finite) if finite else float("nan")}
     finally:
