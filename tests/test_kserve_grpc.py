@@ -148,6 +148,14 @@ def test_infer_returns_only_the_requested_outputs_when_a_subset_is_asked(client)
     assert result.as_numpy("rewards") is None
 
 
+@pytest.mark.parametrize("names, message", [(["scores"], "unknown output 'scores'"),
+                                            (["rewards", "rewards"], "requested twice")])
+def test_infer_answers_invalid_argument_when_the_requested_outputs_are_wrong(client, names, message):
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("tiny", [_bytes_input("sentences", TEXTS[:1])], outputs=[triton.InferRequestedOutput(n) for n in names])
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and message in e.value.message()
+
+
 def test_infer_accepts_typed_contents_when_inputs_are_not_raw(stub, reward):
     request = pb.ModelInferRequest(model_name="tiny")
     tensor = request.inputs.add(name="tokens", datatype="INT64", shape=[1, 5])
@@ -211,6 +219,7 @@ def test_repository_rpcs_load_and_unload_when_the_mode_is_explicit(client, serve
     assert ready == ["spare", "tiny"]
     client.unload_model("spare")
     assert not client.is_model_ready("spare")
+    assert client.is_server_ready()  # a model unloaded by request is not one the server should serve
     client.unload_model("spare")  # as Triton: unloading an unloaded model succeeds
     with pytest.raises(InferenceServerException) as e:
         client.load_model("nope")

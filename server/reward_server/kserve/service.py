@@ -59,7 +59,7 @@ class KServeCore:
         return True
 
     def server_ready(self) -> bool:
-        """Not draining, and every model the server knows has a ready version."""
+        """Not draining, and every model the server should serve (not unloaded by request) has a ready version."""
         return not self.core.draining and self._repository.ready()
 
     def model_ready(self, model: str, version: str = "") -> bool:

@@ -266,6 +266,8 @@ def result_tensors(results: Sequence[ScoreResult], requested: Sequence[str] | No
     for name in names:
         if name not in OUTPUTS:
             raise InvalidArgument(f"unknown output {name!r} (outputs: {', '.join(OUTPUTS)})")
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"an output is requested twice: {names}")
     batch = len(results)
     columns = {
         REWARDS: lambda: [r.score for r in results],
