@@ -52,6 +52,7 @@ VersionLoader = Callable[..., LoadedVersion]
 # How long an unload waits for the requests holding a version before closing it anyway
 # (those still queued then get UNAVAILABLE).
 RETIRE_TIMEOUT_S = 120.0
+UNLOADED = "unloaded"  # the reason of a model unloaded by request (UnloadModel)
 
 
 @dataclass
@@ -134,7 +135,7 @@ class ModelRepository:
             entry = self._models.get(name)
             if entry is None:
                 raise NotFound(f"model {name!r} is not loaded")
-            self._unload(entry, "unloaded")
+            self._unload(entry, UNLOADED)
 
     def poll(self) -> list[str]:
         """Poll mode: act on every model folder that appeared, changed or disappeared since the last poll."""
@@ -312,8 +313,9 @@ class ModelRepository:
         return entry is not None and any(s.state == READY for s in entry.versions.values())
 
     def ready(self) -> bool:
-        """True when every model has at least one ready version."""
-        return all(self.model_ready(name) for name in list(self._models))
+        """True when every model the server should serve has a ready version: all of them, but one that
+        was unloaded by request (Triton's server readiness in explicit mode)."""
+        return all(self.model_ready(name) for name, entry in list(self._models.items()) if entry.reason != UNLOADED)
 
     def metadata(self, model: str) -> ModelMetadata:
         entry = self._models.get(model)
