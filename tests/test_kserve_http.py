@@ -271,10 +271,10 @@ BAD_REQUESTS = {
     "header length past body": (b'{"inputs": []}', {"Inference-Header-Content-Length": "999"}, "but the body has"),
     "header length not a number": (b'{"inputs": []}', {"Inference-Header-Content-Length": "ten"}, "must be an integer"),
     "too many items": (_json_infer([_s(["x"] * 65)]), {}, "at most 64"),
-    "too many characters": (_json_infer([_s(["x" * 2001])]), {}, "at most 2000 are allowed"),
+    "too many characters": (_json_infer([_s(["x" * 2001])]), {}, "2001 characters; at most 2000 are allowed"),
     "too many characters in a message": (
         _json_infer([_s([json.dumps([{"role": "user", "content": "é" * 2001}])], name="messages")]), {},
-        "message 0 has 2001 characters"),
+        "2001 characters; at most 2000 are allowed"),
 }
 
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def build_app(settings: ServerSettings, core: RewardCore, guard: RequestGuard, metrics: ServerMetrics) -> web.Application:
     http_guard = HttpGuard(core, guard, metrics, settings.auth_token, settings.max_concurrent_rpcs)
     app = web.Application(middlewares=[http_guard.middleware], client_max_size=settings.max_message_bytes)
-    KServeRoutes(KServeCore(core), metrics, settings.max_chars_per_message).add_to(app)
+    KServeRoutes(KServeCore(core, settings.max_chars_per_message), metrics).add_to(app)
     return app
 
 

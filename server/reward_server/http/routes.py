@@ -14,7 +14,6 @@ from ..errors import InvalidArgument
 from ..kserve.service import KServeCore
 from ..metrics import ServerMetrics
 from .codec import HEADER_LENGTH, decode_infer, encode_infer, output_binary, parse_json
-from .limits import oversized_text
 
 # Extensions only this front implements, on top of those KServeCore lists for both.
 HTTP_EXTENSIONS = ("binary_tensor_data",)
@@ -46,10 +45,9 @@ def _parameters(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class KServeRoutes:
-    def __init__(self, kserve: KServeCore, metrics: ServerMetrics, max_chars: int) -> None:
+    def __init__(self, kserve: KServeCore, metrics: ServerMetrics) -> None:
         self._kserve = kserve
         self._metrics = metrics
-        self._max_chars = max_chars
 
     def add_to(self, app: web.Application) -> None:
         get, post = web.get, web.post
@@ -106,8 +104,6 @@ class KServeRoutes:
     async def infer(self, request: web.Request) -> web.Response:
         start = time.monotonic()
         body = decode_infer(await request.read(), request.headers.get(HEADER_LENGTH))
-        if found := oversized_text(body.inputs, self._max_chars):
-            raise InvalidArgument(f"{found} (--max-chars-per-message)")
         # Triton's per-request timeout, in microseconds (0: none), is the request's deadline here.
         deadline = start + body.timeout_us / 1e6 if body.timeout_us else None
         requested = [o.name for o in body.outputs] or None

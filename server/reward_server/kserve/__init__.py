@@ -1,5 +1,5 @@
 """Triton's protocol (KServe v2) over the reward core, protocol-neutral: the fronts (gRPC
-`inference.GRPCInferenceService` in transport/kserve_servicer.py, HTTP/REST) only translate their wire
+`inference.GRPCInferenceService` in grpc_front.py, HTTP/REST) only translate their wire
 format to and from what this package takes and gives.
 
 Interface (stable: the gRPC and HTTP fronts are both written against it)

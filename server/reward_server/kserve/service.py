@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..batching import InferenceCounts
-from ..datatypes import ScoreRequest
+from ..datatypes import Conversation, ScoreInput, ScoreRequest, Text
 from ..dispatch import RewardCore
 from ..errors import InvalidArgument, NotFound, Unavailable
 from ..repository import LoadedVersion
@@ -46,8 +46,11 @@ def version_statistics(loaded: LoadedVersion) -> VersionStatistics:
 class KServeCore:
     """The operations of KServe v2's data plane and Triton's repository extension over one RewardCore."""
 
-    def __init__(self, core: RewardCore) -> None:
+    def __init__(self, core: RewardCore, max_chars_per_message: int = 0) -> None:
+        """`max_chars_per_message`: the longest text or message content an infer request may carry
+        (--max-chars-per-message; 0 = no limit): RewardService's limit, applied to the tensors' texts."""
         self.core = core
+        self._max_chars = max_chars_per_message
         self._repository = core.repository
 
     # --- health and metadata ------------------------------------------------------------------
@@ -107,11 +110,22 @@ class KServeCore:
         if not model:
             raise InvalidArgument("the request names no model")
         inputs = request_inputs(tensors)
+        if self._max_chars:
+            self._check_chars(inputs)
         outputs = list(requested_outputs) if requested_outputs else None
         if outputs:
             result_tensors((), outputs)  # an unknown output name fails before any compute
         response = await self.core.score(ScoreRequest(model, version, tuple(inputs)), deadline)
         return response.model, str(response.version), result_tensors(response.results, outputs)
+
+    def _check_chars(self, inputs: Sequence[ScoreInput]) -> None:
+        for row, item in enumerate(inputs):
+            texts = [item.text] if isinstance(item, Text) else [m.content for m in item.messages] \
+                if isinstance(item, Conversation) else []
+            for text in texts:
+                if len(text) > self._max_chars:
+                    raise InvalidArgument(f"input row {row} has a text of {len(text)} characters; at most "
+                                          f"{self._max_chars} are allowed (--max-chars-per-message)")
 
     # --- repository ---------------------------------------------------------------------------
 

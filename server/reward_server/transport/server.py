@@ -24,6 +24,9 @@ from reward_api.v1 import reward_pb2, reward_pb2_grpc
 from ..dispatch import RewardCore
 from ..errors import RewardServerError
 from ..http import HttpFront, start_http
+from ..kserve import KServeCore
+from ..kserve.grpc_front import SERVICE_NAME as KSERVE_SERVICE_NAME
+from ..kserve.grpc_front import add_kserve_service
 from ..metrics import ServerMetrics
 from ..repository import ModelRepository, RepositoryPoller
 from ..settings import ServerSettings
@@ -146,8 +149,11 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message)
     reward_pb2_grpc.add_RewardServiceServicer_to_server(guard.servicer(RewardServicer(core), _REWARD_SERVICE), server)
+    # Triton's KServe v2 protocol on the same port, behind the same guard (kserve/grpc_front.py).
+    add_kserve_service(server, KServeCore(core, settings.max_chars_per_message), guard)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
