@@ -18,6 +18,7 @@ from ..metrics import ServerMetrics
 from ..settings import ServerSettings
 from ..transport.guard import RequestGuard
 from .guard import HttpGuard
+from .rl_routes import RLRoutes
 from .routes import KServeRoutes
 from .tls import server_ssl_context
 
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 def build_app(settings: ServerSettings, core: RewardCore, guard: RequestGuard, metrics: ServerMetrics) -> web.Application:
     http_guard = HttpGuard(core, guard, metrics, settings.auth_token, settings.max_concurrent_rpcs)
     app = web.Application(middlewares=[http_guard.middleware], client_max_size=settings.max_message_bytes)
-    KServeRoutes(KServeCore(core, settings.max_chars_per_message), metrics).add_to(app)
+    kserve = KServeCore(core, settings.max_chars_per_message)
+    KServeRoutes(kserve, metrics).add_to(app)
+    RLRoutes(kserve).add_to(app)  # OpenRLHF's /get_reward, vLLM's /classify, /pooling, /v1/models
     return app
 
 
