@@ -110,8 +110,8 @@ def test_classify_returns_the_raw_score_when_activation_is_off_and_its_sigmoid_b
     assert [d["index"] for d in raw["data"]] == [0, 1] and raw["data"][0]["num_classes"] == 1
     assert all(close(d["probs"][-1], e) for d, e in zip(raw["data"], expected))
     assert raw["usage"]["prompt_tokens"] == sum(r.num_tokens for r in rm.score(templated))
-    # veRL reads data[-1].probs[-1] of one templated string, activation off
-    status, one = post(f"{base}/classify", {"model": "tiny", "input": templated[1], "activation": False})
+    # veRL: its reward model's path as `model`, one templated string, use_activation off, data[-1].probs[-1]
+    status, one = post(f"{base}/classify", {"model": "/models/rm/tiny", "input": templated[1], "use_activation": False})
     assert close(one["data"][-1]["probs"][-1], expected[1])
     status, default = post(f"{base}/classify", {"input": templated})
     assert all(close(d["probs"][0], 1 / (1 + math.exp(-e))) for d, e in zip(default["data"], expected))

@@ -6,7 +6,8 @@
 
 Each request becomes the tensors of the KServe tensor view (`sentences`, `messages` or `tokens`) and goes
 through KServeCore.infer: the same validation, limits, batcher and scores as every other front. The model
-is the body's `model`, else the `?model=` query parameter, else the only model the server has.
+is the body's `model` (a path ending in a served model's name counts: veRL sends its model path), else the
+`?model=` query parameter, else the only model the server has.
 """
 
 from __future__ import annotations
@@ -125,12 +126,15 @@ class RLRoutes:
         ])
 
     def _model(self, request: web.Request, body: dict[str, Any]) -> str:
+        """The body's `model`, else ?model=, else the only model. veRL sends its reward model's path
+        (vLLM's default served name): a path whose last component names a served model means that one."""
         name = body.get("model") or request.query.get("model")
+        models = [m.name for m in self._kserve.core.list_models()]
         if name:
             if not isinstance(name, str):
                 raise InvalidArgument(f"'model' must be a string, got {name!r}")
-            return name
-        models = [m.name for m in self._kserve.core.list_models()]
+            tail = name.rstrip("/").rsplit("/", 1)[-1]
+            return tail if name not in models and tail in models else name
         if len(models) != 1:
             raise InvalidArgument(f"the server has {len(models)} models ({', '.join(models) or 'none'}): name one "
                                   f"with ?model=NAME or a 'model' field")
