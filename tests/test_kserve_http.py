@@ -321,6 +321,15 @@ def test_http_body_over_the_size_limit_is_413_when_it_is_huge(url, rm):
                  rm.score(["ok"])[0].score)
 
 
+def test_http_infer_is_504_when_the_triton_timeout_passes_before_compute(url, rm):
+    body = json.dumps({"inputs": [_s(["deadline"])], "parameters": {"timeout": 1}}).encode()  # 1 microsecond
+    status, _, answer = post(url, "/v2/models/tiny/infer", body)
+    assert status == 504 and json.loads(answer)["error"]
+    body = json.dumps({"inputs": [_s(["deadline"])], "parameters": {"timeout": 60_000_000}}).encode()
+    status, _, answer = post(url, "/v2/models/tiny/infer", body)
+    assert status == 200 and close(json.loads(answer)["outputs"][0]["data"][0], rm.score(["deadline"])[0].score)
+
+
 def test_http_request_id_is_echoed_or_made_when_the_header_is_absent(url):
     _, headers, _ = post(url, "/v2/models/tiny/infer", _json_infer([_s(["x"])]), {"x-request-id": "abc-123"})
     assert headers["x-request-id"] == "abc-123"
