@@ -4,9 +4,11 @@ the repository extension, and the bad-tensor list (each followed by a request th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import struct
+import time
 from functools import partial
 
 import grpc
@@ -290,3 +292,39 @@ def test_infer_answers_not_found_when_the_model_is_unknown(client):
     with pytest.raises(InferenceServerException) as e:
         client.infer("nope", [_bytes_input("sentences", TEXTS[:1])])
     assert e.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_auth_guards_every_kserve_rpc_when_the_server_has_a_token(tiny_checkpoint, tmp_path):
+    add_model(tmp_path, "tiny", tiny_checkpoint)
+    with serve_repo(tmp_path, auth_token="s3cret") as s:
+        with triton.InferenceServerClient(s.target) as c:
+            with pytest.raises(InferenceServerException) as e:
+                c.infer("tiny", [_bytes_input("sentences", TEXTS[:1])])
+            assert e.value.status() == "StatusCode.UNAUTHENTICATED"
+            with pytest.raises(InferenceServerException) as e:
+                c.get_model_metadata("tiny", headers={"authorization": "Bearer wrong"})
+            assert e.value.status() == "StatusCode.PERMISSION_DENIED"
+            good = {"authorization": "Bearer s3cret"}
+            assert c.infer("tiny", [_bytes_input("sentences", TEXTS[:1])], headers=good).as_numpy("rewards").shape == (1, 1)
+            answers: queue.Queue = queue.Queue()
+            c.start_stream(callback=partial(lambda q, result, error: q.put((result, error)), answers))
+            c.async_stream_infer("tiny", [_bytes_input("sentences", TEXTS[:1])])
+            result, error = answers.get(timeout=30)
+            c.stop_stream()
+            assert result is None and "UNAUTHENTICATED" in str(error)
+
+
+def test_server_ready_turns_false_when_the_server_drains(tiny_checkpoint, tmp_path):
+    add_model(tmp_path, "tiny", tiny_checkpoint)
+    with serve_repo(tmp_path) as s, triton.InferenceServerClient(s.target) as c:
+        assert c.is_server_ready() and c.is_model_ready("tiny")
+        # The port stays open while calls keep coming during the drain (RewardServer.stop's quiet window).
+        drain = asyncio.run_coroutine_threadsafe(s.running.stop(grace=10, quiet_s=1.0), s.loop)
+        deadline = time.monotonic() + 5
+        while c.is_server_ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not c.is_server_ready() and not c.is_model_ready("tiny")
+        with pytest.raises(InferenceServerException) as e:
+            c.infer("tiny", [_bytes_input("sentences", TEXTS[:1])])
+        assert e.value.status() == "StatusCode.UNAVAILABLE"
+        drain.result(30)

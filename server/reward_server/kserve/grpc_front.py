@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -26,9 +26,11 @@ from tritonclient.grpc import service_pb2_grpc
 
 from ..dispatch import deadline_from
 from ..errors import InvalidArgument, RewardServerError
-from ..transport.guard import RequestGuard
 from .service import KServeCore
 from .tensors import InferTensor, tensor_from_contents, tensor_from_raw, tensor_raw
+
+if TYPE_CHECKING:  # transport imports this module to register the service
+    from ..transport.guard import RequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ _CONTENTS_FIELD = {
     "FP32": "fp32_contents", "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+
+
+_OUTPUT = pb.ModelInferResponse.InferOutputTensor
 
 
 class Unimplemented(RewardServerError):
@@ -70,11 +75,11 @@ def decode_inputs(request: pb.ModelInferRequest) -> list[InferTensor]:
 
 def encode_response(model: str, version: str, request_id: str, outputs: Iterable[InferTensor]) -> pb.ModelInferResponse:
     """Outputs always in raw_output_contents: tritonclient reads numeric outputs only from there."""
-    response = pb.ModelInferResponse(model_name=model, model_version=version, id=request_id)
-    for tensor in outputs:
-        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        response.raw_output_contents.append(tensor_raw(tensor))
-    return response
+    outputs = list(outputs)
+    return pb.ModelInferResponse(
+        model_name=model, model_version=version, id=request_id,
+        outputs=[_OUTPUT(name=t.name, datatype=t.datatype, shape=t.shape) for t in outputs],
+        raw_output_contents=[tensor_raw(t) for t in outputs])
 
 
 class _MessageFailed(Exception):

@@ -268,11 +268,13 @@ def result_tensors(results: Sequence[ScoreResult], requested: Sequence[str] | No
             raise InvalidArgument(f"unknown output {name!r} (outputs: {', '.join(OUTPUTS)})")
     batch = len(results)
     columns = {
-        REWARDS: lambda: np.fromiter((r.score for r in results), dtype="<f4", count=batch),
-        NUM_TOKENS: lambda: np.fromiter((r.num_tokens for r in results), dtype="<i4", count=batch),
-        NUM_TRUNCATED_TOKENS: lambda: np.fromiter((r.num_truncated_tokens for r in results), dtype="<i4", count=batch),
+        REWARDS: lambda: [r.score for r in results],
+        NUM_TOKENS: lambda: [r.num_tokens for r in results],
+        NUM_TRUNCATED_TOKENS: lambda: [r.num_truncated_tokens for r in results],
     }
-    return [InferTensor(name, OUTPUTS[name][0], (batch, 1), columns[name]().reshape(batch, 1)) for name in names]
+    return [InferTensor(name, OUTPUTS[name][0], (batch, 1),
+                        np.array(columns[name](), dtype=NUMPY_DTYPES[OUTPUTS[name][0]]).reshape(batch, 1))
+            for name in names]
 
 
 def tensor_raw(tensor: InferTensor) -> bytes:
