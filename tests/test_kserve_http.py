@@ -427,6 +427,18 @@ def test_http_mutual_tls_admits_a_client_certificate_of_the_ca_and_refuses_none(
         assert _https(port, "/v2/health/live", context)[0] == 200
 
 
+def test_build_server_refuses_to_start_when_the_http_port_is_taken(repo):
+    import socket
+
+    from reward_server.transport import StartupError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(StartupError, match=f"cannot serve HTTP on port {taken.getsockname()[1]}"):
+            serve_repo(repo, http_port=taken.getsockname()[1])
+
+
 def test_serve_command_serves_http_on_the_port_it_logs_when_http_port_is_0(repo):
     import re
 
