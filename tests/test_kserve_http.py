@@ -236,6 +236,7 @@ def _raw(size, shape, datatype="BYTES", name="sentences"):
 BAD_REQUESTS = {
     "not json": (b"{not json", {}, "not valid JSON"),
     "not an object": (b"[1, 2]", {}, "must be a JSON object"),
+    "nested too deeply": (b"[" * 100_000 + b"]" * 100_000, {}, "nested too deeply"),
     "no inputs": (b'{"inputs": []}', {}, "non-empty 'inputs'"),
     "unknown input": (_json_infer([_s(["x"], name="texts")]), {}, "unknown input 'texts'"),
     "two kinds": (_json_infer([_s(["x"]), _s(['[{"role": "user", "content": "x"}]'], name="messages")]), {},
