@@ -152,10 +152,17 @@ def test_http_infer_returns_the_subset_in_order_when_outputs_are_named(client):
     assert "data" in result.get_response()["outputs"][0]  # its own binary_data=False wins
 
 
-def test_http_infer_accepts_gzip_bodies_and_answers_compressed_when_asked(client, rm):
+def test_http_infer_accepts_gzip_bodies_and_answers_compressed_when_asked(url, client, rm):
     result = client.infer("tiny", [bytes_input("sentences", TEXTS, binary=True)],
                           request_compression_algorithm="gzip", response_compression_algorithm="deflate")
     assert all(close(r, e.score) for r, e in zip(result.as_numpy("rewards")[:, 0], rm.score(TEXTS)))
+    rows = [f"row {i}" for i in range(40)]
+    status, headers, body = post(url, "/v2/models/tiny/infer", _json_infer([_s(rows)]), {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers.get("Content-Encoding") == "gzip"
+    rewards = json.loads(gzip.decompress(body))["outputs"][0]["data"]
+    assert all(close(r, e.score) for r, e in zip(rewards, rm.score(rows)))
+    _, headers, _ = post(url, "/v2/models/tiny/infer", _json_infer([_s(rows[:1])]), {"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in headers  # under a KiB: not worth compressing
 
 
 def test_http_async_infer_scores_each_request_when_many_are_in_flight(url, client, rm):
