@@ -447,6 +447,14 @@ def test_build_server_refuses_to_start_when_the_http_port_is_taken(repo):
             serve_repo(repo, http_port=taken.getsockname()[1])
 
 
+def test_http_package_imports_first_when_nothing_else_is_loaded():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import reward_server.http"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_serve_command_serves_http_on_the_port_it_logs_when_http_port_is_0(repo):
     import re
 

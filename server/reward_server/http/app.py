@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -16,11 +17,13 @@ from ..dispatch import RewardCore
 from ..kserve.service import KServeCore
 from ..metrics import ServerMetrics
 from ..settings import ServerSettings
-from ..transport.guard import RequestGuard
 from .guard import HttpGuard
 from .rl_routes import RLRoutes
 from .routes import KServeRoutes
 from .tls import server_ssl_context
+
+if TYPE_CHECKING:  # transport.server imports this package: a runtime import would be a cycle
+    from ..transport.guard import RequestGuard
 
 log = logging.getLogger(__name__)
 

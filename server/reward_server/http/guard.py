@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from aiohttp import web
@@ -22,12 +23,17 @@ from ..dispatch import RewardCore
 from ..errors import PermissionDenied, ResourceExhausted, RewardServerError, Unauthenticated, Unavailable
 from ..metrics import ServerMetrics
 from ..request_record import RequestRecord, current_request
-from ..transport.guard import REQUEST_ID_KEY, RequestGuard
 from .errors import error_response, grpc_code, http_status
+
+if TYPE_CHECKING:  # transport.server imports this package: a runtime import would be a cycle
+    from ..transport.guard import RequestGuard
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The request id travels as gRPC's `x-request-id` metadata key does (transport/guard.py), as a header.
+REQUEST_ID_KEY = "x-request-id"
 
 # Routes any prober may call: no token, not counted, not refused while draining (readiness says so itself).
 OPEN_ROUTES = frozenset({"ServerLive", "ServerReady", "ModelReady", "ModelReadyVersion"})
