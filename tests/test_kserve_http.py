@@ -265,6 +265,8 @@ BAD_REQUESTS = {
                     "outside 1..2"),
     "negative id": (_json_infer([_s([[5, -6]], shape=[1, 2], datatype="INT64", name="tokens")]), {},
                     "negative token id"),
+    "id beyond int64": (_json_infer([_s([[5, 10 ** 30]], shape=[1, 2], datatype="INT64", name="tokens")]), {},
+                        "values are not INT64"),
     "out of vocabulary id": (_json_infer([_s([[5, 10 ** 9]], shape=[1, 2], datatype="INT64", name="tokens")]), {},
                              "vocab"),
     "unknown output": (_json_infer([_s(["x"])], [{"name": "logits"}]), {}, "unknown output 'logits'"),

@@ -157,6 +157,7 @@ BAD = {
     "bad role": ({"messages": [{"role": "robot", "content": "x"}]}, "unknown role"),
     "unknown model": ({"model": "nope", "input": "a"}, "nope"),
     "negative id": ({"input": [[5, -1]]}, "negative token id"),
+    "huge id": ({"input": [[5, 10 ** 30]]}, "does not fit in 64 bits"),
     "embedding task": ({"input": "a", "task": "embed"}, "not served"),
 }
 

@@ -51,7 +51,10 @@ def _token_tensors(rows: Sequence[Sequence[int]]) -> list[InferTensor]:
         raise InvalidArgument("'input' has an empty list of token ids")
     ids = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
+        try:
+            ids[i, :len(row)] = row
+        except OverflowError:
+            raise InvalidArgument(f"'input' row {i}: a token id does not fit in 64 bits") from None
     lengths = np.array([[len(r)] for r in rows], dtype=np.int64)
     if int(lengths.min()) < 1:
         raise InvalidArgument("'input' has an empty list of token ids")
