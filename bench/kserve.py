@@ -131,7 +131,7 @@ async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, 
     from reward_server.transport import build_server
 
     write_repository(repo, options)
-    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0))
+    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=None))
     target = f"127.0.0.1:{port}"
     results: dict = {"concurrency": concurrency, "duration_s": options.duration_s, "workloads": {}}
     try:
@@ -173,7 +173,7 @@ async def perf_analyzer_runs(binary: str, options: SuiteOptions, repo: Path, pro
     from reward_server.transport import build_server
 
     write_repository(repo, options)
-    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0))
+    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=None))
     workload = make_workload("tiny", running, options)
     data = perf_analyzer_input(repo / "input.json", workload.requests[0]["chat"])
     runs = []

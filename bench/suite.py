@@ -270,7 +270,7 @@ def _reference(name: str, entry: dict, loaded, floor_inputs: list, bare_target: 
 
 async def run_suite(options: SuiteOptions, repo: Path) -> dict:
     write_repository(repo, options)
-    running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0))
+    running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0, http_port=None))
     naive_server, naive_port, naive_core = await start_naive_peer(running.repository)
     bare_server, bare_port = await start_grpc(BareServicer())
     targets = {"server": f"127.0.0.1:{port}", "server-full": f"127.0.0.1:{port}",

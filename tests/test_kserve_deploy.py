@@ -34,21 +34,11 @@ def container(runtime) -> dict:
     return only
 
 
-def _serve_options() -> set[str]:
-    parser = build_parser()
-    (subparsers,) = [a for a in parser._actions if a.dest == "command"]
-    return {flag for action in subparsers.choices["serve"]._actions for flag in action.option_strings}
-
-
 def parsed_args(container: dict):
-    """The runtime's args through our CLI parser. Until the HTTP front's flag exists in the parser, the
-    one argument it may leave over is that flag; once it exists, the flag must parse too."""
+    """The runtime's args through our CLI parser: every one must parse."""
     args, left = build_parser().parse_known_args(container["args"])
     assert args.command == "serve"
-    if HTTP_FLAG in _serve_options():
-        assert left == []
-    else:
-        assert [a.split("=")[0] for a in left] == [HTTP_FLAG]
+    assert left == []
     return args
 
 
@@ -58,8 +48,7 @@ def test_runtime_args_parse_with_the_server_cli_when_read_from_the_manifest(cont
     assert args.model_repository == "/mnt/models"  # where KServe's storage initializer puts storageUri
     assert args.port == 9000
     assert f"{HTTP_FLAG}=8080" in container["args"]
-    if hasattr(args, "http_port"):
-        assert args.http_port == 8080
+    assert args.http_port == 8080
 
 
 def test_runtime_speaks_v2_on_both_protocols_and_exports_the_metrics_port_it_serves(runtime, container):

@@ -114,6 +114,11 @@ class ServerSettings:
     metrics_port: int | None = option(
         None, "serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a port)", minimum=0, maximum=65535,
         default_text="off", metavar="PORT")
+    # KServe v2 REST (Triton's HTTP API), the RL routes and /metrics, with the same TLS, auth and limits as gRPC.
+    http_port: int | None = option(
+        8000, "KServe v2 REST (Triton's HTTP API), the RL-framework routes and /metrics on this port (Triton's "
+              "default 8000; 0 picks one; -1: no HTTP)", minimum=0, maximum=65535, metavar="PORT",
+        read=lambda port: None if port == -1 else port)
 
     def __post_init__(self) -> None:
         try:

@@ -23,6 +23,7 @@ from reward_api.v1 import reward_pb2, reward_pb2_grpc
 
 from ..dispatch import RewardCore
 from ..errors import RewardServerError
+from ..http import HttpFront, start_http
 from ..kserve import KServeCore
 from ..kserve.grpc_front import SERVICE_NAME as KSERVE_SERVICE_NAME
 from ..kserve.grpc_front import add_kserve_service
@@ -67,6 +68,7 @@ class RewardServer:
     poller: RepositoryPoller | None = None
     health_server: grpc.aio.Server | None = None  # --health-port: plaintext, health only
     health_port: int | None = None
+    http: HttpFront | None = None  # --http-port: KServe v2 REST, same core, guard and drain
 
     async def stop(self, grace: float | None = None, quiet_s: float = DRAIN_QUIET_S) -> None:
         """NOT_SERVING and UNAVAILABLE for new requests at once; the requests in flight get at most
@@ -88,6 +90,8 @@ class RewardServer:
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
         await self.server.stop(max(0.0, deadline - time.monotonic()))
+        if self.http is not None:
+            await self.http.stop()
         if self.health_server is not None:
             await self.health_server.stop(0)
         await asyncio.to_thread(self.repository.close)
@@ -177,12 +181,23 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
             await asyncio.to_thread(repository.close)
             raise StartupError(f"cannot serve health checks on port {settings.health_port}: {e}") from e
     await server.start()
+    http = None
+    if settings.http_port is not None:
+        try:
+            http = await start_http(settings, core, guard, metrics)
+        except OSError as e:
+            await server.stop(0)
+            if health_server is not None:
+                await health_server.stop(0)
+            metrics.close()
+            await asyncio.to_thread(repository.close)
+            raise StartupError(f"cannot serve HTTP on port {settings.http_port}: {e}") from e
     poller = None
     if settings.model_control_mode == "poll":
         poller = RepositoryPoller(repository, settings.repository_poll_s)
         poller.start()
     running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, guard,
-                           metrics_port, poller, health_server, health_port)
+                           metrics_port, poller, health_server, health_port, http)
     await health_servicer.set("", _SERVING)
     await health_servicer.set(SERVICE_NAME, _SERVING)
     for model in repository.index():
