@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	# The CPU build of torch first (a plain `torch` would pull the CUDA stack).
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ./client -e ".[cpu,test]"
+	# PyTriton's client for the HTTP-front tests, without its pins (numpy<2, protobuf<7): see pyproject's test extra.
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0
+	# OpenRLHF's own /get_reward request code for the RL-route tests, without its GPU stack (vllm, deepspeed).
+	$(PY) -m pip install -q --no-deps openrlhf==0.11.2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -26,7 +26,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .backends import Backend, is_out_of_memory
@@ -145,6 +145,52 @@ class BatcherStats:
     batch_sizes: Counter = field(default_factory=Counter)  # size -> batches of that size
 
 
+@dataclass(frozen=True)
+class InferenceCounts:
+    """A consistent copy of an instance's InferenceStats."""
+
+    executions: int = 0  # backend calls
+    inferences: int = 0  # inputs computed
+    success_ns: int = 0  # per input: queue + compute
+    queue_ns: int = 0
+    compute_ns: int = 0  # per input: the compute time of its batch
+    fail_count: int = 0  # inputs of failed batches and inputs that expired in the queue
+    fail_ns: int = 0
+    last_inference_ms: int = 0  # wall clock of the last batch, ms since the epoch
+    batches: tuple[tuple[int, int, int], ...] = ()  # (size, executions, compute ns)
+
+
+class InferenceStats:
+    """Triton-style counters (ModelStatistics) of one instance: written on the batcher thread once per
+    batch, read from any thread; the lock keeps a snapshot's counts consistent with each other."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = InferenceCounts()
+        self._batches: dict[int, tuple[int, int]] = {}
+
+    def batch_done(self, queue_s: Sequence[float], compute_s: float) -> None:
+        size, compute_ns = len(queue_s), int(compute_s * 1e9)
+        queue_ns = int(sum(queue_s) * 1e9)
+        with self._lock:
+            c = self._counts
+            executions, ns = self._batches.get(size, (0, 0))
+            self._batches[size] = (executions + 1, ns + compute_ns)
+            self._counts = replace(c, executions=c.executions + 1, inferences=c.inferences + size,
+                                   success_ns=c.success_ns + queue_ns + size * compute_ns,
+                                   queue_ns=c.queue_ns + queue_ns, compute_ns=c.compute_ns + size * compute_ns,
+                                   last_inference_ms=time.time_ns() // 1_000_000)
+
+    def failed(self, waited_s: Sequence[float]) -> None:
+        with self._lock:
+            c = self._counts
+            self._counts = replace(c, fail_count=c.fail_count + len(waited_s), fail_ns=c.fail_ns + int(sum(waited_s) * 1e9))
+
+    def snapshot(self) -> InferenceCounts:
+        with self._lock:
+            return replace(self._counts, batches=tuple((s, *v) for s, v in sorted(self._batches.items())))
+
+
 def _new_future(loop: asyncio.AbstractEventLoop | None) -> AnyFuture:
     return Future() if loop is None else loop.create_future()
 
@@ -172,6 +218,7 @@ class DynamicBatcher:
         self.observer = observer
         self._queued_tokens = 0
         self.stats = BatcherStats()
+        self.inference_stats = InferenceStats()
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -307,6 +354,7 @@ class DynamicBatcher:
                 self.stats.cancelled += 1
             elif item.deadline is not None and now >= item.deadline:
                 self.stats.expired += 1
+                self.inference_stats.failed([now - item.enqueued])
                 settler.set(item.future, error=DeadlineExceeded("deadline passed while the input waited in the queue"))
             else:
                 item.started = now
@@ -327,6 +375,8 @@ class DynamicBatcher:
             self.stats.failed_batches += 1
             if self.observer:
                 self.observer.batch_failed(len(batch))
+            now = time.monotonic()
+            self.inference_stats.failed([now - item.enqueued for item in batch])
             log.exception("backend of %s failed on a batch of %d", self.name, len(batch))
             error = BackendFailure(f"model {self.name} failed on a batch of {len(batch)}: {type(e).__name__}: {e}")
             for item in batch:
@@ -367,6 +417,7 @@ class DynamicBatcher:
         queue_s = [item.started - item.enqueued for item in batch]
         if self.observer:
             self.observer.batch_done(len(batch), real_tokens, padded_tokens, queue_s, compute_s)
+        self.inference_stats.batch_done(queue_s, compute_s)
         for item, score, waited in zip(batch, scores, queue_s):
             settler.set(item.future, Scored(float(score), waited, compute_s))
 
@@ -385,4 +436,5 @@ class DynamicBatcher:
         queue_s = item.started - item.enqueued
         if self.observer:
             self.observer.batch_done(len(scores), len(item.ids), task.padded_tokens, [queue_s] * len(scores), compute_s)
+        self.inference_stats.batch_done([queue_s] * len(scores), compute_s)
         settler.set(item.future, [Scored(float(score), queue_s, compute_s) for score in scores])

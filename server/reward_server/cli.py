@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
             repository_poll_s=args.repository_poll_secs,
             load_models=tuple(args.load_model),
             metrics_port=args.metrics_port,
+            http_port=None if args.http_port == -1 else args.http_port,
         )
     except (ValueError, OSError) as e:
         log.error("%s", e)
@@ -135,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="explicit mode: a model to load at start (repeatable)")
     serve.add_argument("--metrics-port", type=int, default=None,
                        help="serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a port; default: off)")
+    serve.add_argument("--http-port", type=int, default=8000,
+                       help="KServe v2 REST (Triton's HTTP API) and /metrics on this port (default 8000, as "
+                            "Triton; 0 picks one; -1: no HTTP)")
     serve.set_defaults(run=_serve)
 
     from .importers import DTYPES, FAMILIES

@@ -40,6 +40,8 @@ class ServerSettings:
     load_models: tuple[str, ...] = ()  # explicit mode: the models to load at start
     # Prometheus /metrics on this port (0 picks one); None: no metrics endpoint.
     metrics_port: int | None = None
+    # KServe v2 REST (and /metrics) on this port, same TLS / auth / limits as gRPC (0 picks one); None: off.
+    http_port: int | None = None
 
     def __post_init__(self) -> None:
         if not Path(self.model_repository).is_dir():
@@ -60,6 +62,8 @@ class ServerSettings:
             raise ValueError("--load-model needs --model-control-mode explicit (the other modes load every model)")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics port must be in 0..65535, got {self.metrics_port}")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ValueError(f"HTTP port must be in 0..65535, got {self.http_port}")
         if self.tokenizer_threads < 1:
             raise ValueError(f"tokenizer_threads must be >= 1, got {self.tokenizer_threads}")
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -23,6 +23,10 @@ from reward_api.v1 import reward_pb2, reward_pb2_grpc
 
 from ..dispatch import RewardCore
 from ..errors import RewardServerError
+from ..http import HttpFront, start_http
+from ..kserve import KServeCore
+from ..kserve.grpc_front import SERVICE_NAME as KSERVE_SERVICE_NAME
+from ..kserve.grpc_front import add_kserve_service
 from ..metrics import ServerMetrics
 from ..repository import ModelRepository, RepositoryPoller
 from ..settings import ServerSettings
@@ -64,6 +68,7 @@ class RewardServer:
     poller: RepositoryPoller | None = None
     health_server: grpc.aio.Server | None = None  # --health-port: plaintext, health only
     health_port: int | None = None
+    http: HttpFront | None = None  # --http-port: KServe v2 REST, same core, guard and drain
 
     async def stop(self, grace: float | None = None, quiet_s: float = DRAIN_QUIET_S) -> None:
         """NOT_SERVING and UNAVAILABLE for new requests at once; the requests in flight get at most
@@ -85,6 +90,8 @@ class RewardServer:
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
         await self.server.stop(max(0.0, deadline - time.monotonic()))
+        if self.http is not None:
+            await self.http.stop()
         if self.health_server is not None:
             await self.health_server.stop(0)
         await asyncio.to_thread(self.repository.close)
@@ -142,8 +149,11 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message)
     reward_pb2_grpc.add_RewardServiceServicer_to_server(guard.servicer(RewardServicer(core), _REWARD_SERVICE), server)
+    # Triton's KServe v2 protocol on the same port, behind the same guard (kserve/grpc_front.py).
+    add_kserve_service(server, KServeCore(core, settings.max_chars_per_message), guard)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
@@ -171,12 +181,23 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
             await asyncio.to_thread(repository.close)
             raise StartupError(f"cannot serve health checks on port {settings.health_port}: {e}") from e
     await server.start()
+    http = None
+    if settings.http_port is not None:
+        try:
+            http = await start_http(settings, core, guard, metrics)
+        except OSError as e:
+            await server.stop(0)
+            if health_server is not None:
+                await health_server.stop(0)
+            metrics.close()
+            await asyncio.to_thread(repository.close)
+            raise StartupError(f"cannot serve HTTP on port {settings.http_port}: {e}") from e
     poller = None
     if settings.model_control_mode == "poll":
         poller = RepositoryPoller(repository, settings.repository_poll_s)
         poller.start()
     running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, guard,
-                           metrics_port, poller, health_server, health_port)
+                           metrics_port, poller, health_server, health_port, http)
     await health_servicer.set("", _SERVING)
     await health_servicer.set(SERVICE_NAME, _SERVING)
     for model in repository.index():
