@@ -1,6 +1,6 @@
 """OpenRLHF's remote-reward traffic against our `/get_reward` and OpenRLHF's own `serve_rm`, side by side.
 
-    python -m bench.openrlhf_rm [--concurrency 64] [--duration 5] [--rounds 3] [--requests 64] [--dtype bfloat16]
+    python -m bench.openrlhf_rm [--concurrency 64] [--duration 8] [--warmup 4] [--rounds 3] [--dtype bfloat16]
 
 The bench's `rm` model (bench/suite.py: write_repository) is served twice from the same folder: by our
 server (its HTTP front, `POST /get_reward?model=rm`, in this process) and by `openrlhf.cli.serve_rm` (a
@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 IMPORT_ONLY = ("deepspeed", "peft", "peft.tuners", "peft.tuners.lora", "flash_attn", "flash_attn.bert_padding",
                "flash_attn.utils", "flash_attn.utils.distributed")
 SERVE_RM_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "bf16"}  # float32: see _force_float32
+# How far the two servers' rewards of one query may differ, relative to max(1, |reward|). serve_rm answers
+# its reward tensor as it is: in bf16 that is 8 significant bits (a reward of 20 is read to 1/8), so the
+# half dtypes allow a few of their units in the last place; float32 the reordering of its sums only.
+AGREEMENT = {"float32": 1e-4, "float16": 2.0 ** -8, "bfloat16": 2.0 ** -5}
 
 
 class _Absent(types.ModuleType):
@@ -255,6 +259,8 @@ async def side_by_side(args: argparse.Namespace, root: Path) -> dict:
         differences = [abs(a - b) for a, b in zip(ours, theirs)]
         log.info("rewards of %d queries, ours vs serve_rm: max |difference| %.3g (rewards span %.3g..%.3g)",
                  len(checked), max(differences), min(ours), max(ours))
+        if any(d > AGREEMENT[args.dtype] * max(1.0, abs(b)) for d, b in zip(differences, theirs)):
+            raise RuntimeError(f"the servers disagree on the same queries: ours {ours}, serve_rm {theirs}")
         stats = loaded.instances[0].stats
         pairs = []
         for index in range(args.rounds):
@@ -292,9 +298,10 @@ def table(results: dict) -> str:
         lines.append(f"| {label} | {s['tokens_per_s']:.0f} | {s['requests_per_s']:.1f} | {s['latency_p50_ms']:.0f} | "
                      f"{s['latency_p99_ms']:.0f} |")
     ratios = ", ".join(f"{p['ratio']:.2f}" for p in results["pairs"])
+    batch = statistics.median(p["ours"]["mean_batch_size"] for p in results["pairs"])
     lines.append(f"\nours / serve_rm tokens/s: median {results['median_ratio']:.2f}x (pairs: {ratios}); "
                  f"{results['concurrency']} workers, {results['duration_s']:g} s windows, {results['dtype']}; "
-                 f"rewards max |difference| {results['rewards']['max_abs_difference']:.3g}")
+                 f"our mean batch {batch:.1f}; rewards max |difference| {results['rewards']['max_abs_difference']:.3g}")
     return "\n".join(lines)
 
 
@@ -310,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.openrlhf_rm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=64, help="rollout workers, one sample per request")
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (after warmup)")
-    parser.add_argument("--warmup", type=float, default=2.0)
+    # A closed loop of C workers reaches its steady state after about one round of C requests: serve_rm
+    # answers one at a time, so at 64 workers a round is 64 forwards; the warmup covers it.
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per run (after warmup)")
+    parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3, help="(ours, serve_rm) pairs")
     parser.add_argument("--requests", type=int, default=64, help="distinct seeded samples, sent round-robin")
     parser.add_argument("--min-tokens", type=int, default=16)
