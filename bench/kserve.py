@@ -24,24 +24,33 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import grpc.aio
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from reward_server.kserve import encode_bytes_raw
 
 from .suite import ROOT, WORKLOAD_MODEL, SuiteOptions, drive, make_workload, write_repository
 
 log = logging.getLogger(__name__)
 
+# A `mixed` request takes ~40 ms of compute on a small CPU: at 64 clients a short window counts few of
+# them, so its windows (both protocols) are this many times longer.
+MIXED_DURATION_FACTOR = 4.0
 
-def infer_request(model: str, chat: list[dict]):
+
+def infer_request(model: str, chat: list[dict]) -> pb.ModelInferRequest:
     """One ModelInferRequest: the conversation as one `messages` row, raw (length-prefixed) bytes."""
-    from tritonclient.grpc import service_pb2 as pb
-
-    from reward_server.kserve import encode_bytes_raw
-
     request = pb.ModelInferRequest(model_name=model)
     request.inputs.add(name="messages", datatype="BYTES", shape=[1, 1])
     request.raw_input_contents.append(encode_bytes_raw([json.dumps(chat)]))
@@ -50,10 +59,6 @@ def infer_request(model: str, chat: list[dict]):
 
 async def run_load(spec: dict) -> dict:
     """bench/load.py's closed loop, over GRPCInferenceService.ModelInfer."""
-    import grpc.aio
-    import numpy as np
-    from tritonclient.grpc import service_pb2_grpc
-
     requests = spec["requests"]
     next_index = itertools.count()
     window_start = time.perf_counter() + spec["warmup_s"]
@@ -114,16 +119,20 @@ async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, 
     try:
         for name in workloads:
             workload, model = make_workload(name, running, options), WORKLOAD_MODEL[name]
+            factor = MIXED_DURATION_FACTOR if name == "mixed" else 1.0
+            windows = replace(options, duration_s=options.duration_s * factor, warmup_s=options.warmup_s * factor)
             pairs = []
             for index in range(rounds):
-                score = await drive(target, model, "score", workload, concurrency, options)
-                infer = await drive_infer(target, model, workload, concurrency, options)
+                score = await drive(target, model, "score", workload, concurrency, windows)
+                infer = await drive_infer(target, model, workload, concurrency, windows)
                 ratio = infer["requests_per_s"] / score["requests_per_s"] if score["requests_per_s"] else float("nan")
                 log.info("%s round %d: Score %.1f req/s (%d errors), ModelInfer %.1f req/s (%d errors): %.3fx", name,
                          index + 1, score["requests_per_s"], score["errors"], infer["requests_per_s"], infer["errors"],
                          ratio)
                 pairs.append({"score": score, "model_infer": infer, "ratio": ratio})
-            results["workloads"][name] = {"pairs": pairs, "median_ratio": statistics.median(p["ratio"] for p in pairs)}
+            finite = [p["ratio"] for p in pairs if math.isfinite(p["ratio"])]
+            results["workloads"][name] = {"pairs": pairs,
+                                          "median_ratio": statistics.median(finite) if finite else float("nan")}
     finally:
         await running.stop(0)
     return results

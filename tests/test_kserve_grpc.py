@@ -328,3 +328,18 @@ def test_server_ready_turns_false_when_the_server_drains(tiny_checkpoint, tmp_pa
             c.infer("tiny", [_bytes_input("sentences", TEXTS[:1])])
         assert e.value.status() == "StatusCode.UNAVAILABLE"
         drain.result(30)
+
+
+def test_pytriton_client_scores_over_grpc_when_sent_as_nemo_aligner_does(server, reward):
+    # PyTriton's client parses ModelConfig (an instance kind must be present) before it sends anything.
+    client_module = pytest.importorskip("pytriton.client")
+    width = max(len(r) for r in TOKENS)
+    tokens = np.array([r + [0] * (width - len(r)) for r in TOKENS], dtype=np.int64)
+    lengths = np.array([[len(r)] for r in TOKENS], dtype=np.int64)
+    expected = [r.score for r in reward.score(TOKENS)]
+    with client_module.ModelClient(f"grpc://{server.target}", "tiny", init_timeout_s=60) as c:
+        _assert_close(c.infer_batch(tokens=tokens, sequence_lengths=lengths)["rewards"], expected)
+        sentences = c.infer_batch(sentences=np.array([[t.encode()] for t in TEXTS]))["rewards"]
+    _assert_close(sentences, [r.score for r in reward.score(TEXTS)])
+    with client_module.FuturesModelClient(f"grpc://{server.target}", "tiny") as futures:
+        _assert_close(futures.infer_batch(tokens=tokens, sequence_lengths=lengths).result(60)["rewards"], expected)

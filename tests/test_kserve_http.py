@@ -152,10 +152,17 @@ def test_http_infer_returns_the_subset_in_order_when_outputs_are_named(client):
     assert "data" in result.get_response()["outputs"][0]  # its own binary_data=False wins
 
 
-def test_http_infer_accepts_gzip_bodies_and_answers_compressed_when_asked(client, rm):
+def test_http_infer_accepts_gzip_bodies_and_answers_compressed_when_asked(url, client, rm):
     result = client.infer("tiny", [bytes_input("sentences", TEXTS, binary=True)],
                           request_compression_algorithm="gzip", response_compression_algorithm="deflate")
     assert all(close(r, e.score) for r, e in zip(result.as_numpy("rewards")[:, 0], rm.score(TEXTS)))
+    rows = [f"row {i}" for i in range(40)]
+    status, headers, body = post(url, "/v2/models/tiny/infer", _json_infer([_s(rows)]), {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers.get("Content-Encoding") == "gzip"
+    rewards = json.loads(gzip.decompress(body))["outputs"][0]["data"]
+    assert all(close(r, e.score) for r, e in zip(rewards, rm.score(rows)))
+    _, headers, _ = post(url, "/v2/models/tiny/infer", _json_infer([_s(rows[:1])]), {"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in headers  # under a KiB: not worth compressing
 
 
 def test_http_async_infer_scores_each_request_when_many_are_in_flight(url, client, rm):
@@ -236,6 +243,7 @@ def _raw(size, shape, datatype="BYTES", name="sentences"):
 BAD_REQUESTS = {
     "not json": (b"{not json", {}, "not valid JSON"),
     "not an object": (b"[1, 2]", {}, "must be a JSON object"),
+    "nested too deeply": (b"[" * 100_000 + b"]" * 100_000, {}, "nested too deeply"),
     "no inputs": (b'{"inputs": []}', {}, "non-empty 'inputs'"),
     "unknown input": (_json_infer([_s(["x"], name="texts")]), {}, "unknown input 'texts'"),
     "two kinds": (_json_infer([_s(["x"]), _s(['[{"role": "user", "content": "x"}]'], name="messages")]), {},
@@ -425,6 +433,18 @@ def test_http_mutual_tls_admits_a_client_certificate_of_the_ca_and_refuses_none(
             _https(port, "/v2/health/live", context)
         context.load_cert_chain(str(pki["client"].cert), str(pki["client"].key))
         assert _https(port, "/v2/health/live", context)[0] == 200
+
+
+def test_build_server_refuses_to_start_when_the_http_port_is_taken(repo):
+    import socket
+
+    from reward_server.transport import StartupError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(StartupError, match=f"cannot serve HTTP on port {taken.getsockname()[1]}"):
+            serve_repo(repo, http_port=taken.getsockname()[1])
 
 
 def test_serve_command_serves_http_on_the_port_it_logs_when_http_port_is_0(repo):

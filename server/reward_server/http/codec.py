@@ -55,6 +55,8 @@ def parse_json(data: bytes, what: str = "request body") -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidArgument(f"the {what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument(f"the {what} is not valid JSON: nested too deeply") from None
 
 
 def _shape(tensor: dict[str, Any], where: str) -> tuple[int, ...]:

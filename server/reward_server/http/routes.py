@@ -18,6 +18,10 @@ from .codec import HEADER_LENGTH, decode_infer, encode_infer, output_binary, par
 # Extensions only this front implements, on top of those KServeCore lists for both.
 HTTP_EXTENSIONS = ("binary_tensor_data",)
 
+# aiohttp clients (tritonclient.http.aio among them) always accept gzip: a response this small gains
+# nothing from it and would pay the compression on every request.
+COMPRESS_MIN_BYTES = 1024
+
 _MODEL = "/v2/models/{model}"
 _VERSION = "/v2/models/{model}/versions/{version}"
 
@@ -115,7 +119,7 @@ class KServeRoutes:
         else:
             response = web.Response(body=data, content_type="application/octet-stream",
                                     headers={HEADER_LENGTH: str(header_length)})
-        if "Accept-Encoding" in request.headers:
+        if len(data) >= COMPRESS_MIN_BYTES and "Accept-Encoding" in request.headers:
             response.enable_compression()  # gzip or deflate, as the client accepts (tritonclient can ask)
         return response
 
