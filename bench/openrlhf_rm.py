@@ -36,6 +36,7 @@ import importlib.util
 import itertools
 import json
 import logging
+import os
 import runpy
 import socket
 import statistics
@@ -191,8 +192,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_serve_rm(folder: Path, dtype: str, log_path: Path, timeout_s: float = 600.0):
-    """serve_rm on `folder` in a subprocess; returns (process, url) once it answers."""
+async def start_serve_rm(folder: Path, dtype: str, log_path: Path, threads: int | None = None,
+                         timeout_s: float = 600.0):
+    """serve_rm on `folder` in a subprocess (`threads`: its OMP_NUM_THREADS, else torch's default); returns
+    (process, url) once it answers."""
     import aiohttp
 
     port = _free_port()
@@ -201,7 +204,8 @@ async def start_serve_rm(folder: Path, dtype: str, log_path: Path, timeout_s: fl
                "--ds.attn_implementation", "sdpa", "--data.max_len", "2048", "--host", "127.0.0.1",
                "--port", str(port)]
     with log_path.open("wb") as sink:  # it logs every query and answer: a file, not a pipe that could fill
-        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while True:
@@ -237,14 +241,28 @@ def _summary(runs: list[dict]) -> dict[str, float]:
 
 
 async def side_by_side(args: argparse.Namespace, root: Path) -> dict:
+    """The `rm` model written under `root`, served by serve_rm (a subprocess) and by our server (here)."""
+    options = SuiteOptions(rm_dtype=args.dtype, max_batch_tokens=args.max_batch_tokens)
+    repo = write_repository(root / "repo", options)
+    folder = repo / "rm" / "1"
+    serving, their_url = await start_serve_rm(folder, args.dtype, root / "serve_rm.log", args.serve_rm_threads)
+    try:
+        return await _measure(args, repo, their_url)
+    finally:
+        serving.terminate()
+        try:
+            serving.wait(30)
+        except subprocess.TimeoutExpired:
+            serving.kill()
+            serving.wait()
+
+
+async def _measure(args: argparse.Namespace, repo: Path, their_url: str) -> dict:
     from reward_server.datatypes import Text
     from reward_server.settings import ServerSettings
     from reward_server.transport import build_server
 
-    options = SuiteOptions(rm_dtype=args.dtype, max_batch_tokens=args.max_batch_tokens)
-    repo = write_repository(root / "repo", options)
     folder = repo / "rm" / "1"
-    serving, their_url = await start_serve_rm(folder, args.dtype, root / "serve_rm.log")
     running, _ = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=0))
     assert running.http is not None
     our_url = f"http://127.0.0.1:{running.http.port}/get_reward?model=rm"
@@ -281,9 +299,8 @@ async def side_by_side(args: argparse.Namespace, root: Path) -> dict:
             pairs.append({"ours": our_run, "serve_rm": their_run, "ratio": ratio})
     finally:
         await running.stop(0)
-        serving.terminate()
-        serving.wait(30)
     return {"concurrency": args.concurrency, "duration_s": args.duration, "dtype": args.dtype,
+            "serve_rm_threads": args.serve_rm_threads,
             "samples": len(samples), "sample_tokens": [s["tokens"] for s in samples],
             "rewards": {"ours": ours, "serve_rm": theirs, "max_abs_difference": max(differences)},
             "pairs": pairs, "ours": _summary([p["ours"] for p in pairs]),
@@ -328,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=sorted(SERVE_RM_DTYPE), default="bfloat16",
                         help="both servers' weights (serve_rm offers bf16 and fp16; float32 changes its dtype helper)")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="our `rm`'s budget (default: tuned at load)")
+    # On a CPU shared with other work, torch's default team (one OpenMP thread per core) waits at every
+    # operator for threads the OS has descheduled: serve_rm's one-sample forwards pay that per request.
+    parser.add_argument("--serve-rm-threads", type=int, default=None,
+                        help="serve_rm's OMP_NUM_THREADS (default: unset, torch's default of one per core)")
     parser.add_argument("--check", type=int, default=8, help="queries whose rewards are compared first")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
