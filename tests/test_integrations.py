@@ -323,6 +323,18 @@ def test_verl_compute_score_equals_client_score_when_the_reward_loop_calls_it(se
     assert all(same(a, b, REL_REBATCHED) for a, b in zip(scores, _verl_expected(rm), strict=True))
 
 
+def test_async_clients_are_dropped_when_their_event_loop_has_closed(server):
+    from reward_client.integrations._clients import CLIENTS
+
+    async def one():
+        return await rc_verl.compute_score_async("src", "text", None, {}, target=server.target, model="tiny")
+
+    first, second = asyncio.run(one()), asyncio.run(one())  # a new loop each time, as asyncio.run makes
+    assert first == second
+    # The first loop's client was dropped when the second loop made its own; only the last one is left.
+    assert sum(loop.is_closed() for loop in CLIENTS._async) == 1
+
+
 def test_verl_compute_score_batch_sends_one_score_when_the_batch_manager_calls_it(server, rm):
     compute_score = _verl_custom_reward_fn("pkg://reward_client.integrations.verl", "compute_score_batch",
                                            {"target": server.target, "model": "tiny"})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -144,9 +143,7 @@ class _ClientCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sync: dict[tuple[int, ClientSettings], RewardClient] = {}
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, ClientSettings],
-                                                                             AsyncRewardClient]]
-        self._async = weakref.WeakKeyDictionary()
+        self._async: dict[asyncio.AbstractEventLoop, dict[tuple[int, ClientSettings], AsyncRewardClient]] = {}
 
     def sync_client(self, settings: ClientSettings) -> RewardClient:
         key = (os.getpid(), settings)
@@ -162,6 +159,10 @@ class _ClientCache:
         loop = asyncio.get_running_loop()
         key = (os.getpid(), settings)
         with self._lock:
+            # A loop that has closed (asyncio.run per step) cannot run its clients again: drop them, so
+            # that they are collected instead of piling up.
+            for closed in [other for other in self._async if other.is_closed()]:
+                del self._async[closed]
             clients = self._async.setdefault(loop, {})
             client = clients.get(key)
             if client is None:

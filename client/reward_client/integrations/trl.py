@@ -7,11 +7,11 @@ How TRL calls it (trl/trainer/grpo_trainer.py, `GRPOTrainer._calculate_rewards`,
 `reward_func(prompts=prompts, completions=completions, completion_ids=completion_ids_list, **reward_kwargs)`
 where `reward_kwargs` holds every other dataset column plus `trainer_state`, `log_extra`, `log_metric`
 (and `environments`); it expects one float (or None) per completion. An async function (detected with
-`trl.trainer.utils.is_async_callable`, which unwraps `functools.partial`) is awaited on the trainer's
-own event-loop thread, together with the other async reward functions. TRL names each function in its
-logs (`rewards/<name>/mean`) from its `__name__` (`trl.trainer.utils.get_callable_name`), so the callable
-instances returned here carry one. (TRL versions older than `is_async_callable` tested
-`inspect.iscoroutinefunction(func)` only, which is False for an instance: use the blocking form there.)
+`trl.trainer.utils.is_async_callable`, which also checks an instance's `__call__`) is awaited on the
+trainer's own event-loop thread, together with the other async reward functions. TRL names each function
+in its logs (`rewards/<name>/mean`) from its `__name__` (`trl.trainer.utils.get_callable_name`), so the
+callable instances returned here carry one. (A TRL release whose async check is only
+`inspect.iscoroutinefunction(func)` would not await an instance: use the blocking form there.)
 
 What is sent, one RPC per call (a Score of more than `chunk_size` inputs goes as concurrent chunks):
 - conversational dataset (prompts and completions are lists of {"role", "content"} messages): each
