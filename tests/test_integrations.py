@@ -289,6 +289,8 @@ VERL_SAMPLES = [
     ("", {"index": 3, "question": "Say nothing."}),  # an empty response (EOS first) is still a conversation
     ("Sure.", {"index": 4, "question": [{"role": "system", "content": "Be brief."},
                                         {"role": "user", "content": "Agree?"}]}),
+    # veRL keeps non-tensor data in numpy object arrays: a list of messages may arrive as one
+    ("Yes.", {"index": 5, "question": np.array([{"role": "user", "content": "Agree?"}], dtype=object)}),
 ]
 
 

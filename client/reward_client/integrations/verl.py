@@ -57,6 +57,8 @@ def score_input(solution_str: str, extra_info: Mapping[str, Any] | None, prompt_
     if prompt is None:
         return solution_str
     answer = {"role": "assistant", "content": solution_str}
+    if hasattr(prompt, "tolist") and not isinstance(prompt, str):
+        prompt = prompt.tolist()  # veRL keeps non-tensor data in numpy object arrays; a list may be one
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}, answer]
     if is_conversational(prompt):
