@@ -92,6 +92,7 @@ def test_client_settings_read_replicas_and_options_when_set_in_the_environment()
     assert settings == ClientSettings(target=("a:1", "b:2"), model="rm", token="t", timeout=5.0, chunk_size=None,
                                       wait_for_ready=False)
     assert ClientSettings.from_env(env, target="c:3", model=None).target == "c:3"  # arguments win, None does not
+    assert ClientSettings(["a:1", "b:2"]) == ClientSettings("a:1,b:2") == ClientSettings(("a:1", "b:2"))
 
 
 @pytest.mark.parametrize("env, message", [

@@ -13,7 +13,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .._aio import AsyncRewardClient
@@ -60,7 +60,7 @@ class ClientSettings:
     still be loading, so calls wait for a reachable replica (within `timeout`) unless `wait_for_ready=False`.
     """
 
-    target: str | tuple[str, ...]
+    target: str | Sequence[str]  # kept as "host:port" or a tuple of replicas
     model: str = ""
     version: str | None = None
     token: str | None = None
@@ -71,6 +71,8 @@ class ClientSettings:
     wait_for_ready: bool = True
 
     def __post_init__(self) -> None:
+        # Hashable and in one form ("a:1", or a tuple of replicas): settings key the per-process clients.
+        object.__setattr__(self, "target", parse_target(self.target))
         if not self.target:
             raise ValueError(f"no reward server address: pass one, or set {ENV_ADDRESS}=host:port")
         if self.timeout <= 0:
@@ -100,13 +102,8 @@ class ClientSettings:
             values["chunk_size"] = chunk if chunk > 0 else None
         if ENV_WAIT_FOR_READY in env:
             values["wait_for_ready"] = _flag(ENV_WAIT_FOR_READY, env[ENV_WAIT_FOR_READY])
-        for key, value in overrides.items():
-            if value is not None:
-                values[key] = parse_target(value) if key == "target" else value
+        values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
-
-    def with_overrides(self, **overrides: Any) -> ClientSettings:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def client_kwargs(self) -> dict[str, Any]:
         return {
