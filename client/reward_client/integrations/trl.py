@@ -19,8 +19,9 @@ What is sent, one RPC per call (a Score of more than `chunk_size` inputs goes as
 - plain-text dataset (strings): `[{"role": "user", "content": prompt}, {"role": "assistant",
   "content": completion}]` by default (`plain_text="chat"`), or the string `prompt + completion` as a
   pre-formatted `text` input (`plain_text="text"`, what TRL does with a local reward model);
-- when every completion of the call answers the same prompt (a GRPO group: per-device batch ==
-  num_generations) and each completion is one assistant message (or a plain string, in "chat" mode), one
+- when every completion of the call answers the same prompt (TRL calls once per process and generation
+  batch, `per_device_train_batch_size * steps_per_generation` completions: one GRPO group when that equals
+  `num_generations`) and each completion is one assistant message (or a plain string, in "chat" mode), one
   Rank of candidates (the prompt sent once; the server may compute it once) instead of a Score.
 `completion_ids` are the policy's token ids, which the reward model's tokenizer does not share: unused.
 """
