@@ -265,12 +265,18 @@ def test_trl_plan_raises_when_a_completion_has_non_text_parts():
 
 
 def _verl_custom_reward_fn(path: str, name: str, reward_kwargs: dict):
-    """verl/trainer/ppo/reward.py:get_custom_reward_fn with verl/utils/import_utils.py:load_module for a
-    `pkg://` path: import the module, take `name`, wrap it so reward_kwargs win over call-time kwargs."""
+    """verl/trainer/ppo/reward.py:get_custom_reward_fn with verl/utils/import_utils.py:load_module: import the
+    module (`pkg://`) or load the file, take `name`, wrap it so reward_kwargs win over call-time kwargs."""
     import importlib
+    import importlib.util
 
-    assert path.startswith("pkg://")
-    raw_fn = getattr(importlib.import_module(path[len("pkg://"):].replace("/", ".")), name)
+    if path.startswith("pkg://"):
+        module = importlib.import_module(path[len("pkg://"):].replace("/", "."))
+    else:  # a file path: a module of its own, under a derived name
+        spec = importlib.util.spec_from_file_location(f"custom_module_{hash(os.path.abspath(path))}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    raw_fn = getattr(module, name)
 
     def _call_with_kwargs(raw_fn, extra_kwargs, *args, **kwargs):
         return raw_fn(*args, **{**kwargs, **extra_kwargs})
@@ -338,9 +344,9 @@ def test_async_clients_are_dropped_when_their_event_loop_has_closed(server):
     assert sum(loop.is_closed() for loop in CLIENTS._async) == 1
 
 
-def test_verl_compute_score_batch_sends_one_score_when_the_batch_manager_calls_it(server, rm):
-    compute_score = _verl_custom_reward_fn("pkg://reward_client.integrations.verl", "compute_score_batch",
-                                           {"target": server.target, "model": "tiny"})
+@pytest.mark.parametrize("path", ["pkg://reward_client.integrations.verl", rc_verl.__file__], ids=["pkg", "file"])
+def test_verl_compute_score_batch_sends_one_score_when_the_batch_manager_calls_it(server, rm, path):
+    compute_score = _verl_custom_reward_fn(path, "compute_score_batch", {"target": server.target, "model": "tiny"})
     # verl/workers/reward_manager/batch.py:BatchRewardManager.verify: non_tensor_batch columns are numpy
     # object arrays; each extra_info gets "rollout_reward_scores".
     extras = np.array([{**info, "rollout_reward_scores": {}} for _, info in VERL_SAMPLES], dtype=object)

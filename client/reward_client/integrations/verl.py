@@ -1,6 +1,6 @@
 """veRL: `compute_score` functions for `reward.custom_reward_function` (no veRL import needed).
 
-    reward.custom_reward_function.path=pkg://reward_client.integrations.verl
+    reward.custom_reward_function.path=pkg://reward_client.integrations.verl   # or this file's path
     reward.custom_reward_function.name=compute_score            # per sample (naive reward manager / reward loop)
     reward.custom_reward_function.name=compute_score_batch      # with reward.reward_manager.name=batch
     reward.custom_reward_function.reward_kwargs.model=rm        # optional: any setting below, else REWARD_SERVER_*
@@ -35,9 +35,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._types import Chat
-from ._clients import CLIENTS, ClientSettings
-from ._messages import is_conversational, to_messages
+# Absolute imports: veRL may load this module by file path (`path=/.../verl.py`) as well as `pkg://`.
+from reward_client._types import Chat
+from reward_client.integrations._clients import CLIENTS, ClientSettings
+from reward_client.integrations._messages import is_conversational, to_messages
 
 DEFAULT_PROMPT_KEY = "question"
 
