@@ -93,6 +93,7 @@ def test_client_settings_read_replicas_and_options_when_set_in_the_environment()
                                       wait_for_ready=False)
     assert ClientSettings.from_env(env, target="c:3", model=None).target == "c:3"  # arguments win, None does not
     assert ClientSettings(["a:1", "b:2"]) == ClientSettings("a:1,b:2") == ClientSettings(("a:1", "b:2"))
+    assert ClientSettings.from_env({}, target="a:1", chunk_size=0).chunk_size is None  # veRL's reward_kwargs
 
 
 @pytest.mark.parametrize("env, message", [

@@ -27,7 +27,7 @@ ENV_TOKEN = "REWARD_SERVER_TOKEN"
 ENV_TLS = "REWARD_SERVER_TLS"  # "1": TLS with the system's roots
 ENV_CA_CERT = "REWARD_SERVER_CA_CERT"  # a PEM file: TLS trusting this CA
 ENV_TIMEOUT = "REWARD_SERVER_TIMEOUT"  # seconds per call
-ENV_CHUNK_SIZE = "REWARD_SERVER_CHUNK_SIZE"  # inputs per Score request; 0 = one request
+ENV_CHUNK_SIZE = "REWARD_SERVER_CHUNK_SIZE"  # inputs per Score request; 0 = one request (also as an argument)
 ENV_WAIT_FOR_READY = "REWARD_SERVER_WAIT_FOR_READY"  # "0": fail at once while no replica is reachable
 
 DEFAULT_TIMEOUT = 120.0
@@ -98,11 +98,12 @@ class ClientSettings:
         if env.get(ENV_TIMEOUT):
             values["timeout"] = _number(ENV_TIMEOUT, env[ENV_TIMEOUT], float)
         if env.get(ENV_CHUNK_SIZE):
-            chunk = _number(ENV_CHUNK_SIZE, env[ENV_CHUNK_SIZE], int)
-            values["chunk_size"] = chunk if chunk > 0 else None
+            values["chunk_size"] = _number(ENV_CHUNK_SIZE, env[ENV_CHUNK_SIZE], int)
         if ENV_WAIT_FOR_READY in env:
             values["wait_for_ready"] = _flag(ENV_WAIT_FOR_READY, env[ENV_WAIT_FOR_READY])
         values.update({key: value for key, value in overrides.items() if value is not None})
+        if values.get("chunk_size") == 0:  # 0 where None cannot be written (env, Hydra's null = unset)
+            values["chunk_size"] = None
         return cls(**values)
 
     def client_kwargs(self) -> dict[str, Any]:
