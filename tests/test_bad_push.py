@@ -147,3 +147,40 @@ def test_no_strict_server_process_serves_the_others_when_a_config_is_not_utf8_or
         assert server.proc.poll() is None
     finally:
         server.kill()
+
+
+def test_reloads_trace_no_new_torchscript_graphs_and_each_model_scores_with_its_own_weights(
+        tiny_checkpoint, tmp_path):
+    """torch keeps every traced graph for good: a reload must reuse its structure's graph, bound to
+    the new weights, never trace (and keep) another one."""
+    from torch.jit._state import _python_cu
+
+    from reward_server.repository import ModelRepository
+    from reward_server.tiny_models import write_tiny_checkpoint
+
+    other = write_tiny_checkpoint(tmp_path / "other-weights", seed=3)  # the same structure, other weights
+    for name, checkpoint in (("a", tiny_checkpoint), ("b", other)):
+        add_model(tmp_path / "repo", name, checkpoint, config_text(name))
+        eager = config_text(f"{name}-eager", extra="pytorch { torchscript: false }")
+        add_model(tmp_path / "repo", f"{name}-eager", checkpoint, eager)
+    repository = ModelRepository(tmp_path / "repo", mode="explicit")
+    batch = [[5, 9, 13, 2, 7], [3, 4, 8], [11, 12, 13, 14, 15, 16, 17]]
+
+    def scores(name: str) -> list[float]:
+        backend = repository.resolve(name, "").instances[0].backend
+        return backend.score_batch(batch)
+
+    try:
+        for name in ("a-eager", "b-eager", "a", "b"):
+            assert repository.load_model(name) == []
+        assert repository.resolve("a", "").instances[0].backend.traced
+        graphs = len(_python_cu.get_functions())
+        for _ in range(3):
+            for name in ("a", "b"):
+                repository.unload_model(name)
+                assert repository.load_model(name) == []
+                assert scores(name) == pytest.approx(scores(f"{name}-eager"), rel=1e-5, abs=1e-6)
+        assert len(_python_cu.get_functions()) == graphs
+        assert scores("a") != pytest.approx(scores("b"), rel=1e-3)
+    finally:
+        repository.close()
