@@ -140,7 +140,8 @@ def public_reason(error: BaseException, root: Path) -> str:
     cut off (`rm/1/tokenizer.json`), any other absolute path hidden, and no file content (a
     ModelFolderError's `public` text). The full message goes to the server's log."""
     text = error.public if isinstance(error, ModelFolderError) else f"{type(error).__name__}: {error}"
-    for prefix in {str(root.resolve()), str(root.absolute())}:
+    prefixes = {str(root.resolve()), str(root.absolute())} | ({str(root)} if str(root) != "." else set())
+    for prefix in sorted(prefixes, key=len, reverse=True):
         text = text.replace(prefix + os.sep, "")
     text = _ABSOLUTE_PATH.sub("<path>", " ".join(text.split()))
     return text if len(text) <= _PUBLIC_LIMIT else text[:_PUBLIC_LIMIT - 3] + "..."
