@@ -10,6 +10,7 @@ from google.protobuf import text_format
 
 from reward_api.v1 import model_config_pb2 as mc
 
+from ..backends.settings import ONNXRUNTIME_DEFAULTS, ORT_OPTIMIZATION_LEVELS, PYTORCH_DEFAULTS
 from ..errors import ConfigError
 from ..folder_files import CONFIG_PBTXT_LIMIT, read_file
 from ..formats import FORMATS
@@ -17,7 +18,6 @@ from ..formats import FORMATS
 CONFIG_FILENAME = "config.pbtxt"
 BACKENDS = ("pytorch", "onnxruntime")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-ORT_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,15 @@ class ModelConfig:
     reward_token_id: int | None
     add_special_tokens: bool | None  # None: the prompt format's default
     head_bias: bool | None  # None: whatever the weights have
-    ort_graph_optimization_level: str = "all"
-    ort_intra_op_threads: int = 0  # 0: onnxruntime's default
-    torchscript: bool = True  # pytorch backend: run a TorchScript trace of the forward
-    torch_intra_op_threads: int = 0  # pytorch backend on CPU; 0: torch's default
-    last_position_only: bool = True  # pytorch backend: the last decoder layer only where the head reads
-    packed_batches: bool = True  # pytorch backend: inputs of different lengths share rows (packing.py)
+    # The backend blocks, flat; backends get them typed (backends/settings.py, which holds the defaults).
+    ort_graph_optimization_level: str
+    ort_intra_op_threads: int
+    torchscript: bool
+    torch_intra_op_threads: int
+    last_position_only: bool
+    packed_batches: bool
     warmup: tuple[Warmup, ...] = ()  # parse_model_config always sets at least one
+    special_tokens_in_content: str = "keep"  # "keep" | "escape" | "refuse" (formats/special_tokens.py)
 
 
 # Upper bounds of the numeric fields: each far above what a real deployment sets, and low enough that a
@@ -203,6 +205,16 @@ def _instance_groups(path: Path, groups: list[mc.ModelInstanceGroup]) -> tuple[I
     return tuple(_instance_group(path, i, g) for i, g in enumerate(groups))
 
 
+def _special_tokens_in_content(path: Path, reward: mc.RewardSettings) -> str:
+    """reward.special_tokens_in_content as "keep" | "escape" | "refuse" (unset: keep)."""
+    modes = {mc.RewardSettings.SPECIAL_TOKENS_IN_CONTENT_UNSPECIFIED: "keep", mc.RewardSettings.KEEP: "keep",
+             mc.RewardSettings.ESCAPE: "escape", mc.RewardSettings.REFUSE: "refuse"}
+    value = reward.special_tokens_in_content
+    if value not in modes:
+        raise _fail(path, "reward.special_tokens_in_content", value, "expected KEEP, ESCAPE or REFUSE")
+    return modes[value]
+
+
 def _warmups(path: Path, max_batch_size: int, entries: list[mc.ModelWarmup]) -> tuple[Warmup, ...]:
     if not entries:
         return (Warmup(max_batch_size, 0, 1),)
@@ -258,7 +270,7 @@ def _batching(path: Path, proto: mc.ModelConfig) -> _Batching:
 
 
 def _ort_level(path: Path, ort: mc.OnnxRuntimeSettings) -> str:
-    ort_level = ort.graph_optimization_level or "all"
+    ort_level = ort.graph_optimization_level or ONNXRUNTIME_DEFAULTS.graph_optimization_level
     if ort_level not in ORT_OPTIMIZATION_LEVELS:
         raise _fail(path, "onnxruntime.graph_optimization_level", ort.graph_optimization_level,
                     f"expected one of {', '.join(ORT_OPTIMIZATION_LEVELS)}")
@@ -320,11 +332,12 @@ def parse_model_config(path: Path, folder_name: str, root: Path | None = None) -
         head_bias=reward.head_bias if reward.HasField("head_bias") else None,
         ort_graph_optimization_level=_ort_level(path, proto.onnxruntime),
         ort_intra_op_threads=_threads(path, "onnxruntime.intra_op_threads", proto.onnxruntime.intra_op_threads),
-        torchscript=_flag(proto.pytorch, "torchscript", True),
+        torchscript=_flag(proto.pytorch, "torchscript", PYTORCH_DEFAULTS.torchscript),
         torch_intra_op_threads=_threads(path, "pytorch.intra_op_threads", proto.pytorch.intra_op_threads),
-        last_position_only=_flag(proto.pytorch, "last_position_only", True),
-        packed_batches=_flag(proto.pytorch, "packed_batches", True),
+        last_position_only=_flag(proto.pytorch, "last_position_only", PYTORCH_DEFAULTS.last_position_only),
+        packed_batches=_flag(proto.pytorch, "packed_batches", PYTORCH_DEFAULTS.packed_batches),
         warmup=_warmups(path, proto.max_batch_size, list(proto.model_warmup)),
+        special_tokens_in_content=_special_tokens_in_content(path, reward),
     )
 
 
