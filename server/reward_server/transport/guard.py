@@ -35,7 +35,7 @@ from ..errors import InvalidArgument, ResourceExhausted, RewardServerError
 from ..metrics import ServerMetrics
 from ..request_record import RequestRecord, current_request
 from .interceptors import metadata_value
-from .limits import oversized_identifier, oversized_string
+from .limits import named, oversized_identifier, oversized_string
 from .memory import AllocatorTrim
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class RequestGuard:
         unknown = set(decoders) - {m.name for m in service.methods}
         if unknown:
             raise ValueError(f"decoders for methods {sorted(unknown)} that {service.full_name} does not have")
-        handlers = {}
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
         for m in service.methods:
             if m.client_streaming or m.server_streaming:
                 raise ValueError(f"{service.full_name}.{m.name} streams: the guard serves unary methods only")
@@ -214,8 +214,7 @@ class RequestGuard:
             raise InvalidArgument(MALFORMED.format(method.request_class.DESCRIPTOR.full_name)) from None
         if found := oversized_identifier(request):
             raise InvalidArgument(found)
-        record.model = getattr(request, "model", "")
-        record.version = getattr(request, "version", "")
+        record.model, record.version = named(request)
         decoded = method.decode(request) if method.decode is not None else request
         if found := oversized_string(request, self._max_chars):
             raise InvalidArgument(f"{found} (--max-chars-per-message)")

@@ -17,6 +17,20 @@ NAME_FIELDS = ("model", "name", "model_name")
 VERSION_FIELDS = ("version", "model_version")
 
 
+def named(message: Message) -> tuple[str, str]:
+    """(model, version) that a request names, from its top-level NAME_FIELDS / VERSION_FIELDS; "" if none."""
+    fields = message.DESCRIPTOR.fields_by_name
+
+    def first(names: tuple[str, ...]) -> str:
+        for name in names:
+            field = fields.get(name)
+            if field is not None and field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated:
+                return getattr(message, name)
+        return ""
+
+    return first(NAME_FIELDS), first(VERSION_FIELDS)
+
+
 def oversized_identifier(message: Message) -> str | None:
     """A description of the first top-level model or version name over its bound, or None. The
     description never quotes the name."""
