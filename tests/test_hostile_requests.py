@@ -239,3 +239,23 @@ def test_oversize_bursts_leave_no_lasting_memory_when_repeated(demo_process):
             growth = demo_process.memory_rss_bytes() - baseline
             assert growth < 128 * MIB, f"RSS stayed {growth / MIB:.0f} MiB above its floor after a 384 MiB burst"
     assert_serves_demo(demo_process.target)
+
+
+def test_reflection_needs_the_token_and_refuses_malformed_bytes_when_the_server_has_a_token(tiny_checkpoint, tmp_path):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    add_model(tmp_path, "tiny", tiny_checkpoint)
+    list_services = reflection_pb2.ServerReflectionRequest(list_services="")
+    with serve_repo(tmp_path, auth_token=TOKEN) as server, grpc.insecure_channel(server.target) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(stub.ServerReflectionInfo(iter([list_services]), timeout=30))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reply = next(stub.ServerReflectionInfo(iter([list_services]), timeout=30,
+                                               metadata=[("authorization", f"Bearer {TOKEN}")]))
+        assert SERVICE.full_name in {s.name for s in reply.list_services_response.service}
+        raw = ch.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        with pytest.raises(grpc.RpcError) as malformed:
+            next(raw(iter([BROKEN["truncated"]]), timeout=30, metadata=[("authorization", f"Bearer {TOKEN}")]))
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert_serves(server.target, token=TOKEN)

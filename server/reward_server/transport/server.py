@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ..dispatch import RewardCore
 from ..errors import RewardServerError
@@ -26,7 +26,6 @@ from ..repository import ModelRepository, RepositoryPoller
 from ..settings import ServerSettings
 from .guard import RequestGuard
 from .health_port import start_health_port
-from .interceptors import TokenAuthInterceptor
 from .memory import FrozenHeap
 from .options import server_options
 from .servicer import SERVICE, RewardServicer
@@ -35,6 +34,7 @@ from .tls import server_credentials
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE.full_name
+REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 
 
 class StartupError(Exception):
@@ -141,14 +141,15 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     encode_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="encode")
     core = RewardCore(repository, encode_pool, settings.max_items_per_request)
     on_change.core = core
-    interceptors = [TokenAuthInterceptor(settings.auth_token)] if settings.auth_token else []
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+    server = grpc.aio.server(options=server_options(settings))
     guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message,
-                         known_model=repository.knows)
+                         known_model=repository.knows, auth_token=settings.auth_token)
     servicer = RewardServicer(core, settings.max_items_per_request)
     guard.add_service(server, SERVICE, servicer, servicer.decoders())
+    # Reflection through the guard too: the token applies to it, as to every service but health.
+    guard.add_service(server, REFLECTION_SERVICE,
+                      reflection.aio.ReflectionServicer((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
