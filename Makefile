@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 50051
 REPO ?= model_repository
 
-.PHONY: setup serve test stubs demo-model
+.PHONY: setup serve lint test stubs demo-model
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ setup: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/reward-server serve --model-repository $(REPO) --port $(PORT)
 
-test: $(STAMP)
+# The gates (pyproject.toml [tool.ruff], [tool.mypy]) run before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check server client/reward_client tests bench tools
+	$(PY) -m mypy --strict -p reward_client
+	$(PY) -m mypy -p reward_server
+
+test: lint
 	$(PY) -m pytest -q
 
 stubs: $(STAMP)

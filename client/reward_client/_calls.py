@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from reward_api.v1 import reward_pb2 as pb
 
@@ -116,7 +116,7 @@ def _score_input(item: ScoreInputLike) -> pb.ScoreInput:
     if isinstance(item, str):
         return pb.ScoreInput(text=item)
     if isinstance(item, Sequence) and item and all(isinstance(x, int) for x in item):
-        return pb.ScoreInput(token_ids=pb.TokenIds(ids=list(item)))
+        return pb.ScoreInput(token_ids=pb.TokenIds(ids=list(cast(Sequence[int], item))))
     return pb.ScoreInput(conversation=_conversation(item))  # type: ignore[arg-type]
 
 
@@ -139,7 +139,7 @@ def _rank_result(response: Any) -> RankResult:
 
 
 def _state(state: int) -> str:
-    return pb.ModelState.Name(state).removeprefix("MODEL_STATE_")
+    return str(pb.ModelState.Name(state)).removeprefix("MODEL_STATE_")
 
 
 def _versions(versions: Any) -> list[VersionStatus]:

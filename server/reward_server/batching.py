@@ -9,9 +9,9 @@ An input's future is a concurrent.futures.Future, or, when submitted with an eve
 future of that loop: those of one batch are resolved by one call_soon_threadsafe (one wakeup of the
 loop per batch, where wrapped concurrent futures cost a wakeup and two callbacks per input).
 
-Length-aware batches: the oldest input always goes into the next batch (so no input waits behind
-more than the inputs queued before it), and its companions are the queued inputs closest to it in
-length that fit max_batch_size and max_batch_tokens (padded tokens = batch size x longest input).
+Which inputs form the next batch, and when, is batch_policy.BatchPolicy (pure, tested on its own):
+length-aware batches around the oldest input, within max_batch_size and max_batch_tokens. This module
+holds the queue, the thread, and the futures.
 
 A batch the device has no memory for is split in halves and retried (down to single inputs); any
 other backend error fails that batch's inputs only.
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .backends import Backend, is_out_of_memory
+from .batch_policy import ALONE, BatchPolicy, expired
 from .errors import BackendFailure, DeadlineExceeded, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -164,11 +165,9 @@ class DynamicBatcher:
     ) -> None:
         self.name = name
         self.backend = backend
-        self.max_batch_size = max_batch_size
-        self.max_queue_delay_s = max_queue_delay_s
-        self.preferred_batch_sizes = tuple(sorted(preferred_batch_sizes))
+        self.policy = BatchPolicy(max_batch_size, max_queue_delay_s, tuple(sorted(preferred_batch_sizes)),
+                                  max_batch_tokens)
         self.max_queue_size = max_queue_size
-        self.max_batch_tokens = max_batch_tokens
         self.observer = observer
         self._queued_tokens = 0
         self.stats = BatcherStats()
@@ -180,6 +179,14 @@ class DynamicBatcher:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.policy.max_batch_size
+
+    @property
+    def max_batch_tokens(self) -> int:
+        return self.policy.max_batch_tokens
 
     @property
     def closed(self) -> bool:
@@ -205,7 +212,9 @@ class DynamicBatcher:
         statistic. Why the instance's thread: torch's OpenMP gives each
         thread that computes a team of its own, and more teams than CPUs slow every forward (see
         openmp.py), so a benchmark's reference forwards run where the served ones do."""
-        return self._enqueue([_Item((), None, time.monotonic(), Future(), task=ThreadTask(work))])[0]
+        future: Future = Future()
+        self._enqueue([_Item((), None, time.monotonic(), future, task=ThreadTask(work))])
+        return future
 
     def _enqueue(self, items: list[_Item]) -> list[AnyFuture]:
         with self._cond:
@@ -237,16 +246,6 @@ class DynamicBatcher:
             self._execute(batch, settler)
             settler.flush()
 
-    def _batch_size_ready(self) -> int:
-        """Size to dispatch now without waiting for the delay, or 0 to keep waiting."""
-        queued = len(self._queue)
-        if queued >= self.max_batch_size:
-            return self.max_batch_size
-        if self.max_batch_tokens and self._queued_tokens >= self.max_batch_tokens:
-            return queued  # enough work to fill the budget; _take decides how much fits
-        fitting = [size for size in self.preferred_batch_sizes if size <= queued]
-        return fitting[-1] if fitting else 0
-
     def _next_batch(self) -> list[_Item] | None:
         with self._cond:
             while True:
@@ -257,15 +256,15 @@ class DynamicBatcher:
                     self._fail_waiting(settler)
                     settler.flush()
                     return None
-                dispatch_at = self._queue[0].enqueued + self.max_queue_delay_s
-                size = self._batch_size_ready()
+                dispatch_at = self.policy.dispatch_at(self._queue[0].enqueued)
+                size = self.policy.size_ready(len(self._queue), self._queued_tokens)
                 while not size and not self._closed:
                     remaining = dispatch_at - time.monotonic()
                     if remaining <= 0:
-                        size = min(len(self._queue), self.max_batch_size)
+                        size = self.policy.size_due(len(self._queue))
                         break
                     self._cond.wait(remaining)
-                    size = self._batch_size_ready()
+                    size = self.policy.size_ready(len(self._queue), self._queued_tokens)
                 if self._closed:
                     continue
                 settler = _Settler()
@@ -275,26 +274,16 @@ class DynamicBatcher:
                     return batch
 
     def _take(self, size: int) -> list[_Item]:
-        """The oldest input plus up to size-1 queued inputs closest to it in length within the budget."""
+        """The oldest input and the companions the policy picks for it, out of the queue."""
         head = self._queue.popleft()
-        chosen, width = [head], len(head.ids)
+        chosen = [head]
         if head.task is None and size > 1 and self._queue:
-            closeness = sorted(range(len(self._queue)), key=lambda i: (abs(len(self._queue[i].ids) - len(head.ids)), i))
-            picked = set()
-            for index in closeness:
-                if len(chosen) >= size:
-                    break
-                item = self._queue[index]
-                if item.task is not None:
-                    continue
-                padded_width = max(width, len(item.ids))
-                if self.max_batch_tokens and padded_width * (len(chosen) + 1) > self.max_batch_tokens:
-                    continue
-                chosen.append(item)
-                picked.add(index)
-                width = padded_width
+            lengths = [ALONE if item.task is not None else len(item.ids) for item in self._queue]
+            picked = self.policy.companions(len(head.ids), lengths, size)
             if picked:
-                self._queue = deque(item for i, item in enumerate(self._queue) if i not in picked)
+                chosen += [self._queue[i] for i in picked]
+                taken = set(picked)
+                self._queue = deque(item for i, item in enumerate(self._queue) if i not in taken)
         self._queued_tokens -= sum(len(item.ids) for item in chosen)
         return chosen
 
@@ -305,7 +294,7 @@ class DynamicBatcher:
         for item in items:
             if not item.start():
                 self.stats.cancelled += 1
-            elif item.deadline is not None and now >= item.deadline:
+            elif expired(item.deadline, now):
                 self.stats.expired += 1
                 settler.set(item.future, error=DeadlineExceeded("deadline passed while the input waited in the queue"))
             else:
@@ -356,8 +345,7 @@ class DynamicBatcher:
             return
         lengths = [len(item.ids) for item in batch]
         real_tokens = sum(lengths)
-        cost = getattr(self.backend, "computed_tokens", None)  # a backend that packs computes fewer
-        padded_tokens = cost(lengths) if cost else len(batch) * max(lengths)
+        padded_tokens = self.backend.computed_tokens(lengths)  # fewer than rows x longest where it packs
         self.stats.batches += 1
         self.stats.computed += len(batch)
         self.stats.batch_sizes[len(batch)] += 1

