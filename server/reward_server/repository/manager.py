@@ -427,6 +427,10 @@ class ModelRepository:
             raise Unavailable(f"model {model!r} version {wanted} is {slot.state}" + (f": {slot.reason}" if slot.reason else ""))
         return slot.loaded
 
+    def knows(self, model: str) -> bool:
+        """Whether `model` is one of this server's models (loaded or not): a bounded set of names."""
+        return model in self._models
+
     def model_ready(self, model: str) -> bool:
         """True when the model has a ready version."""
         entry = self._models.get(model)
