@@ -206,6 +206,10 @@ def test_autoscaler_targets_the_deployment_on_a_metric_the_server_exports_and_pr
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     job = labels[monitor["spec"]["jobLabel"]]  # Prometheus' job label: the query selects it
     assert f'job="{job}"' in query and f'namespace="{deployment["metadata"]["namespace"]}"' in query
+    # With the autoscaler, the applied Deployment carries no replica count (apply would reset KEDA's).
+    (patch,) = yaml.safe_load((MANIFESTS / "autoscaling" / "kustomization.yaml").read_text())["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert yaml.safe_load(patch["patch"]) == [{"op": "remove", "path": "/spec/replicas"}]
 
 
 def test_every_kustomization_lists_exactly_the_manifests_of_its_folder():
