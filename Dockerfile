@@ -22,15 +22,17 @@ WORKDIR /src
 # build from PyTorch's CPU index (or, where that index cannot be reached, a local torch +cpu wheel).
 ARG VARIANT=gpu
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-# A folder of local wheels, mounted for the build only (deploy/build-image.sh passes $PIP_FIND_LINKS).
+# For the build only (deploy/build-image.sh passes the host's): a folder of local wheels, and the CA
+# bundle of a TLS-intercepting proxy. Neither is in the image.
 ARG PIP_FIND_LINKS
+ARG PIP_CERT
 COPY pyproject.toml constraints.txt deploy/requirements.py ./
 RUN python3 requirements.py pyproject.toml "$VARIANT" > requirements.txt \
  && torch="torch==$(sed -n 's/^torch==//p' constraints.txt)" \
  && if [ "$VARIANT" = cpu ]; then \
       pip install --no-deps --timeout 15 --retries 1 --index-url "$TORCH_CPU_INDEX" "$torch" \
       || pip install --no-deps "$torch+cpu"; fi \
- && pip install -c constraints.txt -r requirements.txt setuptools \
+ && pip install -c constraints.txt -r requirements.txt "setuptools>=68" \
  && pip check
 # Then the code (server, client and stubs: one distribution), without touching the dependencies.
 COPY README.md ./

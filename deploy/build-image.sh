@@ -61,6 +61,8 @@ if [ "$debian_base" = 1 ]; then
     buildah copy -q "$container" "$rootfs" / >/dev/null
     buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd python3 "$container"
     buildah commit -q --rm "$container" "$base" >/dev/null
+    rm -rf "$rootfs"
+    trap - EXIT
     echo "base $base built from Debian's archive" >&2
   fi
 fi
@@ -71,6 +73,10 @@ args=(--layers -f Dockerfile --build-arg "PYTHON_IMAGE=$base" --build-arg "VARIA
 if [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
   args+=(--volume "$PIP_FIND_LINKS:/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels)
 fi
+# The CA bundle pip trusts here (a proxy that intercepts TLS): the same, for the build's pip only.
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+  args+=(--volume "$PIP_CERT:/build-ca.pem:ro" --build-arg PIP_CERT=/build-ca.pem)
+fi
 start=$(date +%s)
 buildah bud "${args[@]}" .
 echo "built $tag in $(( $(date +%s) - start )) s: $(buildah inspect --type image --format '{{.Docker.Config.User}} {{.OCIv1.Config.Entrypoint}}' "$tag")" >&2
@@ -78,19 +84,23 @@ echo "built $tag in $(( $(date +%s) - start )) s: $(buildah inspect --type image
 if [ "$smoke" = 1 ]; then
   container="$(buildah from "$tag")"
   trap 'buildah rm "$container" >/dev/null' EXIT
-  # One `buildah run`: the server in the background, then the health check and a client in the
-  # same container (the health check finds the server through /proc, as under Docker).
+  # One `buildah run`: the server in the background, then the health check and a client in the same
+  # container. With chroot isolation (in a container) the run shares this machine's network and /proc:
+  # a free port, and the health check pointed at our server's pid, keep it off any other server here.
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   buildah run --user 10001:10001 "$container" -- sh -c '
-    reward-server serve --model-repository /models --host 127.0.0.1 --port 50051 2>/tmp/server.log &
-    for i in $(seq 120); do python3 /opt/reward-server/healthcheck.py >/tmp/health.log 2>&1 && break; sleep 1; done
+    reward-server serve --model-repository /models --host 127.0.0.1 --port '"$port"' 2>/tmp/server.log &
+    server=$!
+    for i in $(seq 120); do python3 /opt/reward-server/healthcheck.py --pid $server >/tmp/health.log 2>&1 && break; sleep 1; done
     cat /tmp/health.log; id
     python3 -c "
 from reward_client import RewardClient
 chat = [{\"role\": \"user\", \"content\": \"Hello! What is your name?\"}, {\"role\": \"assistant\", \"content\": \"I am a reward model.\"}]
-with RewardClient(\"127.0.0.1:50051\", model=\"demo\", timeout=30) as rm:
+with RewardClient(\"127.0.0.1:'"$port"'\", model=\"demo\", timeout=30) as rm:
     print(\"demo score\", repr(rm.get_score(chat)))
 "
     status=$?
-    kill %1; wait
+    kill $server; wait $server
+    echo "server exit $?: $(tail -1 /tmp/server.log)"
     exit $status'
 fi
