@@ -69,8 +69,9 @@ fi
 
 args=(--layers -f Dockerfile --build-arg "PYTHON_IMAGE=$base" --build-arg "VARIANT=$variant" -t "$tag")
 # A folder of local wheels (this machine's torch +cpu, where PyTorch's index is out of reach): mounted
-# into the build's RUN steps only, never into the image.
-if [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
+# into the build's RUN steps only, never into the image; CPU image only (pip prefers a local
+# 2.13.0+cpu to PyPI's CUDA 2.13.0: `torch==2.13.0` matches both).
+if [ "$variant" = cpu ] && [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
   args+=(--volume "$PIP_FIND_LINKS:/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels)
 fi
 # The CA bundle pip trusts here (a proxy that intercepts TLS): the same, for the build's pip only.
