@@ -32,7 +32,10 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-tag="${tag:-reward-server:0.1.0$([ "$variant" = cpu ] && echo -cpu)}"
+if [ -z "$tag" ]; then
+  tag=reward-server:0.1.0
+  [ "$variant" = gpu ] || tag="$tag-$variant"
+fi
 
 if ! command -v buildah >/dev/null; then
   echo "buildah is needed: apt-get install -y buildah (Debian / Ubuntu), dnf install buildah (Fedora)" >&2
