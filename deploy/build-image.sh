@@ -11,23 +11,25 @@
 #   --smoke        then run the demo in the image as uid 10001: the health check script must say
 #                  SERVING and the demo model must score a conversation
 #   --tag NAME     image name (default reward-server:0.1.0, reward-server:0.1.0-cpu with --cpu)
+#   --docker-format  Docker's image format, which keeps HEALTHCHECK (OCI, the default, drops it)
 #
 # Needs: buildah (Debian / Ubuntu: `apt-get install -y buildah`), and debootstrap for a Debian base
 # (`apt-get install -y debootstrap`, run as root). Inside an unprivileged container buildah needs
 # BUILDAH_ISOLATION=chroot and the vfs storage driver; this script sets both when it runs as root in
-# a container. The image is OCI format: HEALTHCHECK is dropped (Kubernetes probes replace it); pass
-# --format docker to buildah by hand to keep it for plain Docker.
+# a container. The image is OCI format unless --docker-format: HEALTHCHECK is dropped (Kubernetes
+# probes replace it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-variant=gpu smoke=0 debian_base=0 tag=""
+variant=gpu smoke=0 debian_base=0 tag="" format=oci
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) variant=cpu ;;
     --debian-base) debian_base=1 ;;
     --smoke) smoke=1 ;;
     --tag) tag="$2"; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --docker-format) format=docker ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -70,7 +72,7 @@ if [ "$debian_base" = 1 ]; then
   fi
 fi
 
-args=(--layers -f Dockerfile --build-arg "PYTHON_IMAGE=$base" --build-arg "VARIANT=$variant" -t "$tag")
+args=(--layers --format "$format" -f Dockerfile --build-arg "PYTHON_IMAGE=$base" --build-arg "VARIANT=$variant" -t "$tag")
 # A folder of local wheels (this machine's torch +cpu, where PyTorch's index is out of reach): mounted
 # into the build's RUN steps only, never into the image; CPU image only (pip prefers a local
 # 2.13.0+cpu to PyPI's CUDA 2.13.0: `torch==2.13.0` matches both).
