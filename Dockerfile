@@ -10,8 +10,8 @@
 # driver at start, with a message, instead of a failure at the first model load.
 ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
 
-# --- build: a venv with the pinned dependencies, then the code -----------------------------------
-FROM ${PYTHON_IMAGE} AS build
+# --- deps: a venv with the pinned dependencies -----------------------------------------------------
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -34,12 +34,13 @@ RUN python3 requirements.py pyproject.toml "$VARIANT" > requirements.txt \
       || pip install --no-deps "$torch+cpu"; fi \
  && pip install -c constraints.txt -r requirements.txt "setuptools>=68" \
  && pip check
-# Then the code (server, client and stubs: one distribution), without touching the dependencies.
+
+# --- build: the code as one wheel (server, client and stubs) ---------------------------------------
+FROM deps AS build
 COPY README.md ./
 COPY client ./client
 COPY server ./server
-RUN pip install --no-deps --no-build-isolation . \
- && python3 -c "import reward_server.cli, reward_client, reward_api.v1.reward_pb2"
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
 # --- runtime --------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -48,7 +49,13 @@ LABEL org.opencontainers.image.title="reward-server" \
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility NVIDIA_REQUIRE_CUDA="cuda>=13.0"
 RUN useradd --create-home --uid 10001 --user-group reward
-COPY --from=build /opt/venv /opt/venv
+# The dependencies' layer is the same image layer until pyproject.toml or constraints.txt change; a
+# code change adds only the small layers below (copying a venv that holds the code would re-ship ~5 GB).
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /dist /tmp/dist
+RUN pip install --no-cache-dir --no-deps --no-index /tmp/dist/*.whl \
+ && rm -rf /tmp/dist \
+ && python3 -c "import reward_server.cli, reward_client, reward_api.v1.reward_pb2"
 COPY deploy/healthcheck.py /opt/reward-server/healthcheck.py
 # The model repository is a volume: mount yours over /models (read-only is enough).
 # The tiny demo repository is baked in so that the image answers without one.
