@@ -1,6 +1,7 @@
 # GPU image of the reward server (linux/amd64; see docs/deploying.md for arm64).
 #   Build: deploy/build-image.sh            (or: docker build -t reward-server:0.1.0 .)
-#   Run:   docker run --gpus all -p 50051:50051 -v /srv/models:/models:ro reward-server:0.1.0
+#   Run:   docker run --gpus all -p 50051:50051 -p 8000:8000 -v /srv/models:/models:ro reward-server:0.1.0
+#          (gRPC on 50051; KServe v2 REST and the RL routes on 8000, --http-port)
 #
 # Base: Debian's slim Python, no CUDA base image. The CUDA libraries come from the wheels: PyPI's torch
 # 2.13.0 is built for CUDA 13 and pulls its runtime, cuBLAS, cuDNN, NCCL as nvidia-*-cu13 wheels, which
@@ -63,7 +64,7 @@ COPY model_repository /models
 VOLUME ["/models"]
 USER 10001
 WORKDIR /home/reward
-EXPOSE 50051
+EXPOSE 50051 8000
 # Docker only: OCI-format builds (podman / buildah default, Kubernetes) drop HEALTHCHECK, and
 # Kubernetes uses its own probes (deploy/kubernetes/deployment.yaml). The script reads the running
 # server's own arguments, so it follows --port, --host and --health-port (needed with --tls-cert).

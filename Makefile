@@ -21,7 +21,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: setup serve test stubs demo-model tools
+.PHONY: setup serve lint test stubs demo-model tools
 
 $(STAMP): pyproject.toml client/pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml client/pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install -q --no-deps --timeout 15 --retries 1 --index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_VERSION)" \
 	  || $(PY) -m pip install -q --no-deps "torch==$(TORCH_VERSION)+cpu"
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[cpu,test]"
+	# PyTriton's client for the HTTP-front tests, without its pins (numpy<2, protobuf<7): see pyproject's test extra.
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0
+	# OpenRLHF's own /get_reward request code for the RL-route tests, without its GPU stack (vllm, deepspeed).
+	$(PY) -m pip install -q --no-deps openrlhf==0.11.2
 	$(PY) -c 'import hashlib; print(hashlib.sha256(open("$(CONSTRAINTS)", "rb").read()).hexdigest())' > $(STAMP)
 
 setup: $(STAMP)
@@ -44,7 +48,13 @@ $(TOOLS)/.installed:
 
 tools: $(TOOLS)/.installed
 
-test: $(STAMP) $(TOOLS)/.installed
+# The gates (pyproject.toml [tool.ruff], [tool.mypy]) run before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check server client/reward_client tests bench tools deploy
+	$(PY) -m mypy --strict -p reward_client
+	$(PY) -m mypy -p reward_server
+
+test: lint $(TOOLS)/.installed
 	$(PY) -m pytest -q
 
 stubs: $(STAMP)

@@ -40,7 +40,7 @@ async def serve_once(count: int, threads: int, concurrency: int, options: SuiteO
             text += f"\npytorch {{ intra_op_threads: {threads} }}\n"
         (model / "config.pbtxt").write_text(text)
         write_tiny_checkpoint(model / "1", shape=BENCH_SHAPE, seed=0)
-        running, port = await build_server(ServerSettings(Path(tmp), host="127.0.0.1", port=0))
+        running, port = await build_server(ServerSettings(Path(tmp), host="127.0.0.1", port=0, http_port=None))
         try:
             workload = make_workload("mixed", running, options)
             return (await drive(f"127.0.0.1:{port}", "rm", "score", workload, concurrency, options))["tokens_per_s"]

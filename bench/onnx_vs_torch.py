@@ -90,7 +90,7 @@ async def run(args: argparse.Namespace) -> dict:
             "onnxruntime": on_passing_thread(
                 lambda: bare(OnnxRuntimeBackend(onnx_ckpt, "cpu", "float32"), sequences), "bare-onnxruntime"),
         }
-        running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0))
+        running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0, http_port=None))
         try:
             target = f"127.0.0.1:{port}"
             results["served"] = {}

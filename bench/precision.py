@@ -17,10 +17,10 @@ import random
 import statistics
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
+from reward_server.backends.settings import PyTorchSettings
 from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.checkpoint import read_checkpoint
 from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
@@ -47,7 +47,7 @@ def main() -> None:
         sequences = [[rng.randrange(5, shape.vocab_size) for _ in range(rng.randint(16, 512))] for _ in range(args.n)]
         results = {}
         for label, dtype, last_position_only in RUNS:
-            config = SimpleNamespace(torchscript=True, torch_intra_op_threads=0, last_position_only=last_position_only)
+            config = PyTorchSettings(torchscript=True, intra_op_threads=0, last_position_only=last_position_only)
             backend = TorchEagerBackend(checkpoint, args.device, dtype, config)
             alone = [backend.score_batch([s])[0] for s in sequences]
             batched = [x for i in range(0, len(sequences), 16) for x in backend.score_batch(sequences[i:i + 16])]

@@ -58,7 +58,7 @@ async def measure(rounds: int, concurrency: int, options: SuiteOptions) -> dict[
     BareServicer.Score = handler_timed(BareServicer.Score)
     with tempfile.TemporaryDirectory() as tmp:
         running, port = await build_server(ServerSettings(write_repository(Path(tmp), options), host="127.0.0.1",
-                                                          port=0))
+                                                          port=0, http_port=None))
         bare, bare_port = await start_grpc(BareServicer())
         workload = make_workload("tiny", running, options)
         instance = running.repository.resolve("tiny", "").instances[0]

@@ -178,29 +178,37 @@ async def paired_ratios(name: str, target: str, workload: Workload, reference, o
             "median_ratio": statistics.median(p["ratio"] for p in pairs)}
 
 
+def _best(runs: list[dict], key: str, concurrency: int | None = None) -> float | None:
+    """The best `key` of the runs (at `concurrency` only, when given)."""
+    runs = [r for r in runs if concurrency is None or r["concurrency"] == concurrency]
+    return max((r[key] for r in runs), default=None)
+
+
+def _mixed_ratios(mixed: dict) -> dict:
+    """summarize()'s ratios of the mixed workload."""
+    out = {}
+    at = _best
+    server, naive = mixed["systems"].get("server", []), mixed["systems"].get("naive", [])
+    if server and mixed.get("floor"):
+        out["mixed_server_over_floor"] = at(server, "tokens_per_s") / mixed["floor"]["tokens_per_s"]
+    if server:
+        top = max(server, key=lambda r: r["concurrency"])
+        if top["batching"]["forward_tokens_per_s"]:
+            out["mixed_server_over_own_forward"] = top["tokens_per_s"] / top["batching"]["forward_tokens_per_s"]
+    if server:  # at the highest concurrency: the most inputs to choose batch companions from
+        top = max(server, key=lambda r: r["concurrency"])
+        out["mixed_padding_efficiency"] = top["batching"]["padding_efficiency"]
+    c = max(r["concurrency"] for r in server) if server else None
+    if server and naive and at(naive, "tokens_per_s", c):
+        out[f"mixed_server_over_naive_at_{c}"] = at(server, "tokens_per_s", c) / at(naive, "tokens_per_s", c)
+    return out
+
+
 def summarize(results: dict) -> dict:
     """The issue's target ratios from the measured numbers."""
-    out = {}
     mixed, rank, tiny = (results["workloads"].get(w) for w in ("mixed", "rank", "tiny"))
-
-    def at(runs: list[dict], key: str, concurrency: int | None = None) -> float | None:
-        runs = [r for r in runs if concurrency is None or r["concurrency"] == concurrency]
-        return max((r[key] for r in runs), default=None)
-
-    if mixed:
-        server, naive = mixed["systems"].get("server", []), mixed["systems"].get("naive", [])
-        if server and mixed.get("floor"):
-            out["mixed_server_over_floor"] = at(server, "tokens_per_s") / mixed["floor"]["tokens_per_s"]
-        if server:
-            top = max(server, key=lambda r: r["concurrency"])
-            if top["batching"]["forward_tokens_per_s"]:
-                out["mixed_server_over_own_forward"] = top["tokens_per_s"] / top["batching"]["forward_tokens_per_s"]
-        if server:  # at the highest concurrency: the most inputs to choose batch companions from
-            top = max(server, key=lambda r: r["concurrency"])
-            out["mixed_padding_efficiency"] = top["batching"]["padding_efficiency"]
-        c = max(r["concurrency"] for r in server) if server else None
-        if server and naive and at(naive, "tokens_per_s", c):
-            out[f"mixed_server_over_naive_at_{c}"] = at(server, "tokens_per_s", c) / at(naive, "tokens_per_s", c)
+    at = _best
+    out = _mixed_ratios(mixed) if mixed else {}
     if rank:
         shared, full = rank["systems"].get("server", []), rank["systems"].get("server-full", [])
         if shared and full:
@@ -262,7 +270,7 @@ def _reference(name: str, entry: dict, loaded, floor_inputs: list, bare_target: 
 
 async def run_suite(options: SuiteOptions, repo: Path) -> dict:
     write_repository(repo, options)
-    running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0))
+    running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0, http_port=None))
     naive_server, naive_port, naive_core = await start_naive_peer(running.repository)
     bare_server, bare_port = await start_grpc(BareServicer())
     targets = {"server": f"127.0.0.1:{port}", "server-full": f"127.0.0.1:{port}",

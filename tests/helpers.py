@@ -104,6 +104,7 @@ def command() -> list[str]:
 
 
 def serve_repo(repo: Path, **settings) -> ServerThread:
+    settings.setdefault("http_port", None)  # HTTP only where a test asks for it (its default port is fixed)
     return ServerThread(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, **settings))
 
 
@@ -112,8 +113,10 @@ class ServerProcess:
     (a full pipe would block the server) and kept for the test to read."""
 
     def __init__(self, repo: Path, *extra: str, port: int = 0) -> None:
+        # No HTTP port unless asked for: its default (8000) would collide between servers and test runs.
+        http = () if "--http-port" in extra else ("--http-port", "-1")
         self.proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-                                      "--port", str(port), *extra], stderr=subprocess.PIPE, text=True)
+                                      "--port", str(port), *http, *extra], stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._started = threading.Event()
         self.port = 0

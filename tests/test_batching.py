@@ -10,13 +10,14 @@ import time
 import pytest
 import torch
 
+from reward_server.backends import Backend
 from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.batching import DynamicBatcher
 from reward_server.checkpoint import read_checkpoint
 from reward_server.errors import BackendFailure, DeadlineExceeded, ResourceExhausted, Unavailable
 
 
-class Recording:
+class Recording(Backend):
     """The real backend, with a record of each batch it ran (and a gate to hold the thread)."""
 
     def __init__(self, real):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 
-from helpers import CHAT_1, ServerProcess, add_model, command, config_text
+from helpers import CHAT_1, SERVING_LINE, ServerProcess, add_model, command, config_text
 from reward_client import RewardClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +83,57 @@ def test_default_repository_serves_the_demo_model_with_the_card_example():
     finally:
         server.terminate()
         server.wait_exit(60)
+
+
+def test_serve_takes_repository_host_and_port_from_the_environment_when_no_flag_is_given(tmp_path):
+    with socket.socket() as probe:  # a port free right now, for the variable to name
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "REWARD_SERVER_MODEL_REPOSITORY": str(ROOT / "model_repository"),
+           "REWARD_SERVER_HOST": "127.0.0.1", "REWARD_SERVER_PORT": str(port)}
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([*command(), "serve"], env=env, stderr=log, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not SERVING_LINE.search(log_path.read_text()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert int(SERVING_LINE.search(log_path.read_text()).group(1)) == port, log_path.read_text()
+        with RewardClient(f"127.0.0.1:{port}", model="demo") as rm:
+            assert isinstance(rm.get_score(CHAT_1), float)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+@pytest.mark.parametrize("token", ["", " "])
+def test_serve_refuses_an_empty_token_variable_when_started(token):
+    env = {**os.environ, "REWARD_SERVER_AUTH_TOKEN": token}
+    done = subprocess.run([*command(), "serve", "--model-repository", str(ROOT / "model_repository"), "--port", "0"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "REWARD_SERVER_AUTH_TOKEN is set but empty" in done.stderr
+
+
+def test_serve_refuses_a_bad_environment_value_naming_the_variable():
+    env = {**os.environ, "REWARD_SERVER_MAX_CONCURRENT_RPCS": "many"}
+    done = subprocess.run([*command(), "serve", "--model-repository", str(ROOT / "model_repository")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "REWARD_SERVER_MAX_CONCURRENT_RPCS='many'" in done.stderr
+
+
+def test_debug_log_level_after_serve_logs_our_lines_but_not_other_libraries_debug_lines():
+    server = ServerProcess(ROOT / "model_repository", "--log-level", "DEBUG").wait_started()
+    try:
+        with RewardClient(f"127.0.0.1:{server.port}", model="demo") as rm:
+            rm.get_score(CHAT_1)
+        server.terminate()
+        assert server.wait_exit(60) == 0
+    finally:
+        server.kill()
+    lines = server.log().splitlines()
+    levels_names = [line.split()[2:4] for line in lines if len(line.split()) > 3]
+    ours = [name for level, name in levels_names if level == "DEBUG" and name.startswith("reward_server")]
+    others = [name for level, name in levels_names if level in ("DEBUG", "INFO") and not name.startswith("reward_server")]
+    assert ours, server.log()  # the per-request line
+    assert not others, others  # asyncio's selector line, grpc's internals: WARNING and above only

@@ -59,7 +59,7 @@ def test_call_waits_for_a_server_that_starts_later_when_wait_for_ready(tiny_chec
         caller.start()
         time.sleep(0.5)  # the call is waiting, no server yet
         assert caller.is_alive() and not answers
-        with ServerThread(ServerSettings(model_repository=tmp_path, host="127.0.0.1", port=port)):
+        with ServerThread(ServerSettings(model_repository=tmp_path, host="127.0.0.1", port=port, http_port=None)):
             caller.join(60)
     assert len(answers) == 1 and isinstance(answers[0], float)
 

@@ -35,6 +35,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from helpers import CHAT_1, ServerProcess, add_model, config_text, serve_repo
+from reward_api.v1 import reward_pb2, reward_pb2_grpc
 from reward_client import RewardClient, UnavailableError
 from reward_client._calls import READY_SERVICE
 from reward_server.cli import build_parser
@@ -98,6 +99,7 @@ def test_deployment_args_parse_with_the_server_cli_and_name_the_container_ports(
     args = serve_args(container["args"])
     assert named_port(container, "grpc") == args.port
     assert named_port(container, "metrics") == args.metrics_port
+    assert named_port(container, "http") == args.http_port
     assert args.model_repository in [m["mountPath"] for m in container["volumeMounts"]]
     if args.auth_token_file:
         assert any(args.auth_token_file.startswith(m["mountPath"] + "/") for m in container["volumeMounts"])
@@ -153,6 +155,7 @@ def test_service_is_headless_and_routes_the_grpc_and_metrics_ports_to_the_deploy
     args = serve_args(container["args"])
     assert ports["grpc"]["port"] == args.port and ports["grpc"]["targetPort"] == "grpc"
     assert ports["metrics"]["port"] == args.metrics_port and ports["metrics"]["targetPort"] == "metrics"
+    assert ports["http"]["port"] == args.http_port and ports["http"]["targetPort"] == "http"
 
 
 def test_disruption_budget_spread_and_network_policy_select_the_deployment_pods(resources, deployment, container):
@@ -166,7 +169,7 @@ def test_disruption_budget_spread_and_network_policy_select_the_deployment_pods(
     policy = resources["NetworkPolicy", "reward-server"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     opened = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
-    assert opened == {"grpc", "metrics"} and all(named_port(container, name) for name in opened)
+    assert opened == {"grpc", "http", "metrics"} and all(named_port(container, name) for name in opened)
     assert policy["spec"]["egress"] == []  # the server opens no connection: models come from the volume
 
 
@@ -281,36 +284,40 @@ def publish_broken(model_folder: Path, checkpoint: Path, version: int) -> None:
 
 
 def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not_ready(tiny_checkpoint, tmp_path):
-    rm = add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
+    add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     add_model(tmp_path, "other", tiny_checkpoint, config_text("other"))
-    with serve_repo(tmp_path, model_control_mode="poll", repository_poll_s=0.2) as server:
+    with serve_repo(tmp_path, model_control_mode="explicit", load_models=("rm", "other")) as server:
         assert health_of(server.target, READY_SERVICE_NAME) == SERVING
-        with RewardClient(server.target, model="other", timeout=30) as client:
+        # Control calls on a raw channel: a client that watches the ready name sends nothing to a
+        # server that is not ready (docs/deploying.md).
+        with grpc.insecure_channel(server.target) as channel, \
+                RewardClient(server.target, model="other", timeout=30) as client:
+            control = reward_pb2_grpc.RewardServiceStub(channel)
             assert isinstance(client.get_score(CHAT_1), float)
 
-            # A model that appears later and fails does not gate the server (it would take every replica
-            # of a shared volume out at once); its own health name says NOT_SERVING.
+            # A model loaded later, and failing, does not gate the server (on a shared volume it would
+            # take every replica out at once); its own health name says NOT_SERVING.
             late = tmp_path / "late"
             late.mkdir()
             (late / "config.pbtxt").write_text(config_text("late"))
             publish_broken(late, tiny_checkpoint, 1)
-            wait_for(lambda: any(m.name == "late" and m.versions and m.state == "UNAVAILABLE"
-                                 for m in client.repository_index()))
+            with pytest.raises(grpc.RpcError):
+                control.LoadModel(reward_pb2.LoadModelRequest(model="late"), timeout=60)
             assert health_of(server.target, "late") == NOT_SERVING
             assert health_of(server.target, READY_SERVICE_NAME) == SERVING
 
-            # A served model loses its only version (latest policy: the broken version 2 replaces 1).
-            publish_broken(rm, tiny_checkpoint, 2)
-            wait_for(lambda: health_of(server.target, "rm") == NOT_SERVING)
-            assert health_of(server.target, READY_SERVICE_NAME) == NOT_SERVING
+            # A model the server was started to serve is not ready: the server is not.
+            control.UnloadModel(reward_pb2.UnloadModelRequest(model="rm"), timeout=60)
+            assert health_of(server.target, "rm") == NOT_SERVING
+            wait_for(lambda: health_of(server.target, READY_SERVICE_NAME) == NOT_SERVING, timeout=10)
             assert health_of(server.target, "other") == SERVING  # per model, the other one still serves
             assert health_of(server.target, "") == SERVING  # liveness: the process is fine
             # The client watches the ready name: a replica out of rotation gets no calls.
             with pytest.raises(UnavailableError):
                 client.get_score(CHAT_1, timeout=5)
 
-            shutil.rmtree(rm / "2")  # back to version 1
-            wait_for(lambda: health_of(server.target, READY_SERVICE_NAME) == SERVING)
+            control.LoadModel(reward_pb2.LoadModelRequest(model="rm"), timeout=60)
+            wait_for(lambda: health_of(server.target, READY_SERVICE_NAME) == SERVING, timeout=10)
             wait_for(lambda: _scores(client))
 
 
@@ -407,7 +414,7 @@ def test_dockerfile_serves_a_mounted_repository_as_non_root_with_a_health_check_
     assert json.loads(stage["ENTRYPOINT"]) == ["reward-server"]
     args = serve_args(json.loads(stage["CMD"]))
     assert json.loads(stage["VOLUME"]) == [args.model_repository]
-    assert stage["EXPOSE"] == str(args.port)
+    assert stage["EXPOSE"].split() == [str(args.port), str(args.http_port)]
     assert stage["USER"] not in ("root", "0")
     assert "healthcheck.py" in stage["HEALTHCHECK"] and str(args.port) not in stage["HEALTHCHECK"]
 

@@ -13,6 +13,7 @@ from helpers import CHAT_1, CHAT_2, add_model, config_text, serve_repo
 from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
 from reward_client import RewardClient
+from reward_server.backends import Backend
 
 TOKEN = "s3cret-token"
 
@@ -151,7 +152,7 @@ def test_expired_input_never_reaches_the_model(server):
     assert_still_serving(server)
 
 
-class PoisonedBackend:
+class PoisonedBackend(Backend):
     """Fault injection around the real backend: a batch holding token id 7 fails."""
 
     def __init__(self, real):

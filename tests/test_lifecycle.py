@@ -24,6 +24,7 @@ from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
 from reward_client import RewardClient
 from reward_server import backends
+from reward_server.backends import Backend
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -326,7 +327,7 @@ def test_failed_warmup_leaves_the_version_unavailable_and_other_models_serving(t
         factory.release.set()
         monkeypatch.setitem(backends.FACTORIES, "pytorch", factory)
         with RewardClient(server.target, model="bad") as client:
-            with pytest.raises(rc.UnavailableError, match="warmup failed.*illegal memory access"):
+            with pytest.raises(rc.FailedPreconditionError, match="warmup failed.*illegal memory access"):
                 client.load_model()
             status = index_of(client)["bad"]
             assert status.state == "UNAVAILABLE" and "warmup failed" in status.versions[0].reason
@@ -337,7 +338,7 @@ def test_failed_warmup_leaves_the_version_unavailable_and_other_models_serving(t
 # --- backend faults -----------------------------------------------------------------------------
 
 
-class _OutOfMemoryAbove:
+class _OutOfMemoryAbove(Backend):
     """Fault injection around the real backend: batches larger than `fits` raise torch's OOM error."""
 
     def __init__(self, real, fits: int) -> None:

@@ -6,12 +6,12 @@ the batcher counts the tokens packing computes; `packed_batches: false` pads."""
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from reward_server.backends.packing import computed_tokens, packed, packed_rows
+from reward_server.backends.settings import PyTorchSettings
 from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.batching import DynamicBatcher
 from reward_server.checkpoint import read_checkpoint
@@ -68,7 +68,7 @@ def test_packed_scores_equal_the_plain_forward_within_float32_rounding(tmp_path,
 
 
 def test_packed_batches_false_pads_every_batch(tiny_checkpoint):
-    config = SimpleNamespace(torchscript=True, torch_intra_op_threads=0, packed_batches=False)
+    config = PyTorchSettings(torchscript=True, intra_op_threads=0, packed_batches=False)
     backend = TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32", config)
     batch = packable_batches(seed=3, count=1)[0]
     lengths = [len(ids) for ids in batch]

@@ -12,13 +12,13 @@ import random
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from helpers import CHAT_1, CHAT_2
 from reward_server.backends.padding import right_padded
+from reward_server.backends.settings import PyTorchSettings
 from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.checkpoint import read_checkpoint
 from reward_server.datatypes import Conversation, Message, Text, TokenIds
@@ -49,7 +49,7 @@ def tiny_architecture(tmp_path, architecture: str):
 
 @pytest.mark.parametrize("architecture", ["llama", "mistral"])
 def test_traced_full_forward_equals_the_plain_forward_digit_for_digit(tmp_path, architecture):
-    full = SimpleNamespace(torchscript=True, torch_intra_op_threads=0, last_position_only=False)
+    full = PyTorchSettings(torchscript=True, intra_op_threads=0, last_position_only=False)
     backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32", full)
     assert backend.traced and not backend.last_position
     for batch in random_batches(seed=1, count=12):  # shapes the trace never saw, padded and not
@@ -104,7 +104,7 @@ def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped()
 def test_torchscript_off_serves_the_eager_scorer_with_the_same_scores(tiny_checkpoint):
     checkpoint = read_checkpoint(tiny_checkpoint)
     traced = TorchEagerBackend(checkpoint, "cpu", "float32")
-    eager = TorchEagerBackend(checkpoint, "cpu", "float32", SimpleNamespace(torchscript=False, torch_intra_op_threads=1))
+    eager = TorchEagerBackend(checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1))
     assert traced.traced and not eager.traced
     for batch in random_batches(seed=2, count=4):
         assert eager.score_batch(batch) == traced.score_batch(batch)
@@ -136,7 +136,7 @@ def test_traced_forward_crosses_into_torch_a_handful_of_times_per_batch(tiny_che
     these crossings cost depend on how busy the machine is."""
     checkpoint = read_checkpoint(tiny_checkpoint)
     traced = TorchEagerBackend(checkpoint, "cpu", "float32")
-    eager = TorchEagerBackend(checkpoint, "cpu", "float32", SimpleNamespace(torchscript=False, torch_intra_op_threads=1))
+    eager = TorchEagerBackend(checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1))
     batch = random_batches(seed=3, count=1)[0]
     traced_crossings, eager_crossings = torch_crossings(traced, batch), torch_crossings(eager, batch)
     assert traced_crossings <= 16, traced_crossings
@@ -149,7 +149,7 @@ def test_traced_forward_runs_to_its_end_while_another_thread_holds_the_gil(tiny_
     forward is done the moment the GIL is let go. (It waited inside the graph, for the whole hold,
     while torch released a tensor made in Python.)"""
     backend = TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32",
-                                SimpleNamespace(torchscript=True, torch_intra_op_threads=1))
+                                PyTorchSettings(torchscript=True, intra_op_threads=1))
     inputs = [torch.from_numpy(a) for a in right_padded([[5 + (7 * i + row) % 400 for i in range(500)]
                                                           for row in range(48)])]
 

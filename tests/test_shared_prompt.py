@@ -152,12 +152,11 @@ def test_batcher_runs_a_shared_group_alone_when_inputs_wait_beside_it(real_backe
 def test_shared_prefix_scores_equal_full_sequences(tmp_path, architecture, last_position_only):
     """The backend's own two paths on the same sequences; mistral's window (8) is shorter than the
     prefix, so most of the prefix's keys lie outside it."""
-    from types import SimpleNamespace
-
+    from reward_server.backends.settings import PyTorchSettings
     from reward_server.backends.torch_eager import TorchEagerBackend
     from test_serving_forward import tiny_architecture
 
-    config = SimpleNamespace(torchscript=True, torch_intra_op_threads=0, last_position_only=last_position_only)
+    config = PyTorchSettings(torchscript=True, intra_op_threads=0, last_position_only=last_position_only)
     backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32", config)
     assert backend.last_position == last_position_only
     rng = random.Random(9)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from reward_api.v1 import reward_pb2 as pb
 
@@ -22,8 +22,12 @@ READY_SERVICE = "reward.ready"
 
 # Calls are spread over every address of the target with gRPC's round_robin policy. Only UNAVAILABLE
 # is retried (a replica killed, restarting or draining: the retry goes to the next replica); everything
-# else is the caller's to see. Throttling stops retries when most attempts fail (the whole pool is down):
-# each failure costs a token, each success gives back 0.1, and retries stop below half of maxTokens.
+# else is the caller's to see. Only the RPCs that are safe to repeat are retried: scoring and the
+# read-only ones. LoadModel / UnloadModel are not (a load can take minutes and change the server; the
+# server answers a failed load FAILED_PRECONDITION anyway). Throttling stops retries when most attempts
+# fail (the whole pool is down): each failure costs a token, each success gives back 0.1, and retries
+# stop below half of maxTokens.
+RETRIED_METHODS = ("Score", "Rank", "GetModelMetadata", "ListModels", "RepositoryIndex")
 SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -32,7 +36,8 @@ SERVICE_CONFIG = json.dumps(
         "healthCheckConfig": {"serviceName": READY_SERVICE},
         "methodConfig": [
             {
-                "name": [{"service": SERVICE}],
+                "name": [{"service": SERVICE, "method": method} for method in RETRIED_METHODS]
+                + [{"service": "grpc.health.v1.Health"}],
                 "retryPolicy": {
                     "maxAttempts": 5,
                     "initialBackoff": "0.05s",
@@ -118,7 +123,7 @@ def _score_input(item: ScoreInputLike) -> pb.ScoreInput:
     if isinstance(item, str):
         return pb.ScoreInput(text=item)
     if isinstance(item, Sequence) and item and all(isinstance(x, int) for x in item):
-        return pb.ScoreInput(token_ids=pb.TokenIds(ids=list(item)))
+        return pb.ScoreInput(token_ids=pb.TokenIds(ids=list(cast(Sequence[int], item))))
     return pb.ScoreInput(conversation=_conversation(item))  # type: ignore[arg-type]
 
 
@@ -141,7 +146,7 @@ def _rank_result(response: Any) -> RankResult:
 
 
 def _state(state: int) -> str:
-    return pb.ModelState.Name(state).removeprefix("MODEL_STATE_")
+    return str(pb.ModelState.Name(state)).removeprefix("MODEL_STATE_")
 
 
 def _versions(versions: Any) -> list[VersionStatus]:

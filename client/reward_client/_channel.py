@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import grpc
 
-Pem = bytes | str | os.PathLike  # PEM bytes, or the path of a PEM file
+Pem = bytes | str | os.PathLike[str]  # PEM bytes, or the path of a PEM file
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:
@@ -35,8 +35,11 @@ def _addresses(endpoint: str) -> dict[int, str]:
 
 
 def channel_target(target: str | Sequence[str]) -> str:
-    """A gRPC target for one endpoint (any gRPC target string, kept as given) or for a list of
-    `host:port` endpoints (resolved once, now; use `dns:///` for a set that changes)."""
+    """A gRPC target for one endpoint or for a list of endpoints.
+
+    One endpoint: any gRPC target string, kept as given. A list of `host:port` endpoints: resolved once,
+    now (use `dns:///` for a set that changes).
+    """
     if isinstance(target, str):
         return target
     endpoints = list(target)
@@ -60,8 +63,11 @@ def _read_pem(value: Pem | None) -> bytes | None:
 
 def tls_credentials(*, tls: bool, ca_cert: Pem | None, client_cert: Pem | None,
                     client_key: Pem | None) -> grpc.ChannelCredentials | None:
-    """None for plaintext; TLS when asked for or when any certificate is given (the system's roots
-    when no CA is); mutual TLS when the client's own certificate and key are given."""
+    """The channel credentials: None for plaintext.
+
+    TLS when asked for or when any certificate is given (the system's roots when no CA is); mutual TLS
+    when the client's own certificate and key are given.
+    """
     if (client_cert is None) != (client_key is None):
         raise ValueError("client_cert and client_key go together (mutual TLS)")
     if not (tls or ca_cert is not None or client_cert is not None):

@@ -80,8 +80,10 @@ _BY_CODE: dict[grpc.StatusCode, type[RewardError]] = {
 
 
 def error_from_rpc(error: grpc.RpcError, where: str = "") -> RewardError:
-    """Turn a grpc.RpcError (sync or aio) into the typed exception for its status; `where` (e.g. which
-    chunk of a split call failed) is put before the server's message."""
+    """Turn a grpc.RpcError (sync or aio) into the typed exception for its status.
+
+    `where` (e.g. which chunk of a split call failed) is put before the server's message.
+    """
     code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
     details = (error.details() if callable(getattr(error, "details", None)) else str(error)) or ""
     cls = _BY_CODE.get(code, RewardError)

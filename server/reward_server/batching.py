@@ -9,9 +9,9 @@ An input's future is a concurrent.futures.Future, or, when submitted with an eve
 future of that loop: those of one batch are resolved by one call_soon_threadsafe (one wakeup of the
 loop per batch, where wrapped concurrent futures cost a wakeup and two callbacks per input).
 
-Length-aware batches: the oldest input always goes into the next batch (so no input waits behind
-more than the inputs queued before it), and its companions are the queued inputs closest to it in
-length that fit max_batch_size and max_batch_tokens (padded tokens = batch size x longest input).
+Which inputs form the next batch, and when, is batch_policy.BatchPolicy (pure, tested on its own):
+length-aware batches around the oldest input, within max_batch_size and max_batch_tokens. This module
+holds the queue, the thread, and the futures.
 
 A batch the device has no memory for is split in halves and retried (down to single inputs); any
 other backend error fails that batch's inputs only.
@@ -26,10 +26,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .backends import Backend, is_out_of_memory
+from .batch_policy import ALONE, BatchPolicy, expired
 from .errors import BackendFailure, DeadlineExceeded, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,52 @@ class BatcherStats:
     batch_sizes: Counter = field(default_factory=Counter)  # size -> batches of that size
 
 
+@dataclass(frozen=True)
+class InferenceCounts:
+    """A consistent copy of an instance's InferenceStats."""
+
+    executions: int = 0  # backend calls
+    inferences: int = 0  # inputs computed
+    success_ns: int = 0  # per input: queue + compute
+    queue_ns: int = 0
+    compute_ns: int = 0  # per input: the compute time of its batch
+    fail_count: int = 0  # inputs of failed batches and inputs that expired in the queue
+    fail_ns: int = 0
+    last_inference_ms: int = 0  # wall clock of the last batch, ms since the epoch
+    batches: tuple[tuple[int, int, int], ...] = ()  # (size, executions, compute ns)
+
+
+class InferenceStats:
+    """Triton-style counters (ModelStatistics) of one instance: written on the batcher thread once per
+    batch, read from any thread; the lock keeps a snapshot's counts consistent with each other."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = InferenceCounts()
+        self._batches: dict[int, tuple[int, int]] = {}
+
+    def batch_done(self, queue_s: Sequence[float], compute_s: float) -> None:
+        size, compute_ns = len(queue_s), int(compute_s * 1e9)
+        queue_ns = int(sum(queue_s) * 1e9)
+        with self._lock:
+            c = self._counts
+            executions, ns = self._batches.get(size, (0, 0))
+            self._batches[size] = (executions + 1, ns + compute_ns)
+            self._counts = replace(c, executions=c.executions + 1, inferences=c.inferences + size,
+                                   success_ns=c.success_ns + queue_ns + size * compute_ns,
+                                   queue_ns=c.queue_ns + queue_ns, compute_ns=c.compute_ns + size * compute_ns,
+                                   last_inference_ms=time.time_ns() // 1_000_000)
+
+    def failed(self, waited_s: Sequence[float]) -> None:
+        with self._lock:
+            c = self._counts
+            self._counts = replace(c, fail_count=c.fail_count + len(waited_s), fail_ns=c.fail_ns + int(sum(waited_s) * 1e9))
+
+    def snapshot(self) -> InferenceCounts:
+        with self._lock:
+            return replace(self._counts, batches=tuple((s, *v) for s, v in sorted(self._batches.items())))
+
+
 def _new_future(loop: asyncio.AbstractEventLoop | None) -> AnyFuture:
     return Future() if loop is None else loop.create_future()
 
@@ -164,14 +211,13 @@ class DynamicBatcher:
     ) -> None:
         self.name = name
         self.backend = backend
-        self.max_batch_size = max_batch_size
-        self.max_queue_delay_s = max_queue_delay_s
-        self.preferred_batch_sizes = tuple(sorted(preferred_batch_sizes))
+        self.policy = BatchPolicy(max_batch_size, max_queue_delay_s, tuple(sorted(preferred_batch_sizes)),
+                                  max_batch_tokens)
         self.max_queue_size = max_queue_size
-        self.max_batch_tokens = max_batch_tokens
         self.observer = observer
         self._queued_tokens = 0
         self.stats = BatcherStats()
+        self.inference_stats = InferenceStats()
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -180,6 +226,14 @@ class DynamicBatcher:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.policy.max_batch_size
+
+    @property
+    def max_batch_tokens(self) -> int:
+        return self.policy.max_batch_tokens
 
     @property
     def closed(self) -> bool:
@@ -205,7 +259,9 @@ class DynamicBatcher:
         statistic. Why the instance's thread: torch's OpenMP gives each
         thread that computes a team of its own, and more teams than CPUs slow every forward (see
         openmp.py), so a benchmark's reference forwards run where the served ones do."""
-        return self._enqueue([_Item((), None, time.monotonic(), Future(), task=ThreadTask(work))])[0]
+        future: Future = Future()
+        self._enqueue([_Item((), None, time.monotonic(), future, task=ThreadTask(work))])
+        return future
 
     def _enqueue(self, items: list[_Item]) -> list[AnyFuture]:
         with self._cond:
@@ -237,16 +293,6 @@ class DynamicBatcher:
             self._execute(batch, settler)
             settler.flush()
 
-    def _batch_size_ready(self) -> int:
-        """Size to dispatch now without waiting for the delay, or 0 to keep waiting."""
-        queued = len(self._queue)
-        if queued >= self.max_batch_size:
-            return self.max_batch_size
-        if self.max_batch_tokens and self._queued_tokens >= self.max_batch_tokens:
-            return queued  # enough work to fill the budget; _take decides how much fits
-        fitting = [size for size in self.preferred_batch_sizes if size <= queued]
-        return fitting[-1] if fitting else 0
-
     def _next_batch(self) -> list[_Item] | None:
         with self._cond:
             while True:
@@ -257,15 +303,15 @@ class DynamicBatcher:
                     self._fail_waiting(settler)
                     settler.flush()
                     return None
-                dispatch_at = self._queue[0].enqueued + self.max_queue_delay_s
-                size = self._batch_size_ready()
+                dispatch_at = self.policy.dispatch_at(self._queue[0].enqueued)
+                size = self.policy.size_ready(len(self._queue), self._queued_tokens)
                 while not size and not self._closed:
                     remaining = dispatch_at - time.monotonic()
                     if remaining <= 0:
-                        size = min(len(self._queue), self.max_batch_size)
+                        size = self.policy.size_due(len(self._queue))
                         break
                     self._cond.wait(remaining)
-                    size = self._batch_size_ready()
+                    size = self.policy.size_ready(len(self._queue), self._queued_tokens)
                 if self._closed:
                     continue
                 settler = _Settler()
@@ -275,26 +321,16 @@ class DynamicBatcher:
                     return batch
 
     def _take(self, size: int) -> list[_Item]:
-        """The oldest input plus up to size-1 queued inputs closest to it in length within the budget."""
+        """The oldest input and the companions the policy picks for it, out of the queue."""
         head = self._queue.popleft()
-        chosen, width = [head], len(head.ids)
+        chosen = [head]
         if head.task is None and size > 1 and self._queue:
-            closeness = sorted(range(len(self._queue)), key=lambda i: (abs(len(self._queue[i].ids) - len(head.ids)), i))
-            picked = set()
-            for index in closeness:
-                if len(chosen) >= size:
-                    break
-                item = self._queue[index]
-                if item.task is not None:
-                    continue
-                padded_width = max(width, len(item.ids))
-                if self.max_batch_tokens and padded_width * (len(chosen) + 1) > self.max_batch_tokens:
-                    continue
-                chosen.append(item)
-                picked.add(index)
-                width = padded_width
+            lengths = [ALONE if item.task is not None else len(item.ids) for item in self._queue]
+            picked = self.policy.companions(len(head.ids), lengths, size)
             if picked:
-                self._queue = deque(item for i, item in enumerate(self._queue) if i not in picked)
+                chosen += [self._queue[i] for i in picked]
+                taken = set(picked)
+                self._queue = deque(item for i, item in enumerate(self._queue) if i not in taken)
         self._queued_tokens -= sum(len(item.ids) for item in chosen)
         return chosen
 
@@ -305,8 +341,9 @@ class DynamicBatcher:
         for item in items:
             if not item.start():
                 self.stats.cancelled += 1
-            elif item.deadline is not None and now >= item.deadline:
+            elif expired(item.deadline, now):
                 self.stats.expired += 1
+                self.inference_stats.failed([now - item.enqueued])
                 settler.set(item.future, error=DeadlineExceeded("deadline passed while the input waited in the queue"))
             else:
                 item.started = now
@@ -327,6 +364,8 @@ class DynamicBatcher:
             self.stats.failed_batches += 1
             if self.observer:
                 self.observer.batch_failed(len(batch))
+            now = time.monotonic()
+            self.inference_stats.failed([now - item.enqueued for item in batch])
             log.exception("backend of %s failed on a batch of %d", self.name, len(batch))
             error = BackendFailure(f"model {self.name} failed on a batch of {len(batch)}: {type(e).__name__}: {e}")
             for item in batch:
@@ -356,8 +395,7 @@ class DynamicBatcher:
             return
         lengths = [len(item.ids) for item in batch]
         real_tokens = sum(lengths)
-        cost = getattr(self.backend, "computed_tokens", None)  # a backend that packs computes fewer
-        padded_tokens = cost(lengths) if cost else len(batch) * max(lengths)
+        padded_tokens = self.backend.computed_tokens(lengths)  # fewer than rows x longest where it packs
         self.stats.batches += 1
         self.stats.computed += len(batch)
         self.stats.batch_sizes[len(batch)] += 1
@@ -367,6 +405,7 @@ class DynamicBatcher:
         queue_s = [item.started - item.enqueued for item in batch]
         if self.observer:
             self.observer.batch_done(len(batch), real_tokens, padded_tokens, queue_s, compute_s)
+        self.inference_stats.batch_done(queue_s, compute_s)
         for item, score, waited in zip(batch, scores, queue_s):
             settler.set(item.future, Scored(float(score), waited, compute_s))
 
@@ -385,4 +424,5 @@ class DynamicBatcher:
         queue_s = item.started - item.enqueued
         if self.observer:
             self.observer.batch_done(len(scores), len(item.ids), task.padded_tokens, [queue_s] * len(scores), compute_s)
+        self.inference_stats.batch_done([queue_s] * len(scores), compute_s)
         settler.set(item.future, [Scored(float(score), queue_s, compute_s) for score in scores])

@@ -5,47 +5,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
 log = logging.getLogger("reward_server")
 
-DEFAULT_PORT = 50051
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVEL_ENV = "REWARD_SERVER_LOG_LEVEL"
+DEFAULT_LOG_LEVEL = "INFO"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .settings import ServerSettings, read_auth_token
+    from .settings import settings_from_options
     from .transport import StartupError, serve
 
     try:
-        settings = ServerSettings(
-            model_repository=Path(args.model_repository),
-            host=args.host,
-            port=args.port,
-            strict=args.strict,
-            max_items_per_request=args.max_items_per_request,
-            auth_token=read_auth_token(args.auth_token_file),
-            grace_period_s=args.grace_period,
-            tls_cert=_path(args.tls_cert),
-            tls_key=_path(args.tls_key),
-            tls_client_ca=_path(args.tls_client_ca),
-            health_port=args.health_port,
-            max_message_bytes=args.max_message_bytes,
-            max_chars_per_message=args.max_chars_per_message,
-            max_concurrent_rpcs=args.max_concurrent_rpcs,
-            reuse_port=args.reuse_port,
-            max_connection_age_s=args.max_connection_age,
-            model_control_mode=args.model_control_mode,
-            repository_poll_s=args.repository_poll_secs,
-            load_models=tuple(args.load_model),
-            metrics_port=args.metrics_port,
-        )
+        settings = settings_from_options(vars(args), os.environ)
     except (ValueError, OSError) as e:
         log.error("%s", e)
         return 2
@@ -87,59 +67,72 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Repeated(argparse.Action):
+    """A repeatable flag whose values on the command line replace the default (or the environment's)
+    instead of adding to it, as argparse's "append" would."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, [*(current if isinstance(current, list) else []), values])
+
+
+_METAVARS: dict[type, str] = {int: "N", float: "SECONDS", str: "TEXT", Path: "PATH"}
+
+
+def add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """The flags of `serve`, one per option declared in settings.ServerSettings. With `environ`, an
+    option whose variable is set defaults to it (parsed, and refused if bad, when settings are built)."""
+    from .settings import env_defaults, serve_options
+
+    env = env_defaults(environ or {})
+    for opt in serve_options():
+        kwargs: dict[str, Any] = {"help": opt.help_text().replace("%", "%%"), "dest": opt.dest}
+        if opt.kind is not bool and not opt.choices:
+            kwargs["metavar"] = opt.spec.metavar or _METAVARS.get(opt.kind, "VALUE")
+        if opt.kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif opt.repeated:
+            kwargs["action"] = _Repeated
+        else:
+            # Text for paths and choices (the namespace keeps what was typed); parsed into settings later.
+            kwargs["type"] = str if opt.choices or opt.kind is Path else opt.kind
+            kwargs["choices"] = opt.choices
+        if opt.required and opt.dest not in env:
+            kwargs["required"] = True
+        action = parser.add_argument(opt.flag, **kwargs)
+        # Set after: BooleanOptionalAction would append its own "(default: ...)" to the help.
+        default = list(opt.default) if opt.repeated else opt.default  # a list, as argparse's own "append" has
+        action.default = env.get(opt.dest, None if opt.required else default)
+
+
+def _log_level_option(parser: argparse.ArgumentParser, default: str | None, dest: str) -> None:
+    parser.add_argument("--log-level", default=default, choices=LOG_LEVELS, dest=dest,
+                        help=f"level of the server's own loggers (default {DEFAULT_LOG_LEVEL}; env {LOG_LEVEL_ENV}); "
+                             "DEBUG logs one line per request; other libraries log WARNING and above")
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The `reward-server` parser. `environ` (main passes os.environ) supplies the defaults of the options
+    whose REWARD_SERVER_* variable is set; without it, every default is the declared one."""
     parser = argparse.ArgumentParser(prog="reward-server", description="gRPC reward-model server")
     parser.add_argument("--version", action="version", version=f"reward-server {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="logging level (default INFO; DEBUG logs one line per request)")
+    _log_level_option(parser, DEFAULT_LOG_LEVEL, "log_level")
+    # --log-level after the command too, under its own name: a command's defaults overwrite the values
+    # parsed before the command, so one name would lose a level given before it.
+    after = argparse.ArgumentParser(add_help=False)
+    _log_level_option(after, None, "command_log_level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve a model repository over gRPC")
-    serve.add_argument("--model-repository", required=True, help="path of the Triton-style model repository")
-    serve.add_argument("--host", default="[::]", help="address to bind (default [::], every interface)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"gRPC port (default {DEFAULT_PORT}; 0 picks one)")
-    serve.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
-                       help="refuse to start when a model fails to load (default); --no-strict serves the others")
-    serve.add_argument("--max-items-per-request", type=int, default=4096,
-                       help="most inputs one Score or Rank request may carry (default 4096)")
-    serve.add_argument("--auth-token-file", default=None,
-                       help="require this bearer token (else $REWARD_SERVER_AUTH_TOKEN if set; else no auth)")
-    serve.add_argument("--grace-period", type=float, default=30.0,
-                       help="seconds requests in flight may take to finish after SIGTERM (default 30)")
-    serve.add_argument("--tls-cert", default=None, help="PEM certificate chain of the server (enables TLS)")
-    serve.add_argument("--tls-key", default=None, help="PEM private key of the server")
-    serve.add_argument("--tls-client-ca", default=None,
-                       help="PEM CA bundle; clients must present a certificate it signed (mutual TLS)")
-    serve.add_argument("--health-port", type=int, default=None,
-                       help="also serve grpc.health.v1 alone, in plaintext, on this port (for probes that cannot "
-                            "speak TLS; 0 picks one; default: off)")
-    serve.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
-                       help="largest request or response message (default 64 MiB; larger -> RESOURCE_EXHAUSTED)")
-    serve.add_argument("--max-chars-per-message", type=int, default=1_000_000,
-                       help="most characters in one chat message or text input (default 1000000; more -> "
-                            "INVALID_ARGUMENT)")
-    serve.add_argument("--max-concurrent-rpcs", type=int, default=1024,
-                       help="most RPCs handled at once, health checks excepted (default 1024; more -> "
-                            "RESOURCE_EXHAUSTED)")
-    serve.add_argument("--reuse-port", action="store_true",
-                       help="let several server processes listen on the same port (SO_REUSEPORT)")
-    serve.add_argument("--max-connection-age", type=float, default=None,
-                       help="end each client connection after this many seconds, so that clients re-resolve "
-                            "DNS and find new replicas (default: never)")
-    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none",
-                       help="none: load every model at start (default); explicit: LoadModel/UnloadModel RPCs "
-                            "and --load-model; poll: rescan the repository every --repository-poll-secs")
-    serve.add_argument("--repository-poll-secs", type=float, default=15.0,
-                       help="poll mode: seconds between rescans of the repository (default 15)")
-    serve.add_argument("--load-model", action="append", default=[], metavar="NAME",
-                       help="explicit mode: a model to load at start (repeatable)")
-    serve.add_argument("--metrics-port", type=int, default=None,
-                       help="serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a port; default: off)")
+    serve = commands.add_parser("serve", help="serve a model repository over gRPC", parents=[after],
+                                description="Serve a model repository over gRPC. Every option can also be set "
+                                            "by its environment variable; the command line wins over it.")
+    add_serve_options(serve, environ)
     serve.set_defaults(run=_serve)
 
     from .importers import DTYPES, FAMILIES
 
-    imp = commands.add_parser("import", help="import an original reward-model checkpoint as a new model version",
+    imp = commands.add_parser("import", parents=[after], help="import an original reward-model checkpoint as a new model version",
                               description="Convert a checkpoint in its authors' layout (local folder or hub id) into "
                                           "the canonical layout (safetensors, transformers config, fast tokenizer) "
                                           "as the next version of a model, with a config.pbtxt. No code from the "
@@ -154,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--dtype", choices=DTYPES, default="keep", help="dtype of the stored weights (default: keep)")
     imp.set_defaults(run=_import)
 
-    exp = commands.add_parser("export", help="export a PyTorch model version to ONNX (onnxruntime backend)",
+    exp = commands.add_parser("export", parents=[after], help="export a PyTorch model version to ONNX (onnxruntime backend)",
                               description="Export a model version with optimum's ONNX exporter (head, bias and "
                                           "pooling inside the graph), check it against PyTorch with onnxruntime, "
                                           "and publish it as a version of an onnxruntime model.")
@@ -169,7 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str) -> None:
+    """Our loggers at `level`; every other library's (grpc, asyncio, transformers) at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("reward_server").setLevel(level)
+
+
+def chosen_log_level(args: argparse.Namespace) -> str:
+    """--log-level after the command, else before it, else $REWARD_SERVER_LOG_LEVEL, else INFO."""
+    return str(getattr(args, "command_log_level", None) or args.log_level)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    return args.run(args)
+    parser = build_parser(os.environ)
+    level = os.environ.get(LOG_LEVEL_ENV, DEFAULT_LOG_LEVEL).strip().upper()
+    if level not in LOG_LEVELS:
+        parser.error(f"${LOG_LEVEL_ENV}={os.environ[LOG_LEVEL_ENV]!r}: expected one of {', '.join(LOG_LEVELS)}")
+    parser.set_defaults(log_level=level)
+    args = parser.parse_args(argv)
+    configure_logging(chosen_log_level(args))
+    return int(args.run(args))

@@ -22,7 +22,7 @@ from .datatypes import (
     ScoreResult,
 )
 from .encoding import candidate_conversations
-from .errors import InvalidArgument, Unavailable
+from .errors import InvalidArgument, ModelLoadFailed, Unavailable
 from .repository import LoadedVersion, ModelRepository
 from .request_record import current_request
 from .shared_prefix import plan_shared_prefix
@@ -86,14 +86,14 @@ class RewardCore:
         loop = asyncio.get_running_loop()
         group = plan_shared_prefix(unique) if share_prefix else None
         future = loaded.submit_shared(group, deadline, loop) if group else None
-        if future is not None:
+        if future is not None and group is not None:
             log.debug("%s/%d: shared-prompt group: %d prefix tokens, %d candidates", loaded.name, loaded.version,
                       len(group.prefix), len(group.suffixes))
-            return await future
+            return await future  # type: ignore[misc]  # an asyncio future: submitted with the running loop
         futures = loaded.submit(unique, deadline, loop)
         if len(futures) == 1:  # most RL requests: no gather (its future and callbacks) for one input
-            return [await futures[0]]
-        return list(await asyncio.gather(*futures))
+            return [await futures[0]]  # type: ignore[misc]  # as above
+        return list(await asyncio.gather(*futures))  # type: ignore[arg-type]  # as above
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
         return ScoreResponse(*await self._score_inputs(request.model, request.version, request.inputs, deadline))
@@ -101,7 +101,7 @@ class RewardCore:
     async def rank(self, request: RankRequest, deadline: float | None) -> RankResponse:
         items = request.items
         shared = isinstance(items, Candidates)  # one prompt, N responses: the prompt may be computed once
-        inputs = candidate_conversations(items) if shared else items
+        inputs = candidate_conversations(items) if isinstance(items, Candidates) else items
         name, version, results = await self._score_inputs(request.model, request.version, inputs, deadline,
                                                           share_prefix=shared)
         rank, order = rank_of([r.score for r in results])
@@ -122,7 +122,8 @@ class RewardCore:
         """Load (or reload) off the event loop; a version that failed makes the request fail with its reason."""
         failures = await asyncio.to_thread(self.repository.load_model, model)
         if failures:
-            raise Unavailable(f"model {model!r} failed to load: " + "; ".join(failures))
+            serving = " (a loaded version keeps serving)" if self.repository.model_ready(model) else ""
+            raise ModelLoadFailed(f"model {model!r} failed to load: " + "; ".join(failures) + serving)
         return self.repository.metadata(model)
 
     async def unload_model(self, model: str) -> None:

@@ -3,7 +3,10 @@
 A small request is encoded on the event loop (`fits_inline`): handing it to a thread costs more than
 tokenizing it, because the woken thread, and then the loop, each wait for the GIL (up to the 5 ms
 switch interval while another thread computes). A large request goes to the encode pool, where the
-tokenizer encodes its texts in parallel with the GIL released, so the loop is never held for long."""
+tokenizer encodes its texts in parallel with the GIL released, so the loop is never held for long.
+
+Special-token strings inside content are kept, escaped or refused by the model's
+`special_tokens_in_content` (formats/special_tokens.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +17,13 @@ from typing import Any
 from .datatypes import Candidates, Conversation, Encoded, Message, ScoreInput, Text, TokenIds
 from .errors import InvalidArgument, LoadError
 from .formats import PromptFormat
+from .formats.special_tokens import ESCAPE, KEEP, REFUSE, ContentSpecialTokens
 
 # Characters (or token ids) in one request up to which it is encoded on the event loop.
 INLINE_ENCODE_CHARS = 4096
+# What one message costs to render beyond its characters (the template's role markers), counted in
+# `fits_inline`: 200,000 empty messages are no small request.
+MESSAGE_CHARS = 16
 
 
 def candidate_conversations(candidates: Candidates) -> tuple[Conversation, ...]:
@@ -47,6 +54,7 @@ class InputEncoder:
     prefix_ids: tuple[int, ...] = ()
     suffix_ids: tuple[int, ...] = ()
     inline_chars: int = INLINE_ENCODE_CHARS
+    special_tokens: ContentSpecialTokens | None = None  # None: keep (the tokenizer's own behaviour)
     _backend: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +75,7 @@ class InputEncoder:
         chars = 0
         for item in inputs:
             if isinstance(item, Conversation):
-                chars += sum(len(m.content) for m in item.messages)
+                chars += sum(len(m.content) for m in item.messages) + MESSAGE_CHARS * len(item.messages)
             elif isinstance(item, Text):
                 chars += len(item.text)
             else:
@@ -77,6 +85,26 @@ class InputEncoder:
     def render(self, item: Conversation | Text) -> str:
         return self.format.render(item.messages) if isinstance(item, Conversation) else item.text
 
+    def _text(self, index: int, item: Conversation | Text) -> tuple[str, bool]:
+        """The text to encode, and whether the plain tokenizer encodes it (special tokens escaped)."""
+        policy = self.special_tokens
+        try:
+            if policy is None or policy.mode == KEEP:
+                return self.render(item), False
+            if isinstance(item, Text):  # pre-rendered by the caller: all of it is content
+                contents = [("the text", item.text)]
+                if policy.mode == REFUSE:
+                    policy.refuse(contents)
+                return item.text, policy.mode == ESCAPE and policy.needs_escape(contents)
+            contents = [(f"message {number}", m.content) for number, m in enumerate(item.messages)]
+            if policy.mode == REFUSE:
+                policy.refuse(contents)
+            elif policy.needs_escape(contents):
+                return policy.render_escaped(self.format.render, item.messages), True
+            return self.format.render(item.messages), False
+        except InvalidArgument as e:  # the template's bounds and refusals, the special-token policy
+            raise InvalidArgument(f"input {index}: {e}") from None
+
     def _token_ids(self, texts: list[str], parallel: bool) -> list[list[int]]:
         if parallel:  # releases the GIL, encodes the texts on the tokenizer's own threads
             return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
@@ -84,8 +112,15 @@ class InputEncoder:
         return [self._backend.encode(text, add_special_tokens=False).ids for text in texts]
 
     def encode(self, inputs: Sequence[ScoreInput], parallel: bool = True) -> list[Encoded]:
-        texts = [self.render(item) for item in inputs if not isinstance(item, TokenIds)]
-        bodies = iter(self._token_ids(texts, parallel) if texts else ())
+        texts = [self._text(index, item) for index, item in enumerate(inputs) if not isinstance(item, TokenIds)]
+        plain = [text for text, escaped in texts if escaped]
+        if plain:  # rare: only content holding special-token strings, in escape mode
+            assert self.special_tokens is not None
+            plain_ids = iter(self.special_tokens.encode_plain(plain, parallel))
+            normal_ids = iter(self._token_ids([text for text, escaped in texts if not escaped], parallel))
+            bodies = iter([next(plain_ids) if escaped else next(normal_ids) for _, escaped in texts])
+        else:
+            bodies = iter(self._token_ids([text for text, _ in texts], parallel) if texts else ())
         out = []
         for index, item in enumerate(inputs):
             if isinstance(item, TokenIds):

@@ -69,7 +69,7 @@ class ModelInstanceGroup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelInstanceGroup.Kind, str]] = ..., count: _Optional[int] = ..., gpus: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RewardSettings(_message.Message):
-    __slots__ = ("prompt_format", "max_sequence_length", "truncation", "truncation_side", "dtype", "reward_token_id", "add_special_tokens", "head_bias")
+    __slots__ = ("prompt_format", "max_sequence_length", "truncation", "truncation_side", "dtype", "reward_token_id", "add_special_tokens", "head_bias", "special_tokens_in_content")
     class TruncationSide(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TRUNCATION_SIDE_UNSPECIFIED: _ClassVar[RewardSettings.TruncationSide]
@@ -78,6 +78,16 @@ class RewardSettings(_message.Message):
     TRUNCATION_SIDE_UNSPECIFIED: RewardSettings.TruncationSide
     LEFT: RewardSettings.TruncationSide
     RIGHT: RewardSettings.TruncationSide
+    class SpecialTokensInContent(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SPECIAL_TOKENS_IN_CONTENT_UNSPECIFIED: _ClassVar[RewardSettings.SpecialTokensInContent]
+        KEEP: _ClassVar[RewardSettings.SpecialTokensInContent]
+        ESCAPE: _ClassVar[RewardSettings.SpecialTokensInContent]
+        REFUSE: _ClassVar[RewardSettings.SpecialTokensInContent]
+    SPECIAL_TOKENS_IN_CONTENT_UNSPECIFIED: RewardSettings.SpecialTokensInContent
+    KEEP: RewardSettings.SpecialTokensInContent
+    ESCAPE: RewardSettings.SpecialTokensInContent
+    REFUSE: RewardSettings.SpecialTokensInContent
     PROMPT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +96,7 @@ class RewardSettings(_message.Message):
     REWARD_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     HEAD_BIAS_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_TOKENS_IN_CONTENT_FIELD_NUMBER: _ClassVar[int]
     prompt_format: str
     max_sequence_length: int
     truncation: bool
@@ -94,7 +105,8 @@ class RewardSettings(_message.Message):
     reward_token_id: int
     add_special_tokens: bool
     head_bias: bool
-    def __init__(self, prompt_format: _Optional[str] = ..., max_sequence_length: _Optional[int] = ..., truncation: _Optional[bool] = ..., truncation_side: _Optional[_Union[RewardSettings.TruncationSide, str]] = ..., dtype: _Optional[str] = ..., reward_token_id: _Optional[int] = ..., add_special_tokens: _Optional[bool] = ..., head_bias: _Optional[bool] = ...) -> None: ...
+    special_tokens_in_content: RewardSettings.SpecialTokensInContent
+    def __init__(self, prompt_format: _Optional[str] = ..., max_sequence_length: _Optional[int] = ..., truncation: _Optional[bool] = ..., truncation_side: _Optional[_Union[RewardSettings.TruncationSide, str]] = ..., dtype: _Optional[str] = ..., reward_token_id: _Optional[int] = ..., add_special_tokens: _Optional[bool] = ..., head_bias: _Optional[bool] = ..., special_tokens_in_content: _Optional[_Union[RewardSettings.SpecialTokensInContent, str]] = ...) -> None: ...
 
 class OnnxRuntimeSettings(_message.Message):
     __slots__ = ("graph_optimization_level", "intra_op_threads")

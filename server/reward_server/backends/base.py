@@ -1,24 +1,49 @@
-"""The backend protocol: one loaded copy of a model on one device."""
+"""The backend contract: one loaded copy of a model on one device.
+
+A backend implements `score_batch` and `close`, and declares its capabilities as values the server reads
+(never probes for): `supports_shared_prefix` (score_shared_prefix reuses a prompt's KV cache, for Rank
+requests whose candidates share a prompt) and `packs_batches` (score_batch packs inputs of different
+lengths into fewer rows than padding; `computed_tokens` counts what it computes).
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol
 
 
-class Backend(Protocol):
-    device: str
-    dtype: str
+class Backend(ABC):
+    """One loaded copy of a model on one device, called on its instance's own thread."""
+
+    device: str  # "cpu" or "cuda:N"
+    dtype: str  # "float32", "float16" or "bfloat16"
     head_bias: bool  # whether the reward head has a bias
 
+    supports_shared_prefix: bool = False
+    """Whether score_shared_prefix computes a shared prompt once; without it, Rank takes the plain path."""
+
+    packs_batches: bool = False
+    """Whether score_batch packs inputs of different lengths into shared rows (see computed_tokens)."""
+
+    @abstractmethod
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
-        """Exactly one float32 score per sequence, in order. Runs on the instance's own thread."""
+        """Return exactly one float32 score per sequence, in order."""
 
-    # Optional: backends that can reuse a prefix's KV cache (PyTorch) also define
-    # score_shared_prefix(prefix, suffixes) -> one score per prefix + suffix; the others take the plain path.
-    # Backends that pack a batch's inputs into fewer rows than padding (PyTorch) define
-    # computed_tokens(lengths) -> tokens computed, padding included; the others compute rows x longest.
+    def computed_tokens(self, lengths: Sequence[int]) -> int:
+        """Return the tokens a batch of these lengths computes, padding included.
 
+        The default is rows x longest (a padded batch); a backend that packs counts its packed rows.
+        """
+        return len(lengths) * max(lengths)
+
+    def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
+        """Return one score per `prefix + suffix`, the prefix computed once.
+
+        Only backends that declare `supports_shared_prefix` implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not declare supports_shared_prefix")
+
+    @abstractmethod
     def close(self) -> None:
         """Free the model's memory."""
 
@@ -29,7 +54,7 @@ _OUT_OF_MEMORY_MESSAGES = ("out of memory", "failed to allocate memory", "bad_al
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """True when `error` says the device ran out of memory: the batch may fit when split."""
+    """Return True when `error` says the device ran out of memory: the batch may fit when split."""
     if isinstance(error, MemoryError):
         return True
     if type(error).__name__ == "OutOfMemoryError":  # torch's, without importing torch here

@@ -17,7 +17,9 @@ import onnxruntime as ort
 
 from ..checkpoint import Checkpoint
 from ..errors import LoadError
+from .base import Backend
 from .padding import right_padded
+from .settings import ONNXRUNTIME_DEFAULTS, OnnxRuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,15 @@ def providers_for(device: str) -> list[Any]:
     return [("CUDAExecutionProvider", {"device_id": int(device.split(":")[1])}), "CPUExecutionProvider"]
 
 
-class OnnxRuntimeBackend:
-    def __init__(self, checkpoint: Checkpoint, device: str, dtype: str, config: Any = None) -> None:
+class OnnxRuntimeBackend(Backend):
+    """A session over model.onnx; pads every batch and shares no prefix (the graph has no KV cache input)."""
+
+    def __init__(self, checkpoint: Checkpoint, device: str, dtype: str,
+                 settings: OnnxRuntimeSettings = ONNXRUNTIME_DEFAULTS) -> None:
         path = checkpoint.model_file(MODEL_FILE)
         options = ort.SessionOptions()
-        options.graph_optimization_level = LEVELS[getattr(config, "ort_graph_optimization_level", "all")]
-        options.intra_op_num_threads = getattr(config, "ort_intra_op_threads", 0)
+        options.graph_optimization_level = LEVELS[settings.graph_optimization_level]
+        options.intra_op_num_threads = settings.intra_op_threads
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers_for(device))
         except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError, ValueError) as e:

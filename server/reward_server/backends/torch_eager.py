@@ -15,10 +15,13 @@ from torch import nn
 
 from ..checkpoint import Checkpoint, weight_files
 from ..errors import LoadError
+from . import trace_cache
+from .base import Backend
 from .last_position import LLAMA_SHAPED_LAYERS, LastPositionScorer, PackedScorer, supports_last_position
 from .masks import last_token_positions, padded_causal_mask
 from .packing import computed_tokens, packed
 from .padding import right_padded
+from .settings import PYTORCH_DEFAULTS, PyTorchSettings
 
 log = logging.getLogger(__name__)
 
@@ -185,33 +188,45 @@ def _checked(candidate: nn.Module, full: PaddedScorer, device: str, probes: Prob
 
 
 def traced_scorer(scorer: nn.Module, device: str, probes: Probes, tolerance: float,
-                  inputs: Inputs = _tensors) -> tuple[torch.jit.ScriptModule | None, str]:
+                  inputs: Inputs = _tensors, structure: str = "") -> tuple[torch.jit.ScriptModule | None, str]:
     """(InputsKept(scorer) traced with TorchScript, "") or (None, why not).
 
     Why trace: an eager forward releases and re-takes the GIL at every operator, and while the event loop
     holds it each re-take waits; under serving load that stretched a small model's batch 5x (and 60x
     against a busy Python thread). The traced graph runs in C++ with the GIL released once (InputsKept
     says why that needs the inputs returned). The trace is checked against the eager scorer on other
-    shapes; any difference keeps the eager scorer."""
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
-            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
-            traced = torch.jit.trace(InputsKept(scorer), inputs(probes.example, device), check_trace=False)
-        difference = _probe_difference(traced, scorer, device, probes, inputs, inputs)
-    except Exception as e:  # an architecture the tracer cannot follow
-        return None, f"{type(e).__name__}: {e}"
-    if difference > tolerance:
-        return None, f"traced scores differ from eager by {difference:.3g}"
-    return traced, ""
+    shapes; any difference keeps the eager scorer. A structure already traced reuses its graph
+    (trace_cache: torch never frees a trace); `structure` names what the graph depends on beyond the
+    modules (the model's config)."""
+    for _ in range(2):  # a reused graph that does not match is traced afresh, once
+        try:
+            kept = InputsKept(scorer)
+            example = inputs(probes.example, device)
+            key = trace_cache.structure_key(kept, example, structure)
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
+                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
+                traced, reused = trace_cache.trace(kept, example, key)
+            difference = _probe_difference(traced, scorer, device, probes, inputs, inputs)
+        except Exception as e:  # an architecture the tracer cannot follow
+            return None, f"{type(e).__name__}: {e}"
+        if difference <= tolerance:
+            return traced, ""
+        trace_cache.forget(key)
+        if not reused:
+            break
+    return None, f"traced scores differ from eager by {difference:.3g}"
 
 
-class TorchEagerBackend:
+class TorchEagerBackend(Backend):
     """The model in PyTorch: weights from safetensors, a transformers backbone, run as a TorchScript
     trace of LastPositionScorer (PaddedScorer where the layers do not allow it), or eagerly when tracing
     is off or fails, on `intra_op_threads` CPU threads."""
 
-    def __init__(self, checkpoint: Checkpoint, device: str, dtype: str, config: Any = None) -> None:
+    supports_shared_prefix = True  # score_shared_prefix: see shared_prompt.py
+
+    def __init__(self, checkpoint: Checkpoint, device: str, dtype: str,
+                 settings: PyTorchSettings = PYTORCH_DEFAULTS) -> None:
         self.device = device
         self.dtype = dtype
         torch_dtype = TORCH_DTYPES[dtype]
@@ -227,19 +242,21 @@ class TorchEagerBackend:
         self._model = model.to(torch_dtype).eval()
         self.head_bias = "score.bias" in state
         # 0: torch's default (one per physical core); only CPU instances use intra-op threads.
-        self.intra_op_threads = getattr(config, "torch_intra_op_threads", 0) if device == "cpu" else 0
+        self.intra_op_threads = settings.intra_op_threads if device == "cpu" else 0
         vocab_size = checkpoint.model_config.vocab_size
         tolerance = 1e-5 if torch_dtype == torch.float32 else 1e-2
         self._use_threads()
+        self._structure = checkpoint.model_config.to_json_string()  # what a trace bakes in (trace_cache)
         self.sliding_window = getattr(checkpoint.model_config, "sliding_window", None)
         full = PaddedScorer(self._model, self.sliding_window)
-        eager, why = full, "pytorch { last_position_only: false }"
-        if getattr(config, "last_position_only", True):
+        eager: nn.Module = full
+        why = "pytorch { last_position_only: false }"
+        if settings.last_position_only:
             eager, why = last_position_scorer(full, device, Probes.make(vocab_size), tolerance)
         self.last_position = eager is not full
         if why:
             log.info("%s: the last layer runs at every position: %s", checkpoint.folder, why)
-        self._scorer, self.traced = self._serving_form(eager, config, checkpoint.folder, Probes.make(vocab_size),
+        self._scorer, self.traced = self._serving_form(eager, settings, checkpoint.folder, Probes.make(vocab_size),
                                                        tolerance)
         if self.traced:
             log.info("%s on %s: serving a TorchScript trace of the forward (checked against eager)",
@@ -252,25 +269,25 @@ class TorchEagerBackend:
             if unpadded is full:
                 log.info("%s: batches of one length run with a mask too: %s", checkpoint.folder, why)
             else:
-                self._unpadded, _ = self._serving_form(unpadded, config, checkpoint.folder, probes, tolerance)
+                self._unpadded, _ = self._serving_form(unpadded, settings, checkpoint.folder, probes, tolerance)
         self.unpadded_causal = self._unpadded is not None
         # Batches of different lengths share rows where that saves some: see packing.py.
         self._packed: Any = None
-        if self.last_position and getattr(config, "packed_batches", True):
+        if self.last_position and settings.packed_batches:
             scorer, why = packed_scorer(full, device, tolerance)
             if scorer is None:
                 log.info("%s: batches are padded, not packed: %s", checkpoint.folder, why)
             else:
-                self._packed, _ = self._serving_form(scorer, config, checkpoint.folder,
+                self._packed, _ = self._serving_form(scorer, settings, checkpoint.folder,
                                                      Probes.packing(vocab_size), tolerance, _packed_tensors)
         self.packs_batches = self._packed is not None
 
-    def _serving_form(self, scorer: nn.Module, config: Any, folder: Any, probes: Probes, tolerance: float,
+    def _serving_form(self, scorer: nn.Module, settings: PyTorchSettings, folder: Any, probes: Probes, tolerance: float,
                       inputs: Inputs = _tensors) -> tuple[Any, bool]:
         """(the TorchScript trace of InputsKept(scorer), True), or (InputsKept(scorer), False) when
         tracing is off or fails: either returns (scores, inputs...)."""
-        if getattr(config, "torchscript", True):
-            traced, why = traced_scorer(scorer, self.device, probes, tolerance, inputs)
+        if settings.torchscript:
+            traced, why = traced_scorer(scorer, self.device, probes, tolerance, inputs, self._structure)
             if traced is not None:
                 return traced, True
             log.warning("%s: serving the eager model, tracing failed: %s", folder, why)

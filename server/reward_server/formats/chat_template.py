@@ -1,7 +1,8 @@
 """The tokenizer's own chat template (the default format).
 
 The template writes the special tokens it wants (BOS and the like), so by default nothing is added
-around it: the same ids as transformers' `apply_chat_template(..., tokenize=True)`.
+around it: the same ids as transformers' `apply_chat_template(..., tokenize=True)`. The template is
+code from the model folder: it runs in a sandbox with a bound on work and output (sandbox.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from ..datatypes import Message
 from ..errors import LoadError
+from .sandbox import BoundedChatTemplate
 
 
 class ChatTemplateFormat:
@@ -22,13 +24,8 @@ class ChatTemplateFormat:
         if not getattr(tokenizer, "chat_template", None):
             raise LoadError(f"prompt_format {self.name!r} needs a chat_template in the tokenizer files")
         # What apply_chat_template(chat, tokenize=False) renders, minus its per-call overhead (a third of
-        # the cost of a short input): transformers' own sandboxed compilation, the same variables.
-        from transformers.utils.chat_template_utils import _compile_jinja_template
-
-        self._template = _compile_jinja_template(tokenizer.get_chat_template())
-        self._variables = dict(tokenizer.special_tokens_map)
+        # the cost of a short input): transformers' environment and variables, compiled once, bounded.
+        self._template = BoundedChatTemplate(tokenizer.get_chat_template(), tokenizer.special_tokens_map)
 
     def render(self, messages: Sequence[Message]) -> str:
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        return self._template.render(messages=chat, tools=None, documents=None, add_generation_prompt=False,
-                                     **self._variables)
+        return self._template.render([{"role": m.role, "content": m.content} for m in messages])

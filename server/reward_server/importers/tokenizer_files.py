@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from ..errors import ImportRefused
 from .sentencepiece_fast import fast_tokenizer_from_sentencepiece, verify_against_sentencepiece
@@ -23,6 +23,10 @@ def added_tokens(source: SourceCheckpoint) -> list[tuple[int, str]]:
     return sorted(tokens.items())
 
 
+@overload
+def special_token(source: SourceCheckpoint, key: str, default: str) -> str: ...
+@overload
+def special_token(source: SourceCheckpoint, key: str, default: None) -> str | None: ...
 def special_token(source: SourceCheckpoint, key: str, default: str | None) -> str | None:
     """A special token's text from special_tokens_map.json, else tokenizer_config.json, else `default`."""
     for name in ("special_tokens_map.json", "tokenizer_config.json"):

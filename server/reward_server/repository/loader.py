@@ -18,6 +18,7 @@ from ..checkpoint import Checkpoint, read_checkpoint
 from ..encoding import InputEncoder, special_token_frame
 from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
+from ..formats.special_tokens import ContentSpecialTokens
 from ..openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
 from ..shared_prefix import SharedPrefix
 from ..tuning import tune_token_budget
@@ -108,7 +109,7 @@ class LoadedVersion:
                       loop: asyncio.AbstractEventLoop | None = None) -> AnyFuture | None:
         """Queue a shared-prompt group on the least-loaded instance whose backend reuses a prefix's KV
         cache; None when no backend can (onnxruntime): the caller takes the plain path."""
-        capable = [b for b in self.instances if hasattr(b.backend, "score_shared_prefix")]
+        capable = [b for b in self.instances if b.backend.supports_shared_prefix]
         if not capable:
             return None
 
@@ -158,7 +159,7 @@ def tuned_budget(backend: Backend, config: ModelConfig, version: int, device: st
 
 
 def _ready_backend(config: ModelConfig, checkpoint: Checkpoint, version: int, device: str,
-                   max_length: int) -> tuple[Backend, int | None]:
+                   max_length: int) -> tuple[Backend, int]:
     """A backend built, checked and warmed up, and its token budget (tuned when config leaves it unset)."""
     vocab_size = checkpoint.model_config.vocab_size
     backend = create_backend(config.backend, checkpoint, device, resolve_dtype(config.dtype, device), config)
@@ -220,6 +221,8 @@ def load_version(config: ModelConfig, version: int, folder: Path, metrics: Serve
         truncation_side=config.truncation_side,
         prefix_ids=prefix,
         suffix_ids=suffix + prompt_format.suffix_ids,
+        special_tokens=ContentSpecialTokens.build(config.special_tokens_in_content,
+                                                  checkpoint.tokenizer.backend_tokenizer),
     )
     instances: list[DynamicBatcher] = []
     observer = metrics.observer(config.name, version, lambda: sum(b.pending() for b in instances)) if metrics else None

@@ -18,26 +18,28 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
-from reward_api.v1 import reward_pb2, reward_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ..dispatch import RewardCore
 from ..errors import RewardServerError
+from ..http import HttpFront, start_http
+from ..kserve import KServeCore
+from ..kserve.grpc_front import SERVICE_NAME as KSERVE_SERVICE_NAME
+from ..kserve.grpc_front import add_kserve_service
 from ..metrics import ServerMetrics
 from ..repository import ModelRepository, RepositoryPoller
 from ..settings import ServerSettings
 from .guard import RequestGuard
 from .health_port import start_health_port
-from .interceptors import TokenAuthInterceptor
+from .memory import FrozenHeap
 from .options import server_options
-from .servicer import RewardServicer
+from .servicer import SERVICE, RewardServicer
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
-_REWARD_SERVICE = reward_pb2.DESCRIPTOR.services_by_name["RewardService"]
-SERVICE_NAME = _REWARD_SERVICE.full_name
+SERVICE_NAME = SERVICE.full_name
+REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 # "Send requests here": the Kubernetes readiness probe and the client's health watch ask for it.
 # The models a server must serve are those ready after its initial load (strict mode, the default,
 # refuses to start without all of them; --no-strict serves without the ones that failed), less any
@@ -71,6 +73,7 @@ class RewardServer:
     poller: RepositoryPoller | None = None
     health_server: grpc.aio.Server | None = None  # --health-port: plaintext, health only
     health_port: int | None = None
+    http: HttpFront | None = None  # --http-port: KServe v2 REST, same core, guard and drain
 
     async def stop(self, grace: float | None = None, quiet_s: float = DRAIN_QUIET_S) -> None:
         """NOT_SERVING and UNAVAILABLE for new requests at once; the requests in flight get at most
@@ -93,24 +96,31 @@ class RewardServer:
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
         await self.server.stop(max(0.0, deadline - time.monotonic()))
+        if self.http is not None:
+            await self.http.stop()
         if self.health_server is not None:
             await self.health_server.stop(0)
         await asyncio.to_thread(self.repository.close)
         self.encode_pool.shutdown(wait=False)
+        self.guard.close()
         self.metrics.close()
 
 
 class _HealthUpdater:
-    """Called by the repository (on any thread) when a model's state changes: sets its health."""
+    """Called by the repository (on any thread) when a model's state changes: sets its health, and has
+    the frozen heap (transport/memory.py) follow the change."""
 
     def __init__(self, health_servicer: health.aio.HealthServicer, loop: asyncio.AbstractEventLoop) -> None:
         self._health = health_servicer
         self._loop = loop
         self.repository: ModelRepository | None = None
         self.core: RewardCore | None = None
+        self.heap: FrozenHeap | None = None  # set once the server serves
         self.required: set[str] | None = None  # None until the initial load is done
 
     def __call__(self, model: str) -> None:
+        if self.heap is not None:
+            self.heap.changed()
         asyncio.run_coroutine_threadsafe(self._update(model), self._loop)
 
     async def _update(self, model: str) -> None:
@@ -118,6 +128,12 @@ class _HealthUpdater:
         ready = self.repository.model_ready(model)
         draining = self.core is not None and self.core.draining
         await self._health.set(model, _SERVING if ready and not draining else _NOT_SERVING)
+        await self.update_ready()
+
+    async def start_ready(self) -> None:
+        """After the initial load: the models ready now are the ones the server must serve."""
+        assert self.repository is not None
+        self.required = {m.name for m in self.repository.list_models() if self.repository.model_ready(m.name)}
         await self.update_ready()
 
     async def update_ready(self) -> None:
@@ -157,12 +173,17 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     encode_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="encode")
     core = RewardCore(repository, encode_pool, settings.max_items_per_request)
     on_change.core = core
-    interceptors = [TokenAuthInterceptor(settings.auth_token)] if settings.auth_token else []
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
-    guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message)
-    reward_pb2_grpc.add_RewardServiceServicer_to_server(guard.servicer(RewardServicer(core), _REWARD_SERVICE), server)
+    server = grpc.aio.server(options=server_options(settings))
+    guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message,
+                         known_model=repository.knows, auth_token=settings.auth_token)
+    servicer = RewardServicer(core, settings.max_items_per_request)
+    guard.add_service(server, SERVICE, servicer, servicer.decoders())
+    # Reflection through the guard too: the token applies to it, as to every service but health.
+    # Triton's KServe v2 protocol on the same port, behind the same guard (kserve/grpc_front.py).
+    add_kserve_service(server, KServeCore(core, settings.max_chars_per_message), guard)
+    guard.add_service(server, REFLECTION_SERVICE, reflection.aio.ReflectionServicer(
+        (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
@@ -189,17 +210,30 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
             metrics.close()
             await asyncio.to_thread(repository.close)
             raise StartupError(f"cannot serve health checks on port {settings.health_port}: {e}") from e
+    heap = FrozenHeap()
+    heap.freeze()
+    on_change.heap = heap
     await server.start()
+    http = None
+    if settings.http_port is not None:
+        try:
+            http = await start_http(settings, core, guard, metrics)
+        except OSError as e:
+            await server.stop(0)
+            if health_server is not None:
+                await health_server.stop(0)
+            metrics.close()
+            await asyncio.to_thread(repository.close)
+            raise StartupError(f"cannot serve HTTP on port {settings.http_port}: {e}") from e
     poller = None
     if settings.model_control_mode == "poll":
         poller = RepositoryPoller(repository, settings.repository_poll_s)
         poller.start()
     running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, guard,
-                           metrics_port, poller, health_server, health_port)
+                           metrics_port, poller, health_server, health_port, http)
     await health_servicer.set("", _SERVING)
     await health_servicer.set(SERVICE_NAME, _SERVING)
-    on_change.required = {m.name for m in repository.list_models() if repository.model_ready(m.name)}
-    await on_change.update_ready()
+    await on_change.start_ready()
     for model in repository.index():
         await on_change._update(model.name)
     log.info("serving %d model(s) on %s:%d, model control mode %s%s", len(repository.list_models()), settings.host,
