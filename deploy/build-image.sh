@@ -95,7 +95,7 @@ if [ "$smoke" = 1 ]; then
   # a free port, and the health check pointed at our server's pid, keep it off any other server here.
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   buildah run --user 10001:10001 "$container" -- sh -c '
-    reward-server serve --model-repository /models --host 127.0.0.1 --port '"$port"' 2>/tmp/server.log &
+    reward-server serve --model-repository /models --host 127.0.0.1 --port '"$port"' --http-port -1 2>/tmp/server.log &
     server=$!
     for i in $(seq 120); do python3 /opt/reward-server/healthcheck.py --pid $server >/tmp/health.log 2>&1 && break; sleep 1; done
     cat /tmp/health.log; id
