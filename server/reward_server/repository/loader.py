@@ -99,6 +99,11 @@ class LoadedVersion:
     def dtype(self) -> str:
         return self.instances[0].backend.dtype
 
+    @property
+    def forward(self) -> str:
+        """Which forward pass serves this version (each distinct one when instances differ)."""
+        return ",".join(sorted({str(b.backend.forward_plan) for b in self.instances}))
+
     def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None,
                loop: asyncio.AbstractEventLoop | None = None) -> list[AnyFuture]:
         """Send a request to the least-loaded instance; if it is full, try the others. (`loop`: see
@@ -248,8 +253,10 @@ def load_version(config: ModelConfig, version: int, folder: Path, metrics: Serve
             batcher.close()
         raise
     loaded = LoadedVersion(config.name, version, config, encoder, instances)
-    log.info("loaded model=%s version=%d backend=%s instances=%d device=%s dtype=%s max_length=%d format=%s "
-             "warmup_batches=%d load_s=%.2f", config.name, version, config.backend, len(instances), loaded.device,
-             loaded.dtype, max_length, config.prompt_format, sum(w.count for w in config.warmup),
+    if metrics:
+        metrics.forward_served(config.name, version, loaded.forward)
+    log.info("loaded model=%s version=%d backend=%s forward=%s instances=%d device=%s dtype=%s max_length=%d "
+             "format=%s warmup_batches=%d load_s=%.2f", config.name, version, config.backend, loaded.forward,
+             len(instances), loaded.device, loaded.dtype, max_length, config.prompt_format, sum(w.count for w in config.warmup),
              time.monotonic() - started)
     return loaded
