@@ -87,3 +87,11 @@ class _Doubling(Backend):
 
 def test_backend_default_plan_names_the_class_when_a_backend_describes_none():
     assert str(_Doubling().forward_plan) == "padded+_Doubling"
+
+
+def test_synthetic_batch_rows_differ_and_stay_in_the_vocabulary_when_the_vocabulary_is_small():
+    from reward_server.synthetic_ids import synthetic_batch
+
+    batch = synthetic_batch(5, [4, 4, 3])
+    assert [len(row) for row in batch] == [4, 4, 3]
+    assert all(0 <= token < 5 for row in batch for token in row) and batch[0] != batch[1]

@@ -21,6 +21,7 @@ from ..formats import make_format
 from ..formats.special_tokens import ContentSpecialTokens
 from ..openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
 from ..shared_prefix import SharedPrefix
+from ..synthetic_ids import synthetic_batch
 from ..tuning import tune_token_budget
 from .config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
 
@@ -145,7 +146,7 @@ def warm_up(backend: Backend, config: ModelConfig, max_length: int, vocab_size: 
     """Run the config's warmup batches (synthetic token ids) so the first request pays no first-call cost."""
     for warmup in config.warmup:
         length = min(warmup.sequence_length or DEFAULT_WARMUP_LENGTH, max_length)
-        batch = [[(7 + row * 31 + col * 17) % vocab_size for col in range(length)] for row in range(warmup.batch_size)]
+        batch = synthetic_batch(vocab_size, [length] * warmup.batch_size)
         for _ in range(warmup.count):
             scores = backend.score_batch(batch)
             if len(scores) != len(batch):

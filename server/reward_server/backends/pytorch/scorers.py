@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...synthetic_ids import synthetic_ids
 from ..plan import ForwardPlan
 from ..settings import PyTorchSettings
 from .last_position import LLAMA_SHAPED_LAYERS, LastPositionScorer, PackedScorer, supports_last_position
@@ -72,7 +73,7 @@ class Probes:
         """Rows of different lengths (padded batches); or, given a length, rows of one length up to it
         (for the unpadded scorer)."""
         def ids(length: int, seed: int) -> list[int]:
-            return _probe_ids(vocab_size, length, seed)
+            return synthetic_ids(vocab_size, length, seed)
         if one_length_up_to is None:
             return cls([ids(5, 5), ids(9, 10)], [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]])
         longest = max(2, one_length_up_to)
@@ -83,13 +84,9 @@ class Probes:
     def packing(cls, vocab_size: int) -> Probes:
         """Batches that pack into fewer rows (for the packed scorer), the longest past a window of 8."""
         def ids(length: int, seed: int) -> list[int]:
-            return _probe_ids(vocab_size, length, seed)
+            return synthetic_ids(vocab_size, length, seed)
         return cls([ids(9, 5), ids(5, 10), ids(3, 11)],
                    [[ids(17, 2), ids(4, 3), ids(11, 4), ids(3, 1)], [ids(6, 6), ids(1, 7), ids(2, 8)]])
-
-
-def _probe_ids(vocab_size: int, length: int, seed: int) -> list[int]:
-    return [(seed + 7 * i) % vocab_size for i in range(length)]
 
 
 def _probe_difference(scorer: Any, reference: nn.Module, device: str, probes: Probes,
