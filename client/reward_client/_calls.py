@@ -150,7 +150,7 @@ def _state(state: int) -> str:
 
 
 def _versions(versions: Any) -> list[VersionStatus]:
-    return [VersionStatus(v.version, _state(v.state), v.reason) for v in versions]
+    return [VersionStatus(v.version, _state(v.state), v.reason, v.forward) for v in versions]
 
 
 def _repository_model(m: Any) -> RepositoryModel:
