@@ -3,6 +3,7 @@ checks keep (scorers.py), as TorchScript traces by default, on `intra_op_threads
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +16,11 @@ from ..padding import right_padded
 from ..plan import ForwardPlan
 from ..settings import PYTORCH_DEFAULTS, PyTorchSettings
 from .model import TORCH_DTYPES, RewardModel, load_reward_model
-from .scorers import choose_scorers
-from .shared_prompt import shared_prefix_scores
+from .scorers import PaddedScorer, choose_scorers
+from .shared_prompt import shared_prefix_refusal, shared_prefix_scores
 from .tensors import on_device, runs_unpadded
+
+log = logging.getLogger(__name__)
 
 
 class PyTorchBackend(Backend):
@@ -25,7 +28,7 @@ class PyTorchBackend(Backend):
     trace of LastPositionScorer (PaddedScorer where the layers do not allow it), or eagerly when tracing
     is off or fails; `forward_plan` says which."""
 
-    supports_shared_prefix = True  # score_shared_prefix: see shared_prompt.py
+    supports_shared_prefix = True  # score_shared_prefix: see shared_prompt.py; refused at load where it differs
 
     def __init__(self, checkpoint: Checkpoint, device: str, dtype: str,
                  settings: PyTorchSettings = PYTORCH_DEFAULTS) -> None:
@@ -50,6 +53,11 @@ class PyTorchBackend(Backend):
         self._packed: Any = scorers.packed.run if scorers.packed else None
         self.unpadded_causal = self._unpadded is not None
         self.packs_batches = self._packed is not None
+        why = shared_prefix_refusal(PaddedScorer(self._model, self.sliding_window), device, self.last_position,
+                                    tolerance)
+        self.supports_shared_prefix = not why
+        if why:
+            log.info("%s: Rank candidates run whole, not as one shared prompt: %s", checkpoint.folder, why)
 
     @property
     def forward_plan(self) -> ForwardPlan:
