@@ -57,9 +57,15 @@ class PaddedScorer(nn.Module):
         super().__init__()
         self.reward_model = reward_model
         self.sliding_window = sliding_window
+        # Models whose layers mix windowed and full attention (Gemma2; Qwen2 past max_window_layers) take
+        # one mask per kind, keyed as transformers keys its own: one windowed mask for all would be wrong.
+        layer_types = getattr(reward_model.model.config, "layer_types", None) or ()
+        self.full_attention_too = bool(sliding_window) and "full_attention" in layer_types
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = padded_causal_mask(attention_mask, self.sliding_window)
+        mask: Any = padded_causal_mask(attention_mask, self.sliding_window)
+        if self.full_attention_too:
+            mask = {"sliding_attention": mask, "full_attention": padded_causal_mask(attention_mask)}
         hidden = self.reward_model.model(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
         return self.reward_model.head(hidden, last_token_positions(attention_mask))
 

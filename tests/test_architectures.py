@@ -1,0 +1,138 @@
+"""Each transformers architecture the README lists as supported, as a tiny random
+`*ForSequenceClassification` with one label: saved by transformers, imported by `reward-server import`
+(family `sequence-classification`), served by a real server, and scored like transformers' own
+`AutoModelForSequenceClassification` forward (one unpadded input at a time), alone and in batches of
+mixed lengths. Each architecture's sliding window (where it has one) is shorter than most inputs, so
+the window is part of every mask the server builds."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from helpers import random_chat, serve_repo
+from reward_client import RewardClient
+from reward_server.backends.torch_eager import TorchEagerBackend
+from reward_server.checkpoint import read_checkpoint
+from reward_server.importers import import_checkpoint
+from reward_server.tiny_models import train_tokenizer
+
+RELATIVE = 1e-5
+WINDOW = 8  # tokens; the random chats run to ~80
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    config_class: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    # What the PyTorch backend serves (see backends/torch_eager.py): the last layer at the last position
+    # only (and so packed batches and the unmasked forward for one-length batches), or the full forward.
+    last_position: bool = False
+
+
+ARCHITECTURES = [
+    Architecture("llama", "LlamaConfig", last_position=True),
+    Architecture("mistral", "MistralConfig", {"sliding_window": WINDOW}, last_position=True),
+    Architecture("qwen2", "Qwen2Config"),
+    Architecture("qwen2_window", "Qwen2Config",
+                 {"use_sliding_window": True, "sliding_window": WINDOW, "max_window_layers": 1}),
+    Architecture("qwen3", "Qwen3Config", {"head_dim": 16}),
+    Architecture("gemma2", "Gemma2Config", {"head_dim": 16, "sliding_window": WINDOW, "query_pre_attn_scalar": 16}),
+    Architecture("phi3", "Phi3Config"),
+]
+
+
+def write_original(folder: Path, architecture: Architecture, tokenizer: Any, seed: int) -> Path:
+    """A checkpoint as transformers saves it: config.json, model.safetensors, the tokenizer files."""
+    import transformers
+
+    config = getattr(transformers, architecture.config_class)(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, num_labels=1,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, **architecture.extra)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForSequenceClassification.from_config(config)
+    torch.nn.init.normal_(model.score.weight, std=1.0)  # scores spread over a few units, like real rewards
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory) -> dict[str, Path]:
+    tokenizer = train_tokenizer()
+    root = tmp_path_factory.mktemp("originals")
+    return {a.name: write_original(root / a.name, a, tokenizer, seed) for seed, a in enumerate(ARCHITECTURES)}
+
+
+@pytest.fixture(scope="module")
+def repo(originals, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("repo")
+    for name, folder in originals.items():
+        import_checkpoint(str(folder), repo, name, family="sequence-classification")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    with serve_repo(repo) as running:
+        yield running
+
+
+class Reference:
+    """transformers' own forward of the original checkpoint, one unpadded input at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
+
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+
+    def ids(self, chat: list[dict]) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(chat, tokenize=True))
+
+    @torch.inference_mode()
+    def score(self, chat: list[dict]) -> float:
+        return float(self.model(input_ids=torch.tensor([self.ids(chat)])).logits[0, 0])
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) <= RELATIVE * max(1.0, abs(b))
+
+
+def mixed_chats(seed: int, count: int) -> list[list[dict]]:
+    rng = random.Random(seed)
+    return [random_chat(rng, turns=rng.randint(1, 2)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.name)
+def test_architecture_imports_and_scores_like_transformers_when_alone_and_batched(server, originals, architecture):
+    reference = Reference(originals[architecture.name])
+    chats = mixed_chats(seed=len(architecture.name), count=10)
+    with RewardClient(server.target, model=architecture.name) as rm:
+        alone = [rm.score([chat])[0] for chat in chats[:4]]
+        batched = rm.score(chats)
+    want = [reference.score(chat) for chat in chats]
+    assert [r.num_tokens for r in batched] == [len(reference.ids(chat)) for chat in chats]
+    assert max(r.num_tokens for r in batched) > 2 * WINDOW  # windows and padding both matter
+    assert all(close(r.score, w) for r, w in zip(alone, want)), ([r.score for r in alone], want[:4])
+    assert all(close(r.score, w) for r, w in zip(batched, want)), ([r.score for r in batched], want)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.name)
+def test_architecture_takes_its_fast_paths_when_imported(repo, architecture):
+    backend = TorchEagerBackend(read_checkpoint(repo / architecture.name / "1"), "cpu", "float32")
+    try:
+        assert backend.traced
+        assert backend.last_position == architecture.last_position
+        assert backend.packs_batches == architecture.last_position
+        assert backend.unpadded_causal == architecture.last_position
+    finally:
+        backend.close()
