@@ -1,9 +1,10 @@
 """Each transformers architecture the README lists as supported, as a tiny random
 `*ForSequenceClassification` with one label: saved by transformers, imported by `reward-server import`
 (family `sequence-classification`), served by a real server, and scored like transformers' own
-`AutoModelForSequenceClassification` forward (one unpadded input at a time), alone and in batches of
-mixed lengths. Each architecture's sliding window (where it has one) is shorter than most inputs, so
-the window is part of every mask the server builds."""
+`AutoModelForSequenceClassification` forward (one unpadded input at a time), alone, in batches of
+mixed lengths and as Rank candidates sharing a long prompt; and the forward each one is served with.
+Each architecture's sliding window (where it has one) is shorter than most inputs, so the window is
+part of every mask the server builds."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import torch
 
 from helpers import random_chat, serve_repo
 from reward_client import RewardClient
-from reward_server.backends.torch_eager import TorchEagerBackend
+from reward_server.backends import create_backend
 from reward_server.checkpoint import read_checkpoint
 from reward_server.importers import import_checkpoint
+from reward_server.repository.config import parse_model_config
 from reward_server.tiny_models import train_tokenizer
 
 RELATIVE = 1e-5
@@ -34,6 +36,8 @@ class Architecture:
     # What the PyTorch backend serves (see backends/torch_eager.py): the last layer at the last position
     # only (and so packed batches and the unmasked forward for one-length batches), or the full forward.
     last_position: bool = False
+    # Whether Rank candidates with a long common prompt run it once (backends/shared_prompt.py).
+    shared_prompt: bool = True
 
 
 ARCHITECTURES = [
@@ -41,9 +45,10 @@ ARCHITECTURES = [
     Architecture("mistral", "MistralConfig", {"sliding_window": WINDOW}, last_position=True),
     Architecture("qwen2", "Qwen2Config"),
     Architecture("qwen2_window", "Qwen2Config",
-                 {"use_sliding_window": True, "sliding_window": WINDOW, "max_window_layers": 1}),
+                 {"use_sliding_window": True, "sliding_window": WINDOW, "max_window_layers": 1}, shared_prompt=False),
     Architecture("qwen3", "Qwen3Config", {"head_dim": 16}),
-    Architecture("gemma2", "Gemma2Config", {"head_dim": 16, "sliding_window": WINDOW, "query_pre_attn_scalar": 16}),
+    Architecture("gemma2", "Gemma2Config", {"head_dim": 16, "sliding_window": WINDOW, "query_pre_attn_scalar": 16},
+                 shared_prompt=False),
     Architecture("phi3", "Phi3Config"),
 ]
 
@@ -127,10 +132,27 @@ def test_architecture_imports_and_scores_like_transformers_when_alone_and_batche
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.name)
+def test_architecture_ranks_like_transformers_when_candidates_share_a_long_prompt(server, originals, architecture):
+    reference = Reference(originals[architecture.name])
+    prompt = [{"role": "user", "content": "Write an article about the artificial intelligence revolution, "
+                                          "with code: def score(chat): return model(tokenizer(chat)) 你好 😀"}]
+    responses = ["It began with data.", "No.", "Reward models score answers 😀 and so do people, slowly."]
+    with RewardClient(server.target, model=architecture.name) as rm:
+        ranked = rm.rank_candidates(prompt, responses)
+    full = [prompt + [{"role": "assistant", "content": r}] for r in responses]
+    assert len(reference.ids(prompt)) > 32 + WINDOW  # a shared-prompt group (shared_prefix.MIN_SHARED_TOKENS)
+    want = [reference.score(chat) for chat in full]
+    assert all(close(a, b) for a, b in zip(ranked.scores, want)), (list(ranked.scores), want)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.name)
 def test_architecture_takes_its_fast_paths_when_imported(repo, architecture):
-    backend = TorchEagerBackend(read_checkpoint(repo / architecture.name / "1"), "cpu", "float32")
+    folder = repo / architecture.name
+    config = parse_model_config(folder / "config.pbtxt", architecture.name)
+    backend: Any = create_backend("pytorch", read_checkpoint(folder / "1"), "cpu", "float32", config)
     try:
         assert backend.traced
+        assert backend.supports_shared_prefix == architecture.shared_prompt
         assert backend.last_position == architecture.last_position
         assert backend.packs_batches == architecture.last_position
         assert backend.unpadded_causal == architecture.last_position

@@ -19,7 +19,7 @@ from transformers import DynamicCache
 from .last_position import last_layer_at, rotated_keys_values
 from .masks import last_token_positions, padded_causal_mask
 from .padding import right_padded
-from .torch_eager import RewardModel, on_device
+from .torch_eager import PaddedScorer, RewardModel, on_device
 
 
 def expanded_cache(cache: DynamicCache, rows: int) -> DynamicCache:
@@ -73,3 +73,23 @@ def shared_prefix_scores(model: RewardModel, prefix: Sequence[int], suffixes: Se
         pooled = last_layer_at(cut, hidden, mask, row_index, last, cos.expand(rows, -1, -1),
                                sin.expand(rows, -1, -1), cut_cache)
     return model.score(backbone.norm(pooled)).squeeze(-1).float().cpu().tolist()
+
+
+def shared_prefix_refusal(full: PaddedScorer, device: str, last_position: bool, tolerance: float) -> str:
+    """Why shared_prefix_scores cannot serve this model ("" when it can): it runs the decoder layers one by
+    one, so it needs layers that return a tensor, embeddings used as embed_tokens gives them and one mask
+    for every layer; checked on a probe (a prefix past any short window, suffixes of different lengths)
+    against the full forward of each whole sequence."""
+    if full.full_attention_too:
+        return "its layers mix windowed and full attention, and the shared prompt gives every layer one mask"
+    vocab_size = full.reward_model.model.config.vocab_size
+    prefix = [(5 + 7 * i) % vocab_size for i in range(min((full.sliding_window or 12) + 5, 40))]
+    suffixes = [[(11 + 3 * i) % vocab_size for i in range(length)] for length in (1, 4, 9)]
+    try:
+        got = shared_prefix_scores(full.reward_model, prefix, suffixes, device, full.sliding_window, last_position)
+    except Exception as e:  # a layer the loop above cannot drive
+        return f"{type(e).__name__}: {e}"
+    with torch.inference_mode():
+        want = full(*on_device(right_padded([prefix + suffix for suffix in suffixes]), device)).tolist()
+    difference = max(abs(a - b) for a, b in zip(got, want))
+    return f"its scores differ from the full forward by {difference:.3g}" if difference > tolerance else ""

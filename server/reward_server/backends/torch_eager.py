@@ -219,7 +219,7 @@ class TorchEagerBackend(Backend):
     trace of LastPositionScorer (PaddedScorer where the layers do not allow it), or eagerly when tracing
     is off or fails, on `intra_op_threads` CPU threads."""
 
-    supports_shared_prefix = True  # score_shared_prefix: see shared_prompt.py
+    supports_shared_prefix = True  # score_shared_prefix: see shared_prompt.py; refused at load where it differs
 
     def __init__(self, checkpoint: Checkpoint, device: str, dtype: str,
                  settings: PyTorchSettings = PYTORCH_DEFAULTS) -> None:
@@ -276,6 +276,12 @@ class TorchEagerBackend(Backend):
                 self._packed, _ = self._serving_form(scorer, settings, checkpoint.folder,
                                                      Probes.packing(vocab_size), tolerance, _packed_tensors)
         self.packs_batches = self._packed is not None
+        from .shared_prompt import shared_prefix_refusal  # it imports this module
+
+        why = shared_prefix_refusal(full, device, self.last_position, tolerance)
+        self.supports_shared_prefix = not why
+        if why:
+            log.info("%s: Rank candidates run whole, not as one shared prompt: %s", checkpoint.folder, why)
 
     def _serving_form(self, scorer: nn.Module, settings: PyTorchSettings, folder: Any, probes: Probes, tolerance: float,
                       inputs: Inputs = _tensors) -> tuple[Any, bool]:
