@@ -146,8 +146,11 @@ def test_architecture_ranks_like_transformers_when_candidates_share_a_long_promp
     prompt = [{"role": "user", "content": "Write an article about the artificial intelligence revolution, "
                                           "with code: def score(chat): return model(tokenizer(chat)) 你好 😀"}]
     responses = ["It began with data.", "No.", "Reward models score answers 😀 and so do people, slowly."]
+    [instance] = server.running.repository.resolve(architecture.name, "").instances
+    before = instance.stats.shared_groups
     with RewardClient(server.target, model=architecture.name) as rm:
         ranked = rm.rank_candidates(prompt, responses)
+    assert instance.stats.shared_groups - before == int(architecture.shared_prompt)  # the path it took
     full = [prompt + [{"role": "assistant", "content": r}] for r in responses]
     assert len(reference.ids(prompt)) > 32 + WINDOW  # a shared-prompt group (shared_prefix.MIN_SHARED_TOKENS)
     want = [reference.score(chat) for chat in full]
