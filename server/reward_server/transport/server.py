@@ -12,8 +12,11 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import grpc
 import grpc.aio
@@ -37,6 +40,8 @@ from .servicer import SERVICE, RewardServicer
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SERVICE_NAME = SERVICE.full_name
 REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
@@ -158,6 +163,39 @@ def _initial_load(repository: ModelRepository, settings: ServerSettings) -> list
     return failures
 
 
+def _register_services(server: grpc.aio.Server, core: RewardCore, guard: RequestGuard,
+                       health_servicer: health.aio.HealthServicer, settings: ServerSettings) -> None:
+    servicer = RewardServicer(core, settings.max_items_per_request)
+    guard.add_service(server, SERVICE, servicer, servicer.decoders())
+    # Triton's KServe v2 protocol on the same port, behind the same guard (kserve/grpc_front.py).
+    add_kserve_service(server, KServeCore(core, settings.max_chars_per_message), guard)
+    # Reflection through the guard too: the token applies to it, as to every service but health.
+    guard.add_service(server, REFLECTION_SERVICE, reflection.aio.ReflectionServicer(
+        (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+
+
+def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as e:
+        port = 0
+        log.debug("bind failed: %s", e)
+    if port == 0 and settings.port != 0:
+        raise StartupError(f"cannot listen on {address}")
+    return port
+
+
+async def _started(what: str, port: int | None, start: Callable[[], Awaitable[T]]) -> T:
+    """`start()`, with an OSError (a port taken) as the StartupError that names the port."""
+    try:
+        return await start()
+    except OSError as e:
+        raise StartupError(f"cannot serve {what} on port {port}: {e}") from e
+
+
 async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     metrics = ServerMetrics()
     health_servicer = health.aio.HealthServicer()
@@ -176,55 +214,34 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     server = grpc.aio.server(options=server_options(settings))
     guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message,
                          known_model=repository.knows, auth_token=settings.auth_token)
-    servicer = RewardServicer(core, settings.max_items_per_request)
-    guard.add_service(server, SERVICE, servicer, servicer.decoders())
-    # Reflection through the guard too: the token applies to it, as to every service but health.
-    # Triton's KServe v2 protocol on the same port, behind the same guard (kserve/grpc_front.py).
-    add_kserve_service(server, KServeCore(core, settings.max_chars_per_message), guard)
-    guard.add_service(server, REFLECTION_SERVICE, reflection.aio.ReflectionServicer(
-        (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)))
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    _register_services(server, core, guard, health_servicer, settings)
 
-    address = f"{settings.host}:{settings.port}"
-    credentials = server_credentials(settings)
+    # What a failed start undoes, last started first.
+    undo: list[Callable[[], Awaitable[object]]] = [lambda: asyncio.to_thread(repository.close)]
     try:
-        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    except RuntimeError as e:
-        port = 0
-        log.debug("bind failed: %s", e)
-    if port == 0 and settings.port != 0:
-        await asyncio.to_thread(repository.close)
-        raise StartupError(f"cannot listen on {address}")
-    metrics_port = None
-    if settings.metrics_port is not None:
-        try:
-            metrics_port = metrics.serve_http(settings.host.strip("[]"), settings.metrics_port)
-        except OSError as e:
-            await asyncio.to_thread(repository.close)
-            raise StartupError(f"cannot serve metrics on port {settings.metrics_port}: {e}") from e
-    health_server, health_port = None, None
-    if settings.health_port is not None:
-        try:
-            health_server, health_port = await start_health_port(health_servicer, settings.host, settings.health_port)
-        except OSError as e:
-            metrics.close()
-            await asyncio.to_thread(repository.close)
-            raise StartupError(f"cannot serve health checks on port {settings.health_port}: {e}") from e
-    heap = FrozenHeap()
-    heap.freeze()
-    on_change.heap = heap
-    await server.start()
-    http = None
-    if settings.http_port is not None:
-        try:
-            http = await start_http(settings, core, guard, metrics)
-        except OSError as e:
-            await server.stop(0)
-            if health_server is not None:
-                await health_server.stop(0)
-            metrics.close()
-            await asyncio.to_thread(repository.close)
-            raise StartupError(f"cannot serve HTTP on port {settings.http_port}: {e}") from e
+        port = _bind(server, settings)
+        metrics_port = None
+        if (wanted := settings.metrics_port) is not None:
+            metrics_port = await _started("metrics", wanted, partial(
+                asyncio.to_thread, metrics.serve_http, settings.host.strip("[]"), wanted))
+        undo.append(lambda: asyncio.to_thread(metrics.close))
+        health_server, health_port = None, None
+        if (wanted := settings.health_port) is not None:
+            health_server, health_port = await _started(
+                "health checks", wanted, partial(start_health_port, health_servicer, settings.host, wanted))
+            undo.append(lambda: health_server.stop(0))
+        heap = FrozenHeap()
+        heap.freeze()
+        on_change.heap = heap
+        await server.start()
+        undo.append(lambda: server.stop(0))
+        http = None
+        if settings.http_port is not None:
+            http = await _started("HTTP", settings.http_port, lambda: start_http(settings, core, guard, metrics))
+    except StartupError:
+        for step in reversed(undo):
+            await step()
+        raise
     poller = None
     if settings.model_control_mode == "poll":
         poller = RepositoryPoller(repository, settings.repository_poll_s)
