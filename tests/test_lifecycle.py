@@ -175,8 +175,10 @@ def test_hot_swap_under_load_fails_no_request_and_each_score_is_its_versions(
         answers, failures = asyncio.run(run())
         assert failures == []
         assert {version for version, _, _ in answers} == {"1", "2"}
+        # under load each input lands in other batches than the reference's, and batch composition moves
+        # a float32 score by rounding: the bound every fast path is checked to, 1e-5 absolute (docs/pytorch-backend.md)
         for version, i, score in answers:
-            assert score == pytest.approx(expected[version][i], rel=1e-5, abs=1e-6)
+            assert score == pytest.approx(expected[version][i], rel=1e-5, abs=1e-5)
         assert all(b.closed for loaded in retired for b in loaded.instances)  # every swapped-out version freed
         assert server.running.repository.resolve("rm", "").version == 1
 
