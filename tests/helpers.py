@@ -68,7 +68,7 @@ class ServerThread:
         try:
             # a wide window: the load traces and checks every model of the repository, which takes
             # minutes on a busy 2-core machine; a server that cannot start raises long before
-            self.server, self.port = self.run(build_server(settings), timeout=600)
+            self.server, self.port = self.run(build_server(settings), timeout=300)
         except BaseException:
             self._close_loop()
             raise
