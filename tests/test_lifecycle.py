@@ -67,7 +67,7 @@ def test_explicit_mode_loads_and_unloads_by_request_with_health_and_index(tiny_c
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     add_model(tmp_path, "other", tiny_checkpoint, config_text("other"))
     with serve_repo(tmp_path, model_control_mode="explicit", load_models=("other",)) as server:
-        with RewardClient(server.target, model="rm", timeout=60) as client:
+        with RewardClient(server.target, model="rm", timeout=120) as client:  # a load traces and checks
             index = index_of(client)
             assert (index["rm"].state, index["rm"].reason) == ("UNAVAILABLE", "not loaded")
             assert index["other"].state == "READY"
@@ -100,7 +100,7 @@ def test_load_refuses_names_that_leave_the_repository(tiny_checkpoint, tmp_path)
     add_model(repo, "rm", tiny_checkpoint, config_text("rm"))
     add_model(outside, "evil", tiny_checkpoint, config_text("evil"))
     (repo / "evil").symlink_to(outside / "evil", target_is_directory=True)
-    with serve_repo(repo, model_control_mode="explicit") as server, RewardClient(server.target) as client:
+    with serve_repo(repo, model_control_mode="explicit") as server, RewardClient(server.target, timeout=120) as client:
         for name in ("../outside/evil", "/etc", "..", "rm/../../outside/evil", "evil"):
             with pytest.raises(rc.InvalidArgumentError):
                 client.load_model(name)
@@ -306,16 +306,18 @@ def test_version_becomes_ready_only_after_its_warmup_batches(tiny_checkpoint, tm
     monkeypatch.setitem(backends.FACTORIES, "pytorch", factory)
     warmup = "model_warmup [ { name: \"short\" batch_size: 2 sequence_length: 8 count: 3 } ]"
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm", extra=warmup))
-    with serve_repo(tmp_path, model_control_mode="explicit") as server, RewardClient(server.target, model="rm") as client:
+    with (serve_repo(tmp_path, model_control_mode="explicit") as server,
+          RewardClient(server.target, model="rm", timeout=120) as client):  # a load traces and checks
         loading = threading.Thread(target=client.load_model)
         loading.start()
         assert factory.entered.wait(60)
         assert [(v.version, v.state) for v in index_of(client)["rm"].versions] == [("1", "LOADING")]
         assert health_of(server.target, "rm") == NOT_SERVING
         with pytest.raises(rc.UnavailableError):
-            client.get_score(CHAT_1, timeout=5)
+            client.get_score(CHAT_1)
         factory.release.set()
-        loading.join(60)
+        loading.join(120)
+        assert not loading.is_alive()
         assert factory.batches == [(2, 8)] * 3  # the warmup ran before any request
         assert client.model_metadata().versions[0].state == "READY"
         assert health_of(server.target, "rm") == SERVING
@@ -328,7 +330,7 @@ def test_failed_warmup_leaves_the_version_unavailable_and_other_models_serving(t
         factory = _GatedFactory(backends.FACTORIES["pytorch"], fail=True)
         factory.release.set()
         monkeypatch.setitem(backends.FACTORIES, "pytorch", factory)
-        with RewardClient(server.target, model="bad") as client:
+        with RewardClient(server.target, model="bad", timeout=120) as client:  # a load traces and checks
             with pytest.raises(rc.UnavailableError, match="warmup failed.*illegal memory access"):
                 client.load_model()
             status = index_of(client)["bad"]
