@@ -1,6 +1,6 @@
-"""Prometheus metrics: request outcomes (from the interceptor) and batch execution (from each batcher).
+"""Prometheus metrics: request outcomes (from the guards) and batch execution (from each batcher).
 
-Names follow Triton's meaning where Triton has a counterpart (README, "Metrics", has the mapping);
+Names follow Triton's meaning where Triton has a counterpart (docs/operations.md, "Metrics", has the mapping);
 Triton exports cumulative microsecond counters, these are histograms in seconds, as Prometheus
 prefers. Each server has its own registry, so several servers can live in one process (tests).
 """

@@ -191,8 +191,8 @@ def traced_scorer(scorer: nn.Module, device: str, probes: Probes, tolerance: flo
     """(InputsKept(scorer) traced with TorchScript, "") or (None, why not).
 
     Why trace: an eager forward releases and re-takes the GIL at every operator, and while the event loop
-    holds it each re-take waits; under serving load that stretched a small model's batch 5x (and 60x
-    against a busy Python thread). The traced graph runs in C++ with the GIL released once (InputsKept
+    holds it each re-take waits, under serving load for every operator (docs/pytorch-backend.md, "Traced
+    forward", has the numbers). The traced graph runs in C++ with the GIL released once (InputsKept
     says why that needs the inputs returned). The trace is checked against the eager scorer on other
     shapes; any difference keeps the eager scorer."""
     try:

@@ -3,7 +3,7 @@ record, error mapping to gRPC status, metrics and the access log.
 
 It wraps the servicer's methods where they are registered instead of being a grpc.aio interceptor:
 each interceptor costs every RPC an awaited Python call in gRPC's handler lookup plus a new method
-handler, ~20% of the throughput of the `tiny` benchmark (small requests) for the two we had."""
+handler (docs/performance.md has what that cost)."""
 
 from __future__ import annotations
 
