@@ -186,18 +186,24 @@ def test_hot_swap_under_load_fails_no_request_and_each_score_is_its_versions(
 # --- poll mode ----------------------------------------------------------------------------------
 
 
-def test_poll_mode_picks_up_new_changed_and_removed_versions(tiny_checkpoint, tiny_checkpoint_b, tmp_path):
+def test_poll_mode_picks_up_new_changed_and_removed_versions(tiny_checkpoint, tiny_checkpoint_b, tmp_path, monkeypatch):
     period = 1.0
     model = add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     with serve_repo(tmp_path, model_control_mode="poll", repository_poll_s=period) as server:
+        repository, polls = server.running.repository, []
+        poll = repository.poll
+        monkeypatch.setattr(repository, "poll", lambda: polls.append(1) or poll())
         with RewardClient(server.target, model="rm", timeout=60) as client:
             def versions() -> list[tuple[str, str]]:
                 return [(v.version, v.state) for v in index_of(client)["rm"].versions]
 
             assert versions() == [("1", "READY")]
             publish(tiny_checkpoint_b, model, 2)
+            polls.clear()
             seen_after = wait_until(lambda: any(v == "2" for v, _ in versions()), timeout=30)
-            assert seen_after <= 2 * period
+            # Counted in polls, not seconds (a busy machine stretches the time between polls): the next
+            # poll finds the new version; the time bound only tells the configured period from the default.
+            assert len(polls) <= 2 and seen_after < 10 * period
             wait_until(lambda: versions() == [("2", "READY")], timeout=60)
             assert client.rank_conversations([CHAT_1, CHAT_2]).version == "2"
 
