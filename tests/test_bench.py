@@ -134,3 +134,14 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
     assert (tmp_path / "suite.png").read_bytes().startswith(b"\x89PNG")
 
 
+
+
+def test_callers_bench_reports_each_caller_count_when_run_briefly():
+    from bench.callers import DEMO, run
+    from bench.callers import table as callers_table
+
+    runs = asyncio.run(run((2, 8), 1, SuiteOptions(warmup_s=0.3, duration_s=0.7), DEMO))
+    assert set(runs) == {2, 8}
+    for (result,) in runs.values():
+        assert result["requests"] > 0 and result["errors"] == 0 and result["latency_p99_ms"] > 0
+    assert callers_table(runs).count("\n| ") == 2  # one row per caller count under the header

@@ -337,7 +337,7 @@ def test_failed_warmup_leaves_the_version_unavailable_and_other_models_serving(t
         factory.release.set()
         monkeypatch.setitem(backends.FACTORIES, "pytorch", factory)
         with RewardClient(server.target, model="bad", timeout=120) as client:  # a load traces and checks
-            with pytest.raises(rc.UnavailableError, match="warmup failed.*illegal memory access"):
+            with pytest.raises(rc.FailedPreconditionError, match="warmup failed.*illegal memory access"):
                 client.load_model()
             status = index_of(client)["bad"]
             assert status.state == "UNAVAILABLE" and "warmup failed" in status.versions[0].reason

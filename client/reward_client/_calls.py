@@ -20,8 +20,12 @@ SERVICE = "reward_api.v1.RewardService"
 
 # Calls are spread over every address of the target with gRPC's round_robin policy. Only UNAVAILABLE
 # is retried (a replica killed, restarting or draining: the retry goes to the next replica); everything
-# else is the caller's to see. Throttling stops retries when most attempts fail (the whole pool is down):
-# each failure costs a token, each success gives back 0.1, and retries stop below half of maxTokens.
+# else is the caller's to see. Only the RPCs that are safe to repeat are retried: scoring and the
+# read-only ones. LoadModel / UnloadModel are not (a load can take minutes and change the server; the
+# server answers a failed load FAILED_PRECONDITION anyway). Throttling stops retries when most attempts
+# fail (the whole pool is down): each failure costs a token, each success gives back 0.1, and retries
+# stop below half of maxTokens.
+RETRIED_METHODS = ("Score", "Rank", "GetModelMetadata", "ListModels", "RepositoryIndex")
 SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -30,7 +34,8 @@ SERVICE_CONFIG = json.dumps(
         "healthCheckConfig": {"serviceName": SERVICE},
         "methodConfig": [
             {
-                "name": [{"service": SERVICE}],
+                "name": [{"service": SERVICE, "method": method} for method in RETRIED_METHODS]
+                + [{"service": "grpc.health.v1.Health"}],
                 "retryPolicy": {
                     "maxAttempts": 5,
                     "initialBackoff": "0.05s",

@@ -73,6 +73,9 @@ def read_checkpoint(folder: Path, default_model_filename: str = "") -> Checkpoin
         raise LoadError(f"{folder}: tokenizer.json is missing (a fast tokenizer is required)")
     try:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise LoadError(f"{folder}: cannot load the tokenizer: {e}") from e
+    except Exception as e:  # the tokenizers library raises its own bare Exception for a malformed file
+        reason = " ".join(str(e).split())[:300]
+        raise LoadError(f"{folder}: cannot load the tokenizer: {type(e).__name__}: {reason}",
+                        public=f"{folder}: tokenizer.json or tokenizer_config.json is malformed "
+                               f"({type(e).__name__})") from e
     return Checkpoint(folder, model_config, tokenizer, default_model_filename)

@@ -22,7 +22,7 @@ from .datatypes import (
     ScoreResult,
 )
 from .encoding import candidate_conversations
-from .errors import InvalidArgument, Unavailable
+from .errors import InvalidArgument, ModelLoadFailed, Unavailable
 from .repository import LoadedVersion, ModelRepository
 from .request_record import current_request
 from .shared_prefix import plan_shared_prefix
@@ -122,7 +122,8 @@ class RewardCore:
         """Load (or reload) off the event loop; a version that failed makes the request fail with its reason."""
         failures = await asyncio.to_thread(self.repository.load_model, model)
         if failures:
-            raise Unavailable(f"model {model!r} failed to load: " + "; ".join(failures))
+            serving = " (a loaded version keeps serving)" if self.repository.model_ready(model) else ""
+            raise ModelLoadFailed(f"model {model!r} failed to load: " + "; ".join(failures) + serving)
         return self.repository.metadata(model)
 
     async def unload_model(self, model: str) -> None:

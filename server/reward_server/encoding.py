@@ -21,6 +21,9 @@ from .formats.special_tokens import ESCAPE, KEEP, REFUSE, ContentSpecialTokens
 
 # Characters (or token ids) in one request up to which it is encoded on the event loop.
 INLINE_ENCODE_CHARS = 4096
+# What one message costs to render beyond its characters (the template's role markers), counted in
+# `fits_inline`: 200,000 empty messages are no small request.
+MESSAGE_CHARS = 16
 
 
 def candidate_conversations(candidates: Candidates) -> tuple[Conversation, ...]:
@@ -72,7 +75,7 @@ class InputEncoder:
         chars = 0
         for item in inputs:
             if isinstance(item, Conversation):
-                chars += sum(len(m.content) for m in item.messages)
+                chars += sum(len(m.content) for m in item.messages) + MESSAGE_CHARS * len(item.messages)
             elif isinstance(item, Text):
                 chars += len(item.text)
             else:

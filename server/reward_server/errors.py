@@ -53,11 +53,34 @@ class BackendFailure(RewardServerError):
     code = grpc.StatusCode.INTERNAL
 
 
-class ConfigError(Exception):
+class ModelLoadFailed(RewardServerError):
+    """LoadModel ran, and a version it was asked to load failed (its reason is in the message and in the
+    repository index).
+
+    FAILED_PRECONDITION, not UNAVAILABLE: clients retry UNAVAILABLE (ours does, by its service config),
+    and a load fails the same way every time until someone changes the model folder, so a retry only
+    repeats a full model load. gRPC's own guidance fits: FAILED_PRECONDITION is for "do not retry until
+    the system state has been explicitly fixed". Not INTERNAL either: the server is working as it
+    should; what it was given is unservable."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ModelFolderError(Exception):
+    """Something in a model folder is unservable. `str(error)` is for the server's log (absolute paths,
+    the parser's own words); `public` is what a client may read: no file content, and the manager strips
+    the repository's absolute path from it before it leaves the server."""
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
+
+
+class ConfigError(ModelFolderError):
     """A model repository or config.pbtxt is invalid. Raised at load time, never on a request."""
 
 
-class LoadError(Exception):
+class LoadError(ModelFolderError):
     """A model version could not be loaded."""
 
 

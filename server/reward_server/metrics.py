@@ -1,4 +1,5 @@
-"""Prometheus metrics: request outcomes (from the guards) and batch execution (from each batcher).
+"""Prometheus metrics: request outcomes (from the guard), batch execution (from each batcher) and the
+process (resident memory, CPU seconds, open fds, start time: prometheus_client's standard names).
 
 Names follow Triton's meaning where Triton has a counterpart (docs/operations.md, "Metrics", has the mapping);
 Triton exports cumulative microsecond counters, these are histograms in seconds, as Prometheus
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,18 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        # Per RPC (Score, Rank, ...): the interceptor's view.
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, process_start_time_seconds
+        # (from /proc: Linux only; elsewhere it exports nothing).
+        ProcessCollector(registry=r)
+        # Per RPC (Score, Rank, ...): the guard's view. A call refused before its model was resolved counts
+        # under the model it named when that is one of ours (version ""), else under model "".
         self.request_success = Counter("reward_request_success", "RPCs answered OK",
                                        [*_MODEL, "method"], registry=r)
         self.request_failure = Counter("reward_request_failure", "RPCs answered with an error status",
                                        [*_MODEL, "method", "code"], registry=r)
         self.request_duration = Histogram("reward_request_duration_seconds", "RPC time, received to answered",
                                           [*_MODEL, "method"], buckets=_SECONDS, registry=r)
-        # Labels come from the served version only (never from a name a client made up: bounded series).
+        # Labels never come from a name a client made up: bounded series.
         self.pending_requests = Gauge("reward_pending_requests", "RPCs received and not answered yet", registry=r)
         # Per batch a model instance computes: the batcher's view.
         self.inference_count = Counter("reward_inference_count", "inputs computed", _MODEL, registry=r)

@@ -19,6 +19,7 @@ from typing import Any
 from .backends.ort_session import META_DTYPE, META_HEAD_BIAS, MODEL_FILE
 from .checkpoint import read_checkpoint
 from .errors import ConfigError, ExportRefused, LoadError
+from .folder_files import check_version_folder
 from .repository.config import (
     CONFIG_FILENAME,
     ModelConfig,
@@ -117,17 +118,21 @@ def _source(repository: Path, model: str, version: int | None) -> tuple[ModelCon
     if not MODEL_NAME.match(model) or not folder.is_dir() or not inside(repository, folder):
         raise ExportRefused(f"unknown model {model!r} in {repository}")
     try:
-        config = parse_model_config(folder / CONFIG_FILENAME, model)
+        config = parse_model_config(folder / CONFIG_FILENAME, model, repository)
+        versions = version_folders(ModelFolder(model, folder), repository)
     except ConfigError as e:
         raise ExportRefused(str(e)) from e
     if config.backend != "pytorch":
         raise ExportRefused(f"model {model!r} is served by {config.backend!r}; export takes a PyTorch model")
-    versions = version_folders(ModelFolder(model, folder), repository)
     if not versions:
         raise ExportRefused(f"model {model!r} has no version folders")
     chosen = max(versions) if version is None else version
     if chosen not in versions:
         raise ExportRefused(f"model {model!r} has no version {chosen} (found: {sorted(versions)})")
+    try:  # what the export reads: inside the repository, regular files, as the server would load them
+        check_version_folder(versions[chosen], repository)
+    except LoadError as e:
+        raise ExportRefused(str(e)) from e
     return config, chosen, versions[chosen]
 
 

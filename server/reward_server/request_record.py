@@ -1,6 +1,6 @@
 """What one RPC did, filled in by the core as it goes and logged / counted by the transport when it ends.
 
-A context variable carries it, so the core needs no transport types and the guards no core types.
+A context variable carries it, so the core needs no transport types and the guard no core types.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ class RequestRecord:
     queue_s: float = 0.0  # longest wait of one of its inputs for a batch
     compute_s: float = 0.0  # longest backend time of one of its batches
     resolved: bool = False  # model and version name a served version (set by the core)
-
-    def metric_labels(self) -> tuple[str, str]:
-        """(model, version) for metrics: empty unless resolved, so names made up by clients add no series."""
-        return (self.model, self.version) if self.resolved else ("", "")
 
     def log_fields(self) -> str:
         return (f"request_id={self.request_id} method={self.method} model={self.model or '-'} "

@@ -41,6 +41,8 @@ PlainText = Literal["chat", "text"]
 
 @dataclass(frozen=True)
 class TrlRewardConfig:
+    """How a TRL reward function reaches the server and shapes its requests."""
+
     client: ClientSettings
     plain_text: PlainText = "chat"
     # Send a GRPO group (one prompt, N completions) as one Rank of candidates.
@@ -92,8 +94,11 @@ def plan_call(prompts: Sequence[Any], completions: Sequence[Any], config: TrlRew
 
 
 class _TrlRewardBase:
-    """A picklable callable with a `__name__`, as TRL's reward functions are (callable class instances
-    are one of TRL's supported forms; `get_callable_name` reads the instance's `__name__`)."""
+    """A picklable callable with a `__name__`, as TRL's reward functions are.
+
+    Callable class instances are one of TRL's supported forms; `get_callable_name` reads the
+    instance's `__name__`.
+    """
 
     def __init__(self, config: TrlRewardConfig, name: str | None = None) -> None:
         self.config = config
@@ -108,6 +113,7 @@ class TrlReward(_TrlRewardBase):
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                  **kwargs: Any) -> list[float]:
+        """One reward per completion, in order, as TRL's GRPOTrainer calls a reward function."""
         # kwargs: the dataset's other columns and trainer_state / log_extra / log_metric (unused).
         plan = plan_call(prompts, completions, self.config)
         client = CLIENTS.sync_client(self.config.client)
@@ -119,11 +125,15 @@ class TrlReward(_TrlRewardBase):
 
 
 class AsyncTrlReward(_TrlRewardBase):
-    """Coroutine form: TRL (`is_async_callable`, which checks `__call__`) awaits it on its async loop,
-    concurrently with its other async reward functions; one grpc.aio client per event loop."""
+    """Coroutine form of TrlReward.
+
+    TRL (`is_async_callable`, which checks `__call__`) awaits it on its async loop, concurrently with
+    its other async reward functions; one grpc.aio client per event loop.
+    """
 
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                        **kwargs: Any) -> list[float]:
+        """One reward per completion, in order (awaited by TRL)."""
         plan = plan_call(prompts, completions, self.config)
         client = CLIENTS.async_client(self.config.client)
         if plan.prompt is not None:

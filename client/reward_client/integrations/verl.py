@@ -70,7 +70,7 @@ def score_input(solution_str: str, extra_info: Mapping[str, Any] | None, prompt_
 def compute_score(data_source: Any = None, solution_str: str = "", ground_truth: Any = None,
                   extra_info: Mapping[str, Any] | None = None, *, prompt_key: str | None = DEFAULT_PROMPT_KEY,
                   **kwargs: Any) -> float:
-    """veRL's per-sample reward function: the served model's score of one response."""
+    """The per-sample reward function of veRL (`custom_reward_function`): the served model's score of one response."""
     item = score_input(solution_str, extra_info, prompt_key)
     return CLIENTS.sync_client(_settings(kwargs)).score([item])[0].score
 
@@ -86,7 +86,7 @@ async def compute_score_async(data_source: Any = None, solution_str: str = "", g
 def compute_score_batch(data_sources: Sequence[Any] = (), solution_strs: Sequence[str] = (),
                         ground_truths: Sequence[Any] = (), extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
                         *, prompt_key: str | None = DEFAULT_PROMPT_KEY, **kwargs: Any) -> list[float]:
-    """veRL's batched reward function (BatchRewardManager): one score per sample, in order."""
+    """The batched reward function of veRL (BatchRewardManager): one score per sample, in order."""
     infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
     if len(infos) != len(solution_strs):
         raise ValueError(f"{len(solution_strs)} solution_strs but {len(infos)} extra_infos")

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..checkpoint import Checkpoint, weight_files
 from ..errors import LoadError
+from . import trace_cache
 from .base import Backend
 from .last_position import LLAMA_SHAPED_LAYERS, LastPositionScorer, PackedScorer, supports_last_position
 from .masks import last_token_positions, padded_causal_mask
@@ -187,25 +188,34 @@ def _checked(candidate: nn.Module, full: PaddedScorer, device: str, probes: Prob
 
 
 def traced_scorer(scorer: nn.Module, device: str, probes: Probes, tolerance: float,
-                  inputs: Inputs = _tensors) -> tuple[torch.jit.ScriptModule | None, str]:
+                  inputs: Inputs = _tensors, structure: str = "") -> tuple[torch.jit.ScriptModule | None, str]:
     """(InputsKept(scorer) traced with TorchScript, "") or (None, why not).
 
     Why trace: an eager forward releases and re-takes the GIL at every operator, and while the event loop
     holds it each re-take waits, under serving load for every operator (docs/pytorch-backend.md, "Traced
     forward", has the numbers). The traced graph runs in C++ with the GIL released once (InputsKept
     says why that needs the inputs returned). The trace is checked against the eager scorer on other
-    shapes; any difference keeps the eager scorer."""
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
-            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
-            traced = torch.jit.trace(InputsKept(scorer), inputs(probes.example, device), check_trace=False)
-        difference = _probe_difference(traced, scorer, device, probes, inputs, inputs)
-    except Exception as e:  # an architecture the tracer cannot follow
-        return None, f"{type(e).__name__}: {e}"
-    if difference > tolerance:
-        return None, f"traced scores differ from eager by {difference:.3g}"
-    return traced, ""
+    shapes; any difference keeps the eager scorer. A structure already traced reuses its graph
+    (trace_cache: torch never frees a trace); `structure` names what the graph depends on beyond the
+    modules (the model's config)."""
+    for _ in range(2):  # a reused graph that does not match is traced afresh, once
+        try:
+            kept = InputsKept(scorer)
+            example = inputs(probes.example, device)
+            key = trace_cache.structure_key(kept, example, structure)
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
+                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
+                traced, reused = trace_cache.trace(kept, example, key)
+            difference = _probe_difference(traced, scorer, device, probes, inputs, inputs)
+        except Exception as e:  # an architecture the tracer cannot follow
+            return None, f"{type(e).__name__}: {e}"
+        if difference <= tolerance:
+            return traced, ""
+        trace_cache.forget(key)
+        if not reused:
+            break
+    return None, f"traced scores differ from eager by {difference:.3g}"
 
 
 class TorchEagerBackend(Backend):
@@ -236,6 +246,7 @@ class TorchEagerBackend(Backend):
         vocab_size = checkpoint.model_config.vocab_size
         tolerance = 1e-5 if torch_dtype == torch.float32 else 1e-2
         self._use_threads()
+        self._structure = checkpoint.model_config.to_json_string()  # what a trace bakes in (trace_cache)
         self.sliding_window = getattr(checkpoint.model_config, "sliding_window", None)
         full = PaddedScorer(self._model, self.sliding_window)
         eager: nn.Module = full
@@ -276,7 +287,7 @@ class TorchEagerBackend(Backend):
         """(the TorchScript trace of InputsKept(scorer), True), or (InputsKept(scorer), False) when
         tracing is off or fails: either returns (scores, inputs...)."""
         if settings.torchscript:
-            traced, why = traced_scorer(scorer, self.device, probes, tolerance, inputs)
+            traced, why = traced_scorer(scorer, self.device, probes, tolerance, inputs, self._structure)
             if traced is not None:
                 return traced, True
             log.warning("%s: serving the eager model, tracing failed: %s", folder, why)

@@ -105,18 +105,70 @@ def _json_tensor(name: str, datatype: str, shape: tuple[int, ...], data: Any) ->
     return tensor_from_contents(name, datatype, shape, flat)
 
 
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary data) of a request body by its `Inference-Header-Content-Length` (None: all JSON)."""
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise InvalidArgument(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+    if not 0 <= length <= len(body):
+        raise InvalidArgument(f"{HEADER_LENGTH} is {length} but the body has {len(body)} bytes")
+    return body[:length], body[length:]
+
+
+def _binary_size(tensor: dict[str, Any], parameters: dict[str, Any], where: str) -> int | None:
+    size = parameters.get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidArgument(f"{where}: binary_data_size must be a non-negative integer, got {size!r}")
+    if "data" in tensor:
+        raise InvalidArgument(f"{where} has both 'data' and binary_data_size")
+    return size
+
+
+def _input_tensor(index: int, raw_tensor: Any, binary: bytes, offset: int) -> tuple[InferTensor, int]:
+    """inputs[index] as a tensor, and the offset of the next input's binary data."""
+    tensor = _object(raw_tensor, f"inputs[{index}]")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"inputs[{index}] needs a 'name' string")
+    where = f"input {name!r}"
+    datatype = tensor.get("datatype")
+    if datatype not in NUMPY_DTYPES:
+        raise InvalidArgument(f"{where}: unknown datatype {datatype!r}")
+    shape = _shape(tensor, where)
+    parameters = _parameters(tensor, where)
+    if "shared_memory_region" in parameters:
+        raise InvalidArgument(f"{where}: shared memory is not supported by this server")
+    size = _binary_size(tensor, parameters, where)
+    if size is not None:
+        if offset + size > len(binary):
+            raise InvalidArgument(f"{where}: binary_data_size {size} runs past the binary data "
+                                  f"({len(binary) - offset} bytes left)")
+        return tensor_from_raw(name, datatype, shape, binary[offset:offset + size]), offset + size
+    if "data" in tensor:
+        return _json_tensor(name, datatype, shape, tensor["data"]), offset
+    raise InvalidArgument(f"{where} has neither 'data' nor parameters.binary_data_size")
+
+
+def _requested_output(index: int, raw_output: Any) -> RequestedOutput:
+    output = _object(raw_output, f"outputs[{index}]")
+    name = output.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"outputs[{index}] needs a 'name' string")
+    parameters = _parameters(output, f"output {name!r}")
+    if "shared_memory_region" in parameters:
+        raise InvalidArgument(f"output {name!r}: shared memory is not supported by this server")
+    wants_raw = parameters.get("binary_data")
+    return RequestedOutput(name, None if wants_raw is None else bool(wants_raw))
+
+
 def decode_infer(body: bytes, header_length: str | None) -> InferBody:
     """The request, from its body and its `Inference-Header-Content-Length` header (None: all JSON)."""
-    if header_length is None:
-        header, binary = body, b""
-    else:
-        try:
-            length = int(header_length)
-        except ValueError:
-            raise InvalidArgument(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
-        if not 0 <= length <= len(body):
-            raise InvalidArgument(f"{HEADER_LENGTH} is {length} but the body has {len(body)} bytes")
-        header, binary = body[:length], body[length:]
+    header, binary = _split_body(body, header_length)
     request = _object(parse_json(header, "inference request header"), "the inference request")
     inputs_json = request.get("inputs")
     if not isinstance(inputs_json, list) or not inputs_json:
@@ -124,46 +176,11 @@ def decode_infer(body: bytes, header_length: str | None) -> InferBody:
     inputs: list[InferTensor] = []
     offset = 0
     for index, raw_tensor in enumerate(inputs_json):
-        tensor = _object(raw_tensor, f"inputs[{index}]")
-        name = tensor.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidArgument(f"inputs[{index}] needs a 'name' string")
-        where = f"input {name!r}"
-        datatype = tensor.get("datatype")
-        if datatype not in NUMPY_DTYPES:
-            raise InvalidArgument(f"{where}: unknown datatype {datatype!r}")
-        shape = _shape(tensor, where)
-        parameters = _parameters(tensor, where)
-        if "shared_memory_region" in parameters:
-            raise InvalidArgument(f"{where}: shared memory is not supported by this server")
-        size = parameters.get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise InvalidArgument(f"{where}: binary_data_size must be a non-negative integer, got {size!r}")
-            if "data" in tensor:
-                raise InvalidArgument(f"{where} has both 'data' and binary_data_size")
-            if offset + size > len(binary):
-                raise InvalidArgument(f"{where}: binary_data_size {size} runs past the binary data "
-                                      f"({len(binary) - offset} bytes left)")
-            inputs.append(tensor_from_raw(name, datatype, shape, binary[offset:offset + size]))
-            offset += size
-        elif "data" in tensor:
-            inputs.append(_json_tensor(name, datatype, shape, tensor["data"]))
-        else:
-            raise InvalidArgument(f"{where} has neither 'data' nor parameters.binary_data_size")
+        tensor, offset = _input_tensor(index, raw_tensor, binary, offset)
+        inputs.append(tensor)
     if offset != len(binary):
         raise InvalidArgument(f"the body has {len(binary) - offset} bytes of binary data that no input claims")
-    outputs = []
-    for index, raw_output in enumerate(request.get("outputs") or []):
-        output = _object(raw_output, f"outputs[{index}]")
-        name = output.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidArgument(f"outputs[{index}] needs a 'name' string")
-        parameters = _parameters(output, f"output {name!r}")
-        if "shared_memory_region" in parameters:
-            raise InvalidArgument(f"output {name!r}: shared memory is not supported by this server")
-        wants_raw = parameters.get("binary_data")
-        outputs.append(RequestedOutput(name, None if wants_raw is None else bool(wants_raw)))
+    outputs = [_requested_output(index, raw) for index, raw in enumerate(request.get("outputs") or [])]
     parameters = _parameters(request, "the inference request")
     timeout = parameters.get("timeout")
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):

@@ -82,32 +82,6 @@ def encode_response(model: str, version: str, request_id: str, outputs: Iterable
         raw_output_contents=[tensor_raw(t) for t in outputs])
 
 
-class _MessageFailed(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-
-
-class _StreamMessageContext:
-    """The guard's view of one request of a stream: the stream's metadata and deadline, and an abort()
-    that fails that request only (a unary call's abort ends the call; a stream goes on)."""
-
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
-        self._context = context
-
-    def invocation_metadata(self) -> Any:
-        return self._context.invocation_metadata()
-
-    def time_remaining(self) -> float | None:
-        return self._context.time_remaining()
-
-    def set_trailing_metadata(self, metadata: Any) -> None:
-        """A stream has one trailer, sent when it ends; a request's id is not sent back per request."""
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise _MessageFailed(code, details)
-
-
 class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, core: KServeCore) -> None:
         self._core = core
@@ -171,28 +145,33 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 
 class _StreamInfer:
-    """ModelStreamInfer: each request goes through the guard as if it were a ModelInfer call (limits,
-    request id, metrics, error mapping); up to STREAM_WINDOW are computed at once and the responses go
-    out in request order; a failed request answers error_message and the stream goes on."""
+    """ModelStreamInfer: the guard admits the stream (token, limits) and parses each of its requests; up to
+    STREAM_WINDOW are computed at once and the responses go out in request order; a failed request answers
+    error_message and the stream goes on. A request the guard refuses (malformed bytes, a bound) is answered
+    the same way and ends the stream: its reader cannot go past it."""
 
-    def __init__(self, servicer: KServeServicer, guard: RequestGuard) -> None:
-        self._infer = guard.wrap("ModelStreamInfer", servicer.ModelInfer)
+    def __init__(self, servicer: KServeServicer) -> None:
+        self._servicer = servicer
 
     async def _one(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelStreamInferResponse:
         try:
-            response = await self._infer(request, _StreamMessageContext(context))  # type: ignore[arg-type]
-        except _MessageFailed as e:
-            return pb.ModelStreamInferResponse(error_message=f"{e.code.name}: {e}")
+            response = await self._servicer.ModelInfer(request, context)
+        except RewardServerError as e:
+            return _failed(e)
         return pb.ModelStreamInferResponse(infer_response=response)
 
     async def stream(self, requests: AsyncIterator[pb.ModelInferRequest],
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(STREAM_WINDOW)
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        window: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(STREAM_WINDOW)
 
         async def read() -> None:
             try:
                 async for request in requests:
                     await window.put(asyncio.ensure_future(self._one(request, context)))
+            except RewardServerError as e:
+                refused: asyncio.Future = asyncio.get_running_loop().create_future()
+                refused.set_result(_failed(e))
+                await window.put(refused)
             finally:
                 await window.put(None)
 
@@ -208,10 +187,15 @@ class _StreamInfer:
                     left.cancel()
 
 
+def _failed(error: RewardServerError) -> pb.ModelStreamInferResponse:
+    from ..transport.guard import bounded  # here: transport imports this module to register the service
+
+    return pb.ModelStreamInferResponse(error_message=f"{error.code.name}: {bounded(str(error))}")
+
+
 def add_kserve_service(server: grpc.aio.Server, core: KServeCore, guard: RequestGuard) -> None:
     """Register GRPCInferenceService on `server`, every method behind `guard`."""
     servicer = KServeServicer(core)
-    methods: dict[str, Any] = {m.name: guard.wrap(m.name, getattr(servicer, m.name)) for m in SERVICE.methods
-               if m.name != "ModelStreamInfer"}
-    methods["ModelStreamInfer"] = _StreamInfer(servicer, guard).stream  # grpc.aio wants an async generator function
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(SimpleNamespace(**methods), server)
+    methods: dict[str, Any] = {m.name: getattr(servicer, m.name) for m in SERVICE.methods}
+    methods["ModelStreamInfer"] = _StreamInfer(servicer).stream  # grpc.aio wants an async generator function
+    guard.add_service(server, SERVICE, SimpleNamespace(**methods))

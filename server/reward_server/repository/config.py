@@ -12,6 +12,7 @@ from reward_api.v1 import model_config_pb2 as mc
 
 from ..backends.settings import ONNXRUNTIME_DEFAULTS, ORT_OPTIMIZATION_LEVELS, PYTORCH_DEFAULTS
 from ..errors import ConfigError
+from ..folder_files import CONFIG_PBTXT_LIMIT, read_file
 from ..formats import FORMATS
 
 CONFIG_FILENAME = "config.pbtxt"
@@ -33,6 +34,17 @@ class VersionPolicy:
         if self.kind == "specific":
             return [v for v in ordered if v in self.versions]
         return ordered[-self.num_versions:]
+
+    def candidates(self, available: list[int]) -> list[int]:
+        """The versions that may serve, newest first. For `latest`, every version: when a newer one fails
+        to load, the next older one that loads takes its place."""
+        if self.kind == "latest":
+            return sorted(available, reverse=True)
+        return sorted(self.select(available), reverse=True)
+
+    def wanted(self, available: list[int]) -> int:
+        """How many versions the policy serves out of those present (when they load)."""
+        return len(self.select(available))
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,68 @@ class ModelConfig:
     special_tokens_in_content: str = "keep"  # "keep" | "escape" | "refuse" (formats/special_tokens.py)
 
 
+# Upper bounds of the numeric fields: each far above what a real deployment sets, and low enough that a
+# typo (a count in the millions, a delay near 2^63) is refused at load instead of stalling the server.
+MAX_BATCH_SIZE = 4096
+MAX_QUEUE_DELAY_US = 60_000_000  # one minute: longer, every request waits to its deadline
+MAX_QUEUE_SIZE = 1_000_000
+MAX_BATCH_TOKENS = 1 << 24
+MAX_PREFERRED_BATCH_SIZES = 64
+MAX_INSTANCE_GROUPS = 16
+MAX_INSTANCES_PER_GROUP = 64
+MAX_GPU_ORDINAL = 1023
+MAX_WARMUPS = 64
+MAX_WARMUP_COUNT = 1000
+MAX_WARMUP_SEQUENCE_LENGTH = 1 << 20
+MAX_THREADS = 1024
+MAX_LATEST_VERSIONS = 64
+MAX_SPECIFIC_VERSIONS = 1024
+
+
 def _fail(path: Path, field: str, value: object, why: str) -> ConfigError:
-    return ConfigError(f"{path}: field '{field}' = {value!r}: {why}")
+    shown = repr(value)
+    if len(shown) > 80:  # a value is named, never dumped
+        shown = shown[:77] + "..."
+    return ConfigError(f"{path}: field '{field}' = {shown}: {why}")
+
+
+def _at_most(path: Path, field: str, value: int, limit: int, low: int = 0) -> int:
+    if not low <= value <= limit:
+        raise _fail(path, field, value, f"must be in {low}..{limit}")
+    return value
+
+
+def _read_text(path: Path, root: Path | None) -> str:
+    """config.pbtxt's text: a regular file inside the repository, under the size cap, UTF-8."""
+    try:
+        data = read_file(path, root or path.parent, CONFIG_PBTXT_LIMIT, "config.pbtxt", ConfigError)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e}", public=f"{path}: cannot read") from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (a bad byte at offset {e.start})") from e
+
+
+def _parse_error_kind(message: str) -> str:
+    if "has no field named" in message:
+        return "unknown field"
+    if "parse" in message.lower() or "invalid" in message.lower():
+        return "a value of the wrong type or form"
+    return "syntax error"
+
+
+def _read_proto(path: Path, root: Path | None) -> mc.ModelConfig:
+    proto = mc.ModelConfig()
+    try:
+        text_format.Parse(_read_text(path, root), proto)
+    except text_format.ParseError as e:
+        # The parser quotes what it read; a config.pbtxt symlinked to a secret would have it sent to
+        # clients. The log gets the parser's words; clients get the line, the column and the kind.
+        where = f"line {e.GetLine()} column {e.GetColumn()}" if e.GetLine() else "unparseable"
+        raise ConfigError(f"{path}: {e}", public=f"{path}: {where}: {_parse_error_kind(str(e))} "
+                                                 "(not a valid ModelConfig text protobuf)") from e
+    return proto
 
 
 def _version_policy(path: Path, proto: mc.ModelVersionPolicy) -> VersionPolicy:
@@ -98,6 +170,7 @@ def _version_policy(path: Path, proto: mc.ModelVersionPolicy) -> VersionPolicy:
         versions = tuple(proto.specific.versions)
         if not versions:
             raise _fail(path, "version_policy.specific.versions", [], "list at least one version")
+        _at_most(path, "version_policy.specific.versions (how many)", len(versions), MAX_SPECIFIC_VERSIONS)
         for v in versions:
             if v < 1:
                 raise _fail(path, "version_policy.specific.versions", v, "versions are positive integers")
@@ -105,26 +178,31 @@ def _version_policy(path: Path, proto: mc.ModelVersionPolicy) -> VersionPolicy:
     num = proto.latest.num_versions if choice == "latest" else 1
     if num < 1:
         raise _fail(path, "version_policy.latest.num_versions", num, "must be >= 1")
+    _at_most(path, "version_policy.latest.num_versions", num, MAX_LATEST_VERSIONS, 1)
     return VersionPolicy("latest", num_versions=num)
+
+
+def _instance_group(path: Path, i: int, g: mc.ModelInstanceGroup) -> InstanceGroup:
+    field = f"instance_group[{i}]"
+    count = g.count or 1
+    if count < 1:
+        raise _fail(path, f"{field}.count", g.count, "must be >= 1")
+    _at_most(path, f"{field}.count", count, MAX_INSTANCES_PER_GROUP, 1)
+    kind = mc.ModelInstanceGroup.Kind.Name(g.kind).removeprefix("KIND_").lower()
+    if kind == "cpu" and g.gpus:
+        raise _fail(path, f"{field}.gpus", list(g.gpus), "a KIND_CPU group takes no gpus")
+    for gpu in g.gpus:
+        if gpu < 0:
+            raise _fail(path, f"{field}.gpus", gpu, "GPU ordinals are >= 0")
+        _at_most(path, f"{field}.gpus", gpu, MAX_GPU_ORDINAL)
+    return InstanceGroup(kind, count, tuple(g.gpus))
 
 
 def _instance_groups(path: Path, groups: list[mc.ModelInstanceGroup]) -> tuple[InstanceGroup, ...]:
     if not groups:
         return (InstanceGroup("auto", 1, ()),)
-    out = []
-    for i, g in enumerate(groups):
-        field = f"instance_group[{i}]"
-        count = g.count or 1
-        if count < 1:
-            raise _fail(path, f"{field}.count", g.count, "must be >= 1")
-        kind = mc.ModelInstanceGroup.Kind.Name(g.kind).removeprefix("KIND_").lower()
-        if kind == "cpu" and g.gpus:
-            raise _fail(path, f"{field}.gpus", list(g.gpus), "a KIND_CPU group takes no gpus")
-        for gpu in g.gpus:
-            if gpu < 0:
-                raise _fail(path, f"{field}.gpus", gpu, "GPU ordinals are >= 0")
-        out.append(InstanceGroup(kind, count, tuple(g.gpus)))
-    return tuple(out)
+    _at_most(path, "instance_group (how many groups)", len(groups), MAX_INSTANCE_GROUPS)
+    return tuple(_instance_group(path, i, g) for i, g in enumerate(groups))
 
 
 def _special_tokens_in_content(path: Path, reward: mc.RewardSettings) -> str:
@@ -140,41 +218,81 @@ def _special_tokens_in_content(path: Path, reward: mc.RewardSettings) -> str:
 def _warmups(path: Path, max_batch_size: int, entries: list[mc.ModelWarmup]) -> tuple[Warmup, ...]:
     if not entries:
         return (Warmup(max_batch_size, 0, 1),)
+    _at_most(path, "model_warmup (how many entries)", len(entries), MAX_WARMUPS)
     out = []
     for i, w in enumerate(entries):
         if w.batch_size > max_batch_size:
             raise _fail(path, f"model_warmup[{i}].batch_size", w.batch_size,
                         f"must be <= max_batch_size ({max_batch_size})")
+        _at_most(path, f"model_warmup[{i}].count", w.count, MAX_WARMUP_COUNT)
+        _at_most(path, f"model_warmup[{i}].sequence_length", w.sequence_length, MAX_WARMUP_SEQUENCE_LENGTH)
         out.append(Warmup(w.batch_size or max_batch_size, w.sequence_length, w.count or 1))
     return tuple(out)
 
 
-# Complexity over the bound until the parse_model_config refactor (in progress on another branch) lands.
-def parse_model_config(path: Path, folder_name: str) -> ModelConfig:  # noqa: C901
-    """Read and validate `path`; `folder_name` is the model's folder, which `name` must match."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e}") from e
-    proto = mc.ModelConfig()
-    try:
-        text_format.Parse(text, proto)
-    except text_format.ParseError as e:
-        raise ConfigError(f"{path}: {e}") from e
-
+def _check_top_level(path: Path, proto: mc.ModelConfig, folder_name: str) -> None:
     if proto.name and proto.name != folder_name:
         raise _fail(path, "name", proto.name, f"must match the model folder name {folder_name!r}")
-    backend = proto.backend or "pytorch"
-    if backend not in BACKENDS:
+    if (proto.backend or "pytorch") not in BACKENDS:
         raise _fail(path, "backend", proto.backend, f"expected one of {', '.join(BACKENDS)}")
     if proto.max_batch_size < 1:
         raise _fail(path, "max_batch_size", proto.max_batch_size, "must be >= 1")
+    _at_most(path, "max_batch_size", proto.max_batch_size, MAX_BATCH_SIZE, 1)
+    filename = proto.default_model_filename
+    if filename and (Path(filename).name != filename or filename in (".", "..")):
+        raise _fail(path, "default_model_filename", filename, "must be a plain file name inside the version folder")
 
+
+@dataclass(frozen=True)
+class _Batching:
+    max_queue_delay_s: float
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_size: int
+    max_batch_tokens: int | None
+
+
+def _batching(path: Path, proto: mc.ModelConfig) -> _Batching:
     batching = proto.dynamic_batching
+    _at_most(path, "dynamic_batching.preferred_batch_size (how many)", len(batching.preferred_batch_size),
+             MAX_PREFERRED_BATCH_SIZES)
     for size in batching.preferred_batch_size:
         if not 1 <= size <= proto.max_batch_size:
             raise _fail(path, "dynamic_batching.preferred_batch_size", size,
                         f"must be in 1..max_batch_size ({proto.max_batch_size})")
+    delay_us = _at_most(path, "dynamic_batching.max_queue_delay_microseconds", batching.max_queue_delay_microseconds,
+                        MAX_QUEUE_DELAY_US)
+    queue = _at_most(path, "dynamic_batching.default_queue_policy.max_queue_size",
+                     batching.default_queue_policy.max_queue_size, MAX_QUEUE_SIZE)
+    tokens = None
+    if batching.HasField("max_batch_tokens"):
+        tokens = _at_most(path, "dynamic_batching.max_batch_tokens", batching.max_batch_tokens, MAX_BATCH_TOKENS)
+    return _Batching(delay_us / 1e6, tuple(sorted(set(batching.preferred_batch_size))), queue, tokens)
+
+
+def _ort_level(path: Path, ort: mc.OnnxRuntimeSettings) -> str:
+    ort_level = ort.graph_optimization_level or ONNXRUNTIME_DEFAULTS.graph_optimization_level
+    if ort_level not in ORT_OPTIMIZATION_LEVELS:
+        raise _fail(path, "onnxruntime.graph_optimization_level", ort.graph_optimization_level,
+                    f"expected one of {', '.join(ORT_OPTIMIZATION_LEVELS)}")
+    return ort_level
+
+
+def _threads(path: Path, field: str, value: int) -> int:
+    if value < 0:
+        raise _fail(path, field, value, "must be >= 0")
+    return _at_most(path, field, value, MAX_THREADS)
+
+
+def _flag(message: object, field: str, default: bool) -> bool:
+    return bool(getattr(message, field)) if message.HasField(field) else default  # type: ignore[attr-defined]
+
+
+def parse_model_config(path: Path, folder_name: str, root: Path | None = None) -> ModelConfig:
+    """Read and validate `path`; `folder_name` is the model's folder, which `name` must match. `root`:
+    the model repository, which the file must resolve inside (default: the model's own folder)."""
+    proto = _read_proto(path, root)
+    _check_top_level(path, proto, folder_name)
+    batching = _batching(path, proto)
 
     reward = proto.reward
     prompt_format = reward.prompt_format or "chat_template"
@@ -192,33 +310,18 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:  # noqa: C9
         raise _fail(path, "reward.dtype", reward.dtype, f"expected one of {', '.join(DTYPES)}")
     side = "right" if reward.truncation_side == mc.RewardSettings.RIGHT else "left"
 
-    ort = proto.onnxruntime
-    ort_level = ort.graph_optimization_level or ONNXRUNTIME_DEFAULTS.graph_optimization_level
-    if ort_level not in ORT_OPTIMIZATION_LEVELS:
-        raise _fail(path, "onnxruntime.graph_optimization_level", ort.graph_optimization_level,
-                    f"expected one of {', '.join(ORT_OPTIMIZATION_LEVELS)}")
-    if ort.intra_op_threads < 0:
-        raise _fail(path, "onnxruntime.intra_op_threads", ort.intra_op_threads, "must be >= 0")
-
-    if proto.pytorch.intra_op_threads < 0:
-        raise _fail(path, "pytorch.intra_op_threads", proto.pytorch.intra_op_threads, "must be >= 0")
-
-    filename = proto.default_model_filename
-    if filename and (Path(filename).name != filename or filename in (".", "..")):
-        raise _fail(path, "default_model_filename", filename, "must be a plain file name inside the version folder")
-
     return ModelConfig(
         name=folder_name,
         path=path,
-        backend=backend,
+        backend=proto.backend or "pytorch",
         max_batch_size=proto.max_batch_size,
         version_policy=_version_policy(path, proto.version_policy),
-        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
-        preferred_batch_sizes=tuple(sorted(set(batching.preferred_batch_size))),
-        max_queue_size=batching.default_queue_policy.max_queue_size,
-        max_batch_tokens=batching.max_batch_tokens if batching.HasField("max_batch_tokens") else None,
+        max_queue_delay_s=batching.max_queue_delay_s,
+        preferred_batch_sizes=batching.preferred_batch_sizes,
+        max_queue_size=batching.max_queue_size,
+        max_batch_tokens=batching.max_batch_tokens,
         instance_groups=_instance_groups(path, list(proto.instance_group)),
-        default_model_filename=filename,
+        default_model_filename=proto.default_model_filename,
         prompt_format=prompt_format,
         max_sequence_length=reward.max_sequence_length,
         truncation=reward.truncation if reward.HasField("truncation") else True,
@@ -227,14 +330,12 @@ def parse_model_config(path: Path, folder_name: str) -> ModelConfig:  # noqa: C9
         reward_token_id=reward_token_id,
         add_special_tokens=reward.add_special_tokens if reward.HasField("add_special_tokens") else None,
         head_bias=reward.head_bias if reward.HasField("head_bias") else None,
-        ort_graph_optimization_level=ort_level,
-        ort_intra_op_threads=ort.intra_op_threads,
-        torchscript=proto.pytorch.torchscript if proto.pytorch.HasField("torchscript") else PYTORCH_DEFAULTS.torchscript,
-        torch_intra_op_threads=proto.pytorch.intra_op_threads,
-        last_position_only=(proto.pytorch.last_position_only if proto.pytorch.HasField("last_position_only")
-                            else PYTORCH_DEFAULTS.last_position_only),
-        packed_batches=(proto.pytorch.packed_batches if proto.pytorch.HasField("packed_batches")
-                        else PYTORCH_DEFAULTS.packed_batches),
+        ort_graph_optimization_level=_ort_level(path, proto.onnxruntime),
+        ort_intra_op_threads=_threads(path, "onnxruntime.intra_op_threads", proto.onnxruntime.intra_op_threads),
+        torchscript=_flag(proto.pytorch, "torchscript", PYTORCH_DEFAULTS.torchscript),
+        torch_intra_op_threads=_threads(path, "pytorch.intra_op_threads", proto.pytorch.intra_op_threads),
+        last_position_only=_flag(proto.pytorch, "last_position_only", PYTORCH_DEFAULTS.last_position_only),
+        packed_batches=_flag(proto.pytorch, "packed_batches", PYTORCH_DEFAULTS.packed_batches),
         warmup=_warmups(path, proto.max_batch_size, list(proto.model_warmup)),
         special_tokens_in_content=_special_tokens_in_content(path, reward),
     )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..datatypes import ModelMetadata, RepositoryModel, VersionStatus
-from ..errors import ConfigError, FailedPrecondition, InvalidArgument, LoadError, NotFound, Unavailable
+from ..errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    ModelFolderError,
+    NotFound,
+    Unavailable,
+)
+from ..folder_files import CONFIG_PBTXT_LIMIT, check_version_folder, read_file
 from ..settings import ModelControlMode, TextEnum
 from .config import CONFIG_FILENAME, ModelConfig, parse_model_config
 from .layout import MODEL_NAME, ModelFolder, inside, scan_models, version_folders
@@ -53,6 +63,12 @@ VersionLoader = Callable[..., LoadedVersion]
 # (those still queued then get UNAVAILABLE).
 RETIRE_TIMEOUT_S = 120.0
 UNLOADED = "unloaded"  # the reason of a model unloaded by request (UnloadModel)
+# What a bad model folder makes a loader raise; anything else is logged with its traceback (a bug).
+EXPECTED_LOAD_ERRORS = (ModelFolderError, OSError, ValueError, RuntimeError)
+
+
+VersionPrint = tuple[tuple[str, int, int], ...]
+Fingerprint = tuple[str, tuple[tuple[str, VersionPrint], ...]]
 
 
 @dataclass
@@ -60,6 +76,13 @@ class _VersionSlot:
     state: str
     reason: str = ""
     loaded: LoadedVersion | None = None
+    config: ModelConfig | None = None  # the config it was loaded (or tried) under
+    fingerprint: VersionPrint = ()  # its folder's files when it was tried: a failed one is retried when they change
+
+    def failed_as_before(self, config: ModelConfig, fingerprint: VersionPrint) -> bool:
+        """True when this is a failed load of the same files under the same config (poll mode skips it)."""
+        return (self.state == UNAVAILABLE and self.loaded is None and self.config == config
+                and self.fingerprint == fingerprint)
 
 
 @dataclass
@@ -79,21 +102,62 @@ def parse_version(version: str) -> int | None:
     return int(version)
 
 
-Fingerprint = tuple[str, tuple[tuple[str, int], ...]]
+_PRINT_ENTRIES = 10_000  # a fingerprint looks at this many files of a version folder at most
 
 
-def _fingerprint(folder: ModelFolder) -> Fingerprint:
-    """What poll mode watches: the config.pbtxt bytes and the numeric version folders with their mtimes
-    (a folder still being copied changes again, so a version that failed half-copied is retried)."""
+def _version_print(path: Path) -> VersionPrint:
+    """(name, size, mtime) of every file and folder under a version folder, symlinks followed: a file
+    rewritten in place, or a symlink pointed elsewhere, changes it. Opens nothing."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in sorted(dirnames + filenames):
+            entry = os.path.join(dirpath, name)
+            try:
+                info = os.stat(entry)
+            except OSError:  # a dangling symlink: its own entry still counts
+                info = os.lstat(entry)
+            found.append((os.path.relpath(entry, path), info.st_size, info.st_mtime_ns))
+            if len(found) >= _PRINT_ENTRIES:
+                return tuple(sorted(found))
+    return tuple(sorted(found))
+
+
+def _config_print(folder: ModelFolder, root: Path) -> str:
     try:
-        config = hashlib.sha256(folder.config_path.read_bytes()).hexdigest()
-    except OSError:
-        config = ""
+        return hashlib.sha256(read_file(folder.config_path, root, CONFIG_PBTXT_LIMIT, "config.pbtxt",
+                                        ConfigError)).hexdigest()
+    except (ModelFolderError, OSError):  # unreadable: its stat still tells when it changes
+        try:
+            info = os.stat(folder.config_path)
+        except OSError:
+            return ""
+        return f"unreadable {info.st_mode} {info.st_size} {info.st_mtime_ns}"
+
+
+def _fingerprint(folder: ModelFolder, root: Path) -> Fingerprint:
+    """What poll mode watches: the config.pbtxt bytes and every version folder's files (a folder still
+    being copied changes again, and a failed version is retried once its files change)."""
     versions = []
     for entry in folder.path.iterdir():
         if entry.name.isdigit() and entry.is_dir():
-            versions.append((entry.name, entry.stat().st_mtime_ns))
-    return config, tuple(sorted(versions))
+            versions.append((entry.name, _version_print(entry)))
+    return _config_print(folder, root), tuple(sorted(versions))
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[^\s'\":,()\[\]]+(?:/[^\s'\":,()\[\]]*)+")
+_PUBLIC_LIMIT = 500
+
+
+def public_reason(error: BaseException, root: Path) -> str:
+    """One line a client may read: the model folder's own words with the repository's absolute path
+    cut off (`rm/1/tokenizer.json`), any other absolute path hidden, and no file content (a
+    ModelFolderError's `public` text). The full message goes to the server's log."""
+    text = error.public if isinstance(error, ModelFolderError) else f"{type(error).__name__}: {error}"
+    prefixes = {str(root.resolve()), str(root.absolute())} | ({str(root)} if str(root) != "." else set())
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        text = text.replace(prefix + os.sep, "")
+    text = _ABSOLUTE_PATH.sub("<path>", " ".join(text.split()))
+    return text if len(text) <= _PUBLIC_LIMIT else text[:_PUBLIC_LIMIT - 3] + "..."
 
 
 class ModelRepository:
@@ -117,14 +181,15 @@ class ModelRepository:
         """Load every model of the repository; one line per failure (the others keep serving)."""
         failures = []
         for folder in scan_models(self.root):
-            failures += self._load(folder)
+            failures += self._load(folder, retry_failed=True)
         return failures
 
     def load_model(self, name: str) -> list[str]:
-        """LoadModel: load, or reload with a fresh read of config.pbtxt and the version folders."""
+        """LoadModel: load, or reload with a fresh read of config.pbtxt and the version folders (versions
+        that failed before are tried again)."""
         if self.mode != "explicit":
             raise FailedPrecondition(f"loading a model by request needs --model-control-mode explicit (mode is {self.mode!r})")
-        return self._load(self._folder(name))
+        return self._load(self._folder(name), retry_failed=True)
 
     def unload_model(self, name: str) -> None:
         """UnloadModel: every version leaves the routing table; requests in flight finish first."""
@@ -138,12 +203,18 @@ class ModelRepository:
             self._unload(entry, UNLOADED)
 
     def poll(self) -> list[str]:
-        """Poll mode: act on every model folder that appeared, changed or disappeared since the last poll."""
+        """Poll mode: act on every model folder that appeared, changed or disappeared since the last poll.
+        A version that failed is tried again only once its files (or the config) change."""
         failures = []
         present = {folder.name: folder for folder in scan_models(self.root)}
         for name, folder in present.items():
-            if self._seen.get(name) != _fingerprint(folder):
-                failures += self._load(folder)
+            try:
+                changed = self._seen.get(name) != _fingerprint(folder, self.root)
+            except OSError as e:  # the folder went away while it was read: the next poll sees it gone
+                log.warning("model=%s: cannot read its folder: %s", name, e)
+                continue
+            if changed:
+                failures += self._load(folder, retry_failed=False)
         for name in [n for n in self._models if n not in present]:
             with self._control:
                 entry = self._models.get(name)
@@ -170,72 +241,121 @@ class ModelRepository:
             raise NotFound(f"model {name!r} is not in the repository (no {name}/{CONFIG_FILENAME})")
         return ModelFolder(name, path)
 
-    def _load(self, folder: ModelFolder) -> list[str]:
+    def _load(self, folder: ModelFolder, *, retry_failed: bool) -> list[str]:
         with self._control:
             try:
-                return self._load_locked(folder)
+                return self._load_locked(folder, retry_failed)
+            except Exception as e:  # a bug, not a bad folder: still, no version may stay LOADING
+                log.exception("model=%s: load failed unexpectedly", folder.name)
+                return [f"{folder.name}: {self._abandon_loading(folder.name, e)}"]
             finally:
                 self._on_change(folder.name)
 
-    def _load_locked(self, folder: ModelFolder) -> list[str]:
+    def _abandon_loading(self, name: str, error: Exception) -> str:
+        reason = public_reason(error, self.root)
+        with self._lock:
+            entry = self._models.get(name)
+            for slot in entry.versions.values() if entry is not None else ():
+                if slot.state == LOADING:
+                    slot.state, slot.reason = UNAVAILABLE, reason
+        return reason
+
+    def _load_locked(self, folder: ModelFolder, retry_failed: bool) -> list[str]:
+        """Read the model's config and versions, load what the version policy wants out of the versions
+        that load, swap the result in at once, then close the versions it no longer serves."""
         name = folder.name
-        self._seen[name] = _fingerprint(folder)
+        self._seen[name] = _fingerprint(folder, self.root)
         old = self._models.get(name)
         try:
-            config = parse_model_config(folder.config_path, name)
-            on_disk = version_folders(folder, self.root)
-            selected = config.version_policy.select(list(on_disk))
-            if not selected:
-                raise ConfigError(f"{folder.path}: no version folder matches the version_policy "
-                                  f"(found: {sorted(on_disk) or 'none'})")
+            config, on_disk = self._read_model(folder)
         except ConfigError as e:
-            if old is not None and any(s.state == READY for s in old.versions.values()):
-                log.error("model=%s reload refused, the loaded versions keep serving: %s", name, e)
-            else:
-                log.error("model=%s is unavailable: %s", name, e)
-                with self._lock:
-                    self._models[name] = _ModelEntry(name, None, str(e))
-            return [f"{name}: {e}"]
-
+            return [self._refuse_config(name, old, e)]
         old_slots = dict(old.versions) if old is not None and old.config is not None else {}
-        same_config = old is not None and old.config == config
-        keep = {v: s for v, s in old_slots.items() if same_config and v in selected and s.state == READY}
-        to_load = [v for v in selected if v not in keep]
-
-        # New versions show as LOADING; versions being reloaded keep serving from the old slot meanwhile.
         if old is None or old.config is None:
             with self._lock:
-                self._models[name] = _ModelEntry(name, config, versions={v: _VersionSlot(LOADING) for v in selected})
-        else:
-            with self._lock:
-                for v in to_load:
-                    if v not in old.versions or old.versions[v].state != READY:
-                        old.versions[v] = _VersionSlot(LOADING)
-        self._on_change(name)
-
-        failures, fresh = [], {}
-        for version in to_load:
-            try:
-                fresh[version] = _VersionSlot(READY, loaded=self._loader(config, version, on_disk[version], self._metrics))
-            except (LoadError, ConfigError, OSError, ValueError, RuntimeError) as e:
-                previous = old_slots.get(version)
-                if previous is not None and previous.state == READY:
-                    log.error("model=%s version=%d reload failed, the loaded one keeps serving: %s", name, version, e)
-                    fresh[version] = previous
-                else:
-                    log.error("model=%s version=%d failed to load: %s", name, version, e)
-                    fresh[version] = _VersionSlot(UNAVAILABLE, str(e))
-                failures.append(f"{name} version {version}: {e}")
-
-        slots = {**keep, **fresh}
+                self._models[name] = _ModelEntry(name, config)
+        slots, failures = self._choose_versions(config, on_disk, old_slots, retry_failed)
         with self._lock:  # the swap: one step for every request that looks the model up
             self._models[name] = _ModelEntry(name, config, versions=dict(sorted(slots.items())))
         self._on_change(name)
+        self._retire_unused(old_slots, slots)
+        return failures
+
+    def _read_model(self, folder: ModelFolder) -> tuple[ModelConfig, dict[int, Path]]:
+        config = parse_model_config(folder.config_path, folder.name, self.root)
+        on_disk = version_folders(folder, self.root)
+        if not config.version_policy.select(list(on_disk)):
+            raise ConfigError(f"{folder.path}: no version folder matches the version_policy "
+                              f"(found: {sorted(on_disk) or 'none'})")
+        return config, on_disk
+
+    def _refuse_config(self, name: str, old: _ModelEntry | None, error: ConfigError) -> str:
+        """A config.pbtxt (or layout) that does not validate: the versions loaded under the previous one
+        keep serving; a model with none is unavailable with the reason."""
+        reason = public_reason(error, self.root)
+        if old is not None and any(s.state == READY for s in old.versions.values()):
+            log.error("model=%s reload refused, the loaded versions keep serving: %s", name, error)
+        else:
+            log.error("model=%s is unavailable: %s", name, error)
+            with self._lock:
+                self._models[name] = _ModelEntry(name, None, reason)
+        return f"{name}: {reason}"
+
+    def _choose_versions(self, config: ModelConfig, on_disk: dict[int, Path], old_slots: dict[int, _VersionSlot],
+                         retry_failed: bool) -> tuple[dict[int, _VersionSlot], list[str]]:
+        """The version policy applied to the versions that load: newest first, each candidate kept (READY
+        under the same config), loaded, or failed, until the policy has as many as it wants. A failed
+        version stays in the table with its reason; an older one that loads serves in its place."""
+        slots: dict[int, _VersionSlot] = {}
+        failures = []
+        wanted = config.version_policy.wanted(list(on_disk))
+        for version in config.version_policy.candidates(list(on_disk)):
+            if sum(slot.state == READY for slot in slots.values()) >= wanted:
+                break
+            slot, failure = self._version_slot(config, version, on_disk[version], old_slots.get(version), retry_failed)
+            slots[version] = slot
+            if failure:
+                failures.append(failure)
+        return slots, failures
+
+    def _version_slot(self, config: ModelConfig, version: int, path: Path, previous: _VersionSlot | None,
+                      retry_failed: bool) -> tuple[_VersionSlot, str]:
+        """The slot of one candidate version, and a failure line ("" when it serves or was not retried)."""
+        name = config.name
+        fingerprint = _version_print(path)
+        if previous is not None and previous.state == READY and previous.config == config:
+            return previous, ""
+        if previous is not None and not retry_failed and previous.failed_as_before(config, fingerprint):
+            return previous, ""
+        serving = previous if previous is not None and previous.state == READY else None
+        if serving is None:  # a version being reloaded keeps serving from its old slot meanwhile
+            self._show_loading(name, version)
+        try:
+            check_version_folder(path, self.root)
+            loaded = self._loader(config, version, path, self._metrics)
+        except Exception as e:  # whatever a loader raises fails this version only
+            reason = public_reason(e, self.root)
+            log.error("model=%s version=%d failed to load: %s", name, version, e,
+                      exc_info=not isinstance(e, EXPECTED_LOAD_ERRORS))
+            if serving is not None:
+                log.error("model=%s version=%d: the loaded one keeps serving", name, version)
+                return serving, f"{name} version {version}: {reason} (the loaded version {version} keeps serving)"
+            return _VersionSlot(UNAVAILABLE, reason, config=config, fingerprint=fingerprint), \
+                f"{name} version {version}: {reason}"
+        return _VersionSlot(READY, loaded=loaded, config=config, fingerprint=fingerprint), ""
+
+    def _show_loading(self, name: str, version: int) -> None:
+        with self._lock:
+            entry = self._models.get(name)
+            if entry is not None:
+                entry.versions[version] = _VersionSlot(LOADING)
+        self._on_change(name)
+
+    def _retire_unused(self, old_slots: dict[int, _VersionSlot], slots: dict[int, _VersionSlot]) -> None:
         live = {id(s.loaded) for s in slots.values() if s.loaded is not None}
         for version, slot in old_slots.items():
             if slot.loaded is not None and id(slot.loaded) not in live:
                 self._retire(slot.loaded, "replaced" if version in slots else "no longer selected by the version policy")
-        return failures
 
     def _unload(self, entry: _ModelEntry, reason: str) -> None:
         with self._lock:
@@ -306,6 +426,10 @@ class ModelRepository:
         if slot.state != READY or slot.loaded is None:
             raise Unavailable(f"model {model!r} version {wanted} is {slot.state}" + (f": {slot.reason}" if slot.reason else ""))
         return slot.loaded
+
+    def knows(self, model: str) -> bool:
+        """Whether `model` is one of this server's models (loaded or not): a bounded set of names."""
+        return model in self._models
 
     def model_ready(self, model: str) -> bool:
         """True when the model has a ready version."""

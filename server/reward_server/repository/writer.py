@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .config import CONFIG_FILENAME, ModelConfig, parse_model_config
-from .layout import MODEL_NAME, ModelFolder, version_folders
+from .layout import MODEL_NAME, ModelFolder, inside, version_folders
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,20 @@ def publish_version(
     if not repository.is_dir():
         raise error(f"model repository {repository} is not a directory")
     model = repository / name
+    if model.is_symlink() or (model.exists() and not inside(repository, model)):
+        # The server would not serve it (scan_models skips a model folder that leaves the repository),
+        # and following it would write outside the repository.
+        raise error(f"{model} is a symlink; refusing to write through it (model folders are plain folders "
+                    "inside the repository)")
     exists = model.exists()
     if exists:
         if not (model / CONFIG_FILENAME).is_file():
             raise error(f"{model} exists but has no {CONFIG_FILENAME}")
         try:
-            accept_existing(parse_model_config(model / CONFIG_FILENAME, name))
+            taken = version_folders(ModelFolder(name, model), repository)
+            accept_existing(parse_model_config(model / CONFIG_FILENAME, name, repository))
         except ConfigError as e:
-            raise error(f"{model}: the existing config.pbtxt is invalid: {e}") from e
-        taken = version_folders(ModelFolder(name, model), repository)
+            raise error(f"{model}: the existing model folder is invalid: {e}") from e
         version = version or max(taken, default=0) + 1
         if version in taken or (model / str(version)).exists():
             raise error(f"{model / str(version)} already exists; choose another version")

@@ -62,18 +62,28 @@ def _score_input(index: int, item: pb.ScoreInput) -> ScoreInput:
     raise InvalidArgument(f"input {index}: set one of conversation, text or token_ids")
 
 
-def decode_score(request: pb.ScoreRequest) -> ScoreRequest:
+def _count(items: int, max_items: int | None) -> None:
+    """The item limit, checked on the protobuf's count before anything is built: a request of 300,000
+    inputs is refused at the cost of one len()."""
+    if max_items is not None and items > max_items:
+        raise InvalidArgument(f"the request has {items} inputs; at most {max_items} are allowed")
+
+
+def decode_score(request: pb.ScoreRequest, max_items: int | None = None) -> ScoreRequest:
     model = _model(request)
+    _count(len(request.inputs), max_items)
     return ScoreRequest(model, request.version, tuple(_score_input(i, x) for i, x in enumerate(request.inputs)))
 
 
-def decode_rank(request: pb.RankRequest) -> RankRequest:
+def decode_rank(request: pb.RankRequest, max_items: int | None = None) -> RankRequest:
     model = _model(request)
     kind = request.WhichOneof("kind")
     if kind == "candidates":
+        _count(len(request.candidates.responses), max_items)
         prompt = _messages("prompt", request.candidates.prompt)
         items: Candidates | tuple[Conversation, ...] = Candidates(prompt, tuple(request.candidates.responses))
     elif kind == "conversations":
+        _count(len(request.conversations.conversations), max_items)
         items = tuple(
             Conversation(_messages(f"conversation {i}", c.messages))
             for i, c in enumerate(request.conversations.conversations)

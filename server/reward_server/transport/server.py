@@ -17,9 +17,7 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
-from reward_api.v1 import reward_pb2, reward_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ..dispatch import RewardCore
 from ..errors import RewardServerError
@@ -32,15 +30,15 @@ from ..repository import ModelRepository, RepositoryPoller
 from ..settings import ServerSettings
 from .guard import RequestGuard
 from .health_port import start_health_port
-from .interceptors import TokenAuthInterceptor
+from .memory import FrozenHeap
 from .options import server_options
-from .servicer import RewardServicer
+from .servicer import SERVICE, RewardServicer
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
-_REWARD_SERVICE = reward_pb2.DESCRIPTOR.services_by_name["RewardService"]
-SERVICE_NAME = _REWARD_SERVICE.full_name
+SERVICE_NAME = SERVICE.full_name
+REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 
 
 class StartupError(Exception):
@@ -96,19 +94,24 @@ class RewardServer:
             await self.health_server.stop(0)
         await asyncio.to_thread(self.repository.close)
         self.encode_pool.shutdown(wait=False)
+        self.guard.close()
         self.metrics.close()
 
 
 class _HealthUpdater:
-    """Called by the repository (on any thread) when a model's state changes: sets its health."""
+    """Called by the repository (on any thread) when a model's state changes: sets its health, and has
+    the frozen heap (transport/memory.py) follow the change."""
 
     def __init__(self, health_servicer: health.aio.HealthServicer, loop: asyncio.AbstractEventLoop) -> None:
         self._health = health_servicer
         self._loop = loop
         self.repository: ModelRepository | None = None
         self.core: RewardCore | None = None
+        self.heap: FrozenHeap | None = None  # set once the server serves
 
     def __call__(self, model: str) -> None:
+        if self.heap is not None:
+            self.heap.changed()
         asyncio.run_coroutine_threadsafe(self._update(model), self._loop)
 
     async def _update(self, model: str) -> None:
@@ -145,15 +148,17 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     encode_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="encode")
     core = RewardCore(repository, encode_pool, settings.max_items_per_request)
     on_change.core = core
-    interceptors = [TokenAuthInterceptor(settings.auth_token)] if settings.auth_token else []
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
-    guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message)
-    reward_pb2_grpc.add_RewardServiceServicer_to_server(guard.servicer(RewardServicer(core), _REWARD_SERVICE), server)
+    server = grpc.aio.server(options=server_options(settings))
+    guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message,
+                         known_model=repository.knows, auth_token=settings.auth_token)
+    servicer = RewardServicer(core, settings.max_items_per_request)
+    guard.add_service(server, SERVICE, servicer, servicer.decoders())
+    # Reflection through the guard too: the token applies to it, as to every service but health.
     # Triton's KServe v2 protocol on the same port, behind the same guard (kserve/grpc_front.py).
     add_kserve_service(server, KServeCore(core, settings.max_chars_per_message), guard)
+    guard.add_service(server, REFLECTION_SERVICE, reflection.aio.ReflectionServicer(
+        (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
@@ -180,6 +185,9 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
             metrics.close()
             await asyncio.to_thread(repository.close)
             raise StartupError(f"cannot serve health checks on port {settings.health_port}: {e}") from e
+    heap = FrozenHeap()
+    heap.freeze()
+    on_change.heap = heap
     await server.start()
     http = None
     if settings.http_port is not None:

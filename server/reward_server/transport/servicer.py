@@ -1,26 +1,38 @@
-"""RewardService servicer: decode -> core -> encode, nothing else."""
+"""RewardService servicer: decode -> core -> encode, nothing else. Score and Rank get their requests
+decoded by the guard (with `decoders()`: on a decode thread when they are large)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import grpc
 
+from reward_api.v1 import reward_pb2
 from reward_api.v1 import reward_pb2 as pb
-from reward_api.v1 import reward_pb2_grpc
 
+from ..datatypes import RankRequest, ScoreRequest
 from ..dispatch import RewardCore, deadline_from
 from . import codec
+from .guard import Decoder
+
+SERVICE = reward_pb2.DESCRIPTOR.services_by_name["RewardService"]
 
 
-class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
-    def __init__(self, core: RewardCore) -> None:
+class RewardServicer:
+    def __init__(self, core: RewardCore, max_items: int) -> None:
         self._core = core
+        self._max_items = max_items
 
-    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
-        response = await self._core.score(codec.decode_score(request), deadline_from(context.time_remaining()))
+    def decoders(self) -> dict[str, Decoder]:
+        return {"Score": partial(codec.decode_score, max_items=self._max_items),
+                "Rank": partial(codec.decode_rank, max_items=self._max_items)}
+
+    async def Score(self, request: ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        response = await self._core.score(request, deadline_from(context.time_remaining()))
         return codec.encode_score(response)
 
-    async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
-        response = await self._core.rank(codec.decode_rank(request), deadline_from(context.time_remaining()))
+    async def Rank(self, request: RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
+        response = await self._core.rank(request, deadline_from(context.time_remaining()))
         return codec.encode_rank(response)
 
     async def GetModelMetadata(self, request: pb.ModelMetadataRequest,
