@@ -27,8 +27,8 @@ def mixed_lengths_ids(n: int, seed: int = 0) -> list[list[int]]:
 
 
 def bench_backend(folder: Path):
-    """The bench model, written under `folder`, loaded as a float32 CPU TorchEagerBackend."""
-    from reward_server.backends.torch_eager import TorchEagerBackend
+    """The bench model, written under `folder`, loaded as a float32 CPU PyTorchBackend."""
+    from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.checkpoint import read_checkpoint
 
-    return TorchEagerBackend(read_checkpoint(write_tiny_checkpoint(folder / "rm", shape=SHAPE, seed=0)), "cpu", "float32")
+    return PyTorchBackend(read_checkpoint(write_tiny_checkpoint(folder / "rm", shape=SHAPE, seed=0)), "cpu", "float32")

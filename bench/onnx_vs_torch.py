@@ -70,7 +70,7 @@ async def served(target: str, model: str, sequences: list[list[int]], clients: i
 
 async def run(args: argparse.Namespace) -> dict:
     from reward_server.backends.ort_session import OnnxRuntimeBackend
-    from reward_server.backends.torch_eager import TorchEagerBackend
+    from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.checkpoint import read_checkpoint
     from reward_server.onnx_export import export_version
 
@@ -86,7 +86,7 @@ async def run(args: argparse.Namespace) -> dict:
                          "tokens": sum(map(len, sequences))}
         results["bare"] = {
             "pytorch": on_passing_thread(
-                lambda: bare(TorchEagerBackend(torch_ckpt, "cpu", "float32"), sequences), "bare-pytorch"),
+                lambda: bare(PyTorchBackend(torch_ckpt, "cpu", "float32"), sequences), "bare-pytorch"),
             "onnxruntime": on_passing_thread(
                 lambda: bare(OnnxRuntimeBackend(onnx_ckpt, "cpu", "float32"), sequences), "bare-onnxruntime"),
         }

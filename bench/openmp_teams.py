@@ -23,7 +23,7 @@ from pathlib import Path
 def child(mode: str) -> None:
     from bench_model import SHAPE
 
-    from reward_server.backends.torch_eager import TorchEagerBackend
+    from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.checkpoint import read_checkpoint
     from reward_server.openmp import on_passing_thread
     from reward_server.tiny_models import write_tiny_checkpoint
@@ -33,8 +33,8 @@ def child(mode: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = read_checkpoint(write_tiny_checkpoint(Path(tmp) / "rm", shape=SHAPE, seed=0))
 
-        def load() -> TorchEagerBackend:
-            return TorchEagerBackend(checkpoint, "cpu", "float32")
+        def load() -> PyTorchBackend:
+            return PyTorchBackend(checkpoint, "cpu", "float32")
         backend = load() if mode == "lingering" else on_passing_thread(load, name="load")
         rates: list[float] = []
 

@@ -86,7 +86,22 @@ async def start_grpc(servicer: reward_pb2_grpc.RewardServiceServicer) -> tuple[g
     return server, port
 
 
+class _Decoding(reward_pb2_grpc.RewardServiceServicer):
+    """The naive peer's servicer: our codec and servicer, without the guard (which the server's
+    registration supplies), so that the peer differs from the server only in batching."""
+
+    def __init__(self, servicer: RewardServicer) -> None:
+        self._servicer = servicer
+        self._decoders = servicer.decoders()
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        return await self._servicer.Score(self._decoders["Score"](request), context)
+
+    async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
+        return await self._servicer.Rank(self._decoders["Rank"](request), context)
+
+
 async def start_naive_peer(repository: ModelRepository) -> tuple[grpc.aio.Server, int, NaiveCore]:
     core = NaiveCore(repository)
-    server, port = await start_grpc(RewardServicer(core))  # type: ignore[arg-type]
+    server, port = await start_grpc(_Decoding(RewardServicer(core, max_items=4096)))  # type: ignore[arg-type]
     return server, port, core

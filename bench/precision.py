@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from reward_server.backends.pytorch import PyTorchBackend
 from reward_server.backends.settings import PyTorchSettings
-from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.checkpoint import read_checkpoint
 from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
 
@@ -48,7 +48,7 @@ def main() -> None:
         results = {}
         for label, dtype, last_position_only in RUNS:
             config = PyTorchSettings(torchscript=True, intra_op_threads=0, last_position_only=last_position_only)
-            backend = TorchEagerBackend(checkpoint, args.device, dtype, config)
+            backend = PyTorchBackend(checkpoint, args.device, dtype, config)
             alone = [backend.score_batch([s])[0] for s in sequences]
             batched = [x for i in range(0, len(sequences), 16) for x in backend.score_batch(sequences[i:i + 16])]
             results[label] = (alone, batched)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from bench_model import bench_backend, mixed_lengths_ids
 
-from reward_server.backends.torch_eager import TorchEagerBackend
+from reward_server.backends.pytorch import PyTorchBackend
 
 
-def tokens_per_s(backend: TorchEagerBackend, sequences: list[list[int]]) -> float:
+def tokens_per_s(backend: PyTorchBackend, sequences: list[list[int]]) -> float:
     start = time.perf_counter()
     for ids in sequences:
         backend.score_batch([ids])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from reward_server.backends import Backend
-from reward_server.backends.torch_eager import TorchEagerBackend
+from reward_server.backends.pytorch import PyTorchBackend
 from reward_server.batching import DynamicBatcher
 from reward_server.checkpoint import read_checkpoint
 from reward_server.errors import BackendFailure, DeadlineExceeded, ResourceExhausted, Unavailable
@@ -43,7 +43,7 @@ class Recording(Backend):
 
 @pytest.fixture(scope="module")
 def real_backend(tiny_checkpoint):
-    return TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32")
+    return PyTorchBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32")
 
 
 def make(real_backend, **kwargs):

@@ -169,12 +169,12 @@ def test_client_splits_a_large_batch_into_chunks_over_every_replica_in_order(rep
 def test_client_sends_no_new_calls_to_a_replica_when_its_health_is_not_serving(replicas):
     from grpc_health.v1 import health_pb2
 
-    from reward_server.transport.server import SERVICE_NAME
+    from reward_server.transport.server import READY_SERVICE_NAME
 
     chat = random_chat(random.Random(5))
     with RewardClient([s.target for s in replicas], model="tiny") as client:
         until_every_replica_answered(client, replicas, chat)
-        replicas[0].run(replicas[0].running.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING))
+        replicas[0].run(replicas[0].running.health.set(READY_SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING))
         # the client's health watch hears of it: waited on, as calls that leave replica 0 alone
         deadline = time.monotonic() + 30
         while True:

@@ -34,13 +34,13 @@ def test_cuda_half_precision_scores_track_fp32_reference(tiny_checkpoint, tmp_pa
 def test_cuda_traced_forward_matches_the_plain_forward(tiny_checkpoint, dtype):
     import torch
 
-    from reward_server.backends.torch_eager import TorchEagerBackend
+    from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.checkpoint import read_checkpoint
     from test_serving_forward import plain_forward_scores, random_batches
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA")
-    backend = TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cuda:0", dtype)
+    backend = PyTorchBackend(read_checkpoint(tiny_checkpoint), "cuda:0", dtype)
     assert backend.traced and backend.packs_batches  # random_batches holds batches that pack
     bound = 1e-5 if dtype == "float32" else 1e-2
     for batch in random_batches(seed=4, count=6):

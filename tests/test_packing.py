@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from reward_server.backends.packing import computed_tokens, packed, packed_rows
+from reward_server.backends.pytorch import PyTorchBackend
 from reward_server.backends.settings import PyTorchSettings
-from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.batching import DynamicBatcher
 from reward_server.checkpoint import read_checkpoint
 from test_serving_forward import plain_forward_scores, tiny_architecture
@@ -58,7 +58,7 @@ def packable_batches(seed: int, count: int) -> list[list[list[int]]]:
 @pytest.mark.parametrize("architecture", ["llama", "mistral"])
 def test_packed_scores_equal_the_plain_forward_within_float32_rounding(tmp_path, architecture):
     """mistral runs with a window of 8 tokens, shorter than most inputs: the window is part of the mask."""
-    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
+    backend = PyTorchBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
     assert backend.traced and backend.packs_batches
     for batch in packable_batches(seed=2, count=10):
         lengths = [len(ids) for ids in batch]
@@ -69,7 +69,7 @@ def test_packed_scores_equal_the_plain_forward_within_float32_rounding(tmp_path,
 
 def test_packed_batches_false_pads_every_batch(tiny_checkpoint):
     config = PyTorchSettings(torchscript=True, intra_op_threads=0, packed_batches=False)
-    backend = TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32", config)
+    backend = PyTorchBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32", config)
     batch = packable_batches(seed=3, count=1)[0]
     lengths = [len(ids) for ids in batch]
     assert not backend.packs_batches and backend.computed_tokens(lengths) == len(batch) * max(lengths)
@@ -77,7 +77,7 @@ def test_packed_batches_false_pads_every_batch(tiny_checkpoint):
 
 
 def test_batcher_counts_the_tokens_a_packed_batch_computes(tiny_checkpoint):
-    backend = TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32")
+    backend = PyTorchBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32")
     batcher = DynamicBatcher("t", backend, max_batch_size=4, max_queue_delay_s=0.3)
     futures = batcher.submit([[5] * 30, [6] * 10, [7] * 12], None)  # one batch: 30 | 12 10
     [f.result(30) for f in futures]

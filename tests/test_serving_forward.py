@@ -18,8 +18,8 @@ import torch
 
 from helpers import CHAT_1, CHAT_2
 from reward_server.backends.padding import right_padded
+from reward_server.backends.pytorch import PyTorchBackend
 from reward_server.backends.settings import PyTorchSettings
-from reward_server.backends.torch_eager import TorchEagerBackend
 from reward_server.checkpoint import read_checkpoint
 from reward_server.datatypes import Conversation, Message, Text, TokenIds
 from reward_server.encoding import InputEncoder
@@ -27,7 +27,7 @@ from reward_server.formats import make_format
 from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
 
 
-def plain_forward_scores(backend: TorchEagerBackend, batch: list[list[int]]) -> list[float]:
+def plain_forward_scores(backend: PyTorchBackend, batch: list[list[int]]) -> list[float]:
     """RewardModel.forward: 2D mask, transformers' own mask (and sliding window) construction."""
     input_ids, attention_mask = (torch.from_numpy(a).to(backend.device) for a in right_padded(batch))
     with torch.inference_mode():
@@ -50,7 +50,7 @@ def tiny_architecture(tmp_path, architecture: str):
 @pytest.mark.parametrize("architecture", ["llama", "mistral"])
 def test_traced_full_forward_equals_the_plain_forward_digit_for_digit(tmp_path, architecture):
     full = PyTorchSettings(torchscript=True, intra_op_threads=0, last_position_only=False)
-    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32", full)
+    backend = PyTorchBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32", full)
     assert backend.traced and not backend.last_position
     for batch in random_batches(seed=1, count=12):  # shapes the trace never saw, padded and not
         assert backend.score_batch(batch) == plain_forward_scores(backend, batch)
@@ -60,7 +60,7 @@ def test_traced_full_forward_equals_the_plain_forward_digit_for_digit(tmp_path, 
 def test_last_position_forward_equals_the_plain_forward_within_float32_rounding(tmp_path, architecture):
     """The default: the last layer only at the position the head reads. Not the same kernels on the
     same shapes, so not digit for digit: within the 1e-5 the batch-invariance tests allow."""
-    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
+    backend = PyTorchBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
     assert backend.traced and backend.last_position
     for batch in random_batches(seed=1, count=12):
         want = plain_forward_scores(backend, batch)
@@ -71,7 +71,7 @@ def test_last_position_forward_equals_the_plain_forward_within_float32_rounding(
 def test_batches_of_one_length_take_the_unmasked_forward_with_the_same_scores(tmp_path, architecture):
     """Rows of one length (every single-row batch) run without a mask, attention as causal; with a
     sliding window (mistral: 8) only rows inside the window may, longer ones keep the mask."""
-    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
+    backend = PyTorchBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
     assert backend.unpadded_causal
     rng = random.Random(4)
     for length in (1, 5, 8, 9, 30, 64):
@@ -82,7 +82,7 @@ def test_batches_of_one_length_take_the_unmasked_forward_with_the_same_scores(tm
 
 
 def test_runs_unpadded_needs_one_length_inside_the_window():
-    from reward_server.backends.torch_eager import runs_unpadded
+    from reward_server.backends.pytorch.tensors import runs_unpadded
 
     assert runs_unpadded([[1, 2, 3]], None) and runs_unpadded([[1, 2], [3, 4]], 2)
     assert not runs_unpadded([[1, 2], [3]], None)  # padded
@@ -92,7 +92,7 @@ def test_runs_unpadded_needs_one_length_inside_the_window():
 def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped():
     from transformers import Qwen2Config
 
-    from reward_server.backends.torch_eager import PaddedScorer, Probes, RewardModel, last_position_scorer
+    from reward_server.backends.pytorch.scorers import PaddedScorer, Probes, RewardModel, last_position_scorer
 
     config = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
@@ -103,14 +103,14 @@ def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped()
 
 def test_torchscript_off_serves_the_eager_scorer_with_the_same_scores(tiny_checkpoint):
     checkpoint = read_checkpoint(tiny_checkpoint)
-    traced = TorchEagerBackend(checkpoint, "cpu", "float32")
-    eager = TorchEagerBackend(checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1))
+    traced = PyTorchBackend(checkpoint, "cpu", "float32")
+    eager = PyTorchBackend(checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1))
     assert traced.traced and not eager.traced
     for batch in random_batches(seed=2, count=4):
         assert eager.score_batch(batch) == traced.score_batch(batch)
 
 
-def torch_crossings(backend: TorchEagerBackend, batch: list) -> int:
+def torch_crossings(backend: PyTorchBackend, batch: list) -> int:
     """Calls from Python into torch's C code during one score_batch: each may let the GIL go, and on
     a busy server each such release waits for the event loop to give the GIL back."""
     backend.score_batch(batch)
@@ -135,8 +135,8 @@ def test_traced_forward_crosses_into_torch_a_handful_of_times_per_batch(tiny_che
     the eager one calls into torch at every operator. Counted, not timed: the waits for the GIL that
     these crossings cost depend on how busy the machine is."""
     checkpoint = read_checkpoint(tiny_checkpoint)
-    traced = TorchEagerBackend(checkpoint, "cpu", "float32")
-    eager = TorchEagerBackend(checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1))
+    traced = PyTorchBackend(checkpoint, "cpu", "float32")
+    eager = PyTorchBackend(checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1))
     batch = random_batches(seed=3, count=1)[0]
     traced_crossings, eager_crossings = torch_crossings(traced, batch), torch_crossings(eager, batch)
     assert traced_crossings <= 16, traced_crossings
@@ -148,7 +148,7 @@ def test_traced_forward_runs_to_its_end_while_another_thread_holds_the_gil(tiny_
     thread holds the GIL (a C call through ctypes.PyDLL keeps it) for 5x the forward's time, and the
     forward is done the moment the GIL is let go. (It waited inside the graph, for the whole hold,
     while torch released a tensor made in Python.)"""
-    backend = TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32",
+    backend = PyTorchBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32",
                                 PyTorchSettings(torchscript=True, intra_op_threads=1))
     inputs = [torch.from_numpy(a) for a in right_padded([[5 + (7 * i + row) % 400 for i in range(500)]
                                                           for row in range(48)])]

@@ -50,10 +50,10 @@ def assert_rank_equals_full_conversations(server, model: str, prompt: list[dict]
 
 @pytest.fixture(scope="module")
 def real_backend(tiny_checkpoint):
-    from reward_server.backends.torch_eager import TorchEagerBackend
+    from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.checkpoint import read_checkpoint
 
-    return TorchEagerBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32")
+    return PyTorchBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32")
 
 
 def test_plan_shared_prefix_splits_at_common_prefix_when_long_enough():
@@ -153,12 +153,12 @@ def test_batcher_runs_a_shared_group_alone_when_inputs_wait_beside_it(real_backe
 def test_shared_prefix_scores_equal_full_sequences(tmp_path, architecture, last_position_only):
     """The backend's own two paths on the same sequences; mistral's window (8) is shorter than the
     prefix, so most of the prefix's keys lie outside it."""
+    from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.backends.settings import PyTorchSettings
-    from reward_server.backends.torch_eager import TorchEagerBackend
     from test_serving_forward import tiny_architecture
 
     config = PyTorchSettings(torchscript=True, intra_op_threads=0, last_position_only=last_position_only)
-    backend = TorchEagerBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32", config)
+    backend = PyTorchBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32", config)
     assert backend.last_position == last_position_only
     rng = random.Random(9)
     prefix = [rng.randrange(5, 500) for _ in range(40)]

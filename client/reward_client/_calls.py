@@ -17,6 +17,8 @@ from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, Score
 T = TypeVar("T")
 
 SERVICE = "reward_api.v1.RewardService"
+# The server's readiness health name (reward_server.transport.server.READY_SERVICE_NAME).
+READY_SERVICE = "reward.ready"
 
 # Calls are spread over every address of the target with gRPC's round_robin policy. Only UNAVAILABLE
 # is retried (a replica killed, restarting or draining: the retry goes to the next replica); everything
@@ -30,8 +32,8 @@ SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
         # Each replica's grpc.health.v1 status is watched: one that goes NOT_SERVING (draining on
-        # SIGTERM) gets no new calls from then on, before it closes its port.
-        "healthCheckConfig": {"serviceName": SERVICE},
+        # SIGTERM, or a model it must serve not ready) gets no new calls from then on.
+        "healthCheckConfig": {"serviceName": READY_SERVICE},
         "methodConfig": [
             {
                 "name": [{"service": SERVICE, "method": method} for method in RETRIED_METHODS]
@@ -148,7 +150,7 @@ def _state(state: int) -> str:
 
 
 def _versions(versions: Any) -> list[VersionStatus]:
-    return [VersionStatus(v.version, _state(v.state), v.reason) for v in versions]
+    return [VersionStatus(v.version, _state(v.state), v.reason, v.forward) for v in versions]
 
 
 def _repository_model(m: Any) -> RepositoryModel:

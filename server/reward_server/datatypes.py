@@ -88,6 +88,7 @@ class VersionStatus:
     version: int
     state: str  # ModelState name: LOADING, READY, UNAVAILABLE, UNLOADING
     reason: str
+    forward: str = ""  # the ForwardPlan serving a loaded version (backends/plan.py), empty otherwise
 
 
 @dataclass(frozen=True)

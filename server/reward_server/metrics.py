@@ -56,6 +56,9 @@ class ServerMetrics:
         self.padding_efficiency = Gauge("reward_padding_efficiency", "real tokens / computed tokens, since load",
                                         _MODEL, registry=r)
         self.queued_inputs = Gauge("reward_queued_inputs", "inputs waiting in the batch queues", _MODEL, registry=r)
+        self.model_forward_info = Gauge("reward_model_forward_info", "1 for the forward pass serving a loaded version",
+                                        [*_MODEL, "forward"], registry=r)
+        self._forwards: dict[tuple[str, str], str] = {}
         self._http: WSGIServer | None = None
 
     def request_done(self, model: str, version: str, method: str, code: str, seconds: float) -> None:
@@ -70,8 +73,16 @@ class ServerMetrics:
         self.queued_inputs.labels(model, str(version)).set_function(queued)
         return BatchMetrics(self, model, str(version))
 
+    def forward_served(self, model: str, version: int, forward: str) -> None:
+        """A version is loaded and `forward` (a ForwardPlan's short form) serves it."""
+        self._forwards[model, str(version)] = forward
+        self.model_forward_info.labels(model, str(version), forward).set(1)
+
     def forget(self, model: str, version: int) -> None:
         """Stop sampling an unloaded version's queue (the counters keep their totals)."""
+        forward = self._forwards.pop((model, str(version)), None)
+        if forward is not None:
+            self.model_forward_info.remove(model, str(version), forward)
         try:
             self.queued_inputs.remove(model, str(version))
         except KeyError:

@@ -140,7 +140,7 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
                    name: str | None = None, output_version: int | None = None) -> tuple[Path, int]:
     """Export `model` (newest version by default) as a version of the onnxruntime model `name`
     (default `<model>-onnx`). Returns (version folder, version)."""
-    from .backends.torch_eager import TorchEagerBackend
+    from .backends.pytorch import PyTorchBackend
 
     repository = Path(repository)
     config, source_version, source = _source(repository, model, version)
@@ -151,7 +151,7 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
     try:
         checkpoint = read_checkpoint(source, config.default_model_filename)
         onnx_config = onnx_config_for(checkpoint.model_config)
-        torch_backend = TorchEagerBackend(checkpoint, "cpu", "float32")
+        torch_backend = PyTorchBackend(checkpoint, "cpu", "float32")
     except LoadError as e:
         raise ExportRefused(f"cannot load {model} version {source_version}: {e}") from e
     dtype = "float16" if fp16 else "float32"

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .synthetic_ids import synthetic_batch
+
 log = logging.getLogger(__name__)
 
 BUDGETS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -46,7 +48,7 @@ def _probe(length: int, rows: int, vocab_size: int) -> list[list[int]]:
     runs the cheaper unmasked one, so an unpadded probe would overrate every multi-row budget."""
     def row_length(row: int) -> int:
         return length - 1 if rows > 1 and row == rows - 1 and length > 1 else length
-    return [[(11 + row * 37 + col * 13) % vocab_size for col in range(row_length(row))] for row in range(rows)]
+    return synthetic_batch(vocab_size, [row_length(row) for row in range(rows)])
 
 
 def _tokens_per_s(score_batch: ScoreBatch, batch: list[list[int]], repeats: int) -> float:

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1areward_api/v1/reward.proto\x12\rreward_api.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"8\n\x0c\x43onversation\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.reward_api.v1.Message\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\x87\x01\n\nScoreInput\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1b.reward_api.v1.ConversationH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12,\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x17.reward_api.v1.TokenIdsH\x00\x42\x06\n\x04kind\"Y\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x06inputs\x18\x03 \x03(\x0b\x32\x19.reward_api.v1.ScoreInput\"N\n\x0bScoreResult\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x12\n\nnum_tokens\x18\x02 \x01(\x05\x12\x1c\n\x14num_truncated_tokens\x18\x03 \x01(\x05\"\\\n\rScoreResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12+\n\x07results\x18\x03 \x03(\x0b\x32\x1a.reward_api.v1.ScoreResult\"G\n\nCandidates\x12&\n\x06prompt\x18\x01 \x03(\x0b\x32\x16.reward_api.v1.Message\x12\x11\n\tresponses\x18\x02 \x03(\t\"C\n\rConversations\x12\x32\n\rconversations\x18\x01 \x03(\x0b\x32\x1b.reward_api.v1.Conversation\"\x9d\x01\n\x0bRankRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12/\n\ncandidates\x18\x03 \x01(\x0b\x32\x19.reward_api.v1.CandidatesH\x00\x12\x35\n\rconversations\x18\x04 \x01(\x0b\x32\x1c.reward_api.v1.ConversationsH\x00\x42\x06\n\x04kind\"x\n\x0cRankResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12+\n\x07results\x18\x03 \x03(\x0b\x32\x1a.reward_api.v1.ScoreResult\x12\x0c\n\x04rank\x18\x04 \x03(\x05\x12\r\n\x05order\x18\x05 \x03(\x05\"6\n\x14ModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"Z\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.reward_api.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc9\x01\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08versions\x18\x02 \x03(\x0b\x32\x1c.reward_api.v1.VersionStatus\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x1b\n\x13max_sequence_length\x18\x04 \x01(\x05\x12\x15\n\rprompt_format\x18\x05 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\x05\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.reward_api.v1.ModelMetadata\"\'\n\x16RepositoryIndexRequest\x12\r\n\x05ready\x18\x01 \x01(\x08\"\x89\x01\n\x0fRepositoryModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08versions\x18\x02 \x03(\x0b\x32\x1c.reward_api.v1.VersionStatus\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.reward_api.v1.ModelState\x12\x0e\n\x06reason\x18\x04 \x01(\t\"I\n\x17RepositoryIndexResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.reward_api.v1.RepositoryModel\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"@\n\x11LoadModelResponse\x12+\n\x05model\x18\x01 \x01(\x0b\x32\x1c.reward_api.v1.ModelMetadata\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse*\x91\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x03\x12\x19\n\x15MODEL_STATE_UNLOADING\x10\x04\x32\xc6\x04\n\rRewardService\x12\x42\n\x05Score\x12\x1b.reward_api.v1.ScoreRequest\x1a\x1c.reward_api.v1.ScoreResponse\x12?\n\x04Rank\x12\x1a.reward_api.v1.RankRequest\x1a\x1b.reward_api.v1.RankResponse\x12U\n\x10GetModelMetadata\x12#.reward_api.v1.ModelMetadataRequest\x1a\x1c.reward_api.v1.ModelMetadata\x12Q\n\nListModels\x12 .reward_api.v1.ListModelsRequest\x1a!.reward_api.v1.ListModelsResponse\x12`\n\x0fRepositoryIndex\x12%.reward_api.v1.RepositoryIndexRequest\x1a&.reward_api.v1.RepositoryIndexResponse\x12N\n\tLoadModel\x12\x1f.reward_api.v1.LoadModelRequest\x1a .reward_api.v1.LoadModelResponse\x12T\n\x0bUnloadModel\x12!.reward_api.v1.UnloadModelRequest\x1a\".reward_api.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1areward_api/v1/reward.proto\x12\rreward_api.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"8\n\x0c\x43onversation\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.reward_api.v1.Message\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\x87\x01\n\nScoreInput\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1b.reward_api.v1.ConversationH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12,\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x17.reward_api.v1.TokenIdsH\x00\x42\x06\n\x04kind\"Y\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x06inputs\x18\x03 \x03(\x0b\x32\x19.reward_api.v1.ScoreInput\"N\n\x0bScoreResult\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x12\n\nnum_tokens\x18\x02 \x01(\x05\x12\x1c\n\x14num_truncated_tokens\x18\x03 \x01(\x05\"\\\n\rScoreResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12+\n\x07results\x18\x03 \x03(\x0b\x32\x1a.reward_api.v1.ScoreResult\"G\n\nCandidates\x12&\n\x06prompt\x18\x01 \x03(\x0b\x32\x16.reward_api.v1.Message\x12\x11\n\tresponses\x18\x02 \x03(\t\"C\n\rConversations\x12\x32\n\rconversations\x18\x01 \x03(\x0b\x32\x1b.reward_api.v1.Conversation\"\x9d\x01\n\x0bRankRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12/\n\ncandidates\x18\x03 \x01(\x0b\x32\x19.reward_api.v1.CandidatesH\x00\x12\x35\n\rconversations\x18\x04 \x01(\x0b\x32\x1c.reward_api.v1.ConversationsH\x00\x42\x06\n\x04kind\"x\n\x0cRankResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12+\n\x07results\x18\x03 \x03(\x0b\x32\x1a.reward_api.v1.ScoreResult\x12\x0c\n\x04rank\x18\x04 \x03(\x05\x12\r\n\x05order\x18\x05 \x03(\x05\"6\n\x14ModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"k\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.reward_api.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x66orward\x18\x04 \x01(\t\"\xc9\x01\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08versions\x18\x02 \x03(\x0b\x32\x1c.reward_api.v1.VersionStatus\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x1b\n\x13max_sequence_length\x18\x04 \x01(\x05\x12\x15\n\rprompt_format\x18\x05 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\x05\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.reward_api.v1.ModelMetadata\"\'\n\x16RepositoryIndexRequest\x12\r\n\x05ready\x18\x01 \x01(\x08\"\x89\x01\n\x0fRepositoryModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08versions\x18\x02 \x03(\x0b\x32\x1c.reward_api.v1.VersionStatus\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.reward_api.v1.ModelState\x12\x0e\n\x06reason\x18\x04 \x01(\t\"I\n\x17RepositoryIndexResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.reward_api.v1.RepositoryModel\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"@\n\x11LoadModelResponse\x12+\n\x05model\x18\x01 \x01(\x0b\x32\x1c.reward_api.v1.ModelMetadata\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse*\x91\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x03\x12\x19\n\x15MODEL_STATE_UNLOADING\x10\x04\x32\xc6\x04\n\rRewardService\x12\x42\n\x05Score\x12\x1b.reward_api.v1.ScoreRequest\x1a\x1c.reward_api.v1.ScoreResponse\x12?\n\x04Rank\x12\x1a.reward_api.v1.RankRequest\x1a\x1b.reward_api.v1.RankResponse\x12U\n\x10GetModelMetadata\x12#.reward_api.v1.ModelMetadataRequest\x1a\x1c.reward_api.v1.ModelMetadata\x12Q\n\nListModels\x12 .reward_api.v1.ListModelsRequest\x1a!.reward_api.v1.ListModelsResponse\x12`\n\x0fRepositoryIndex\x12%.reward_api.v1.RepositoryIndexRequest\x1a&.reward_api.v1.RepositoryIndexResponse\x12N\n\tLoadModel\x12\x1f.reward_api.v1.LoadModelRequest\x1a .reward_api.v1.LoadModelResponse\x12T\n\x0bUnloadModel\x12!.reward_api.v1.UnloadModelRequest\x1a\".reward_api.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reward_api.v1.reward_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=1856
-  _globals['_MODELSTATE']._serialized_end=2001
+  _globals['_MODELSTATE']._serialized_start=1873
+  _globals['_MODELSTATE']._serialized_end=2018
   _globals['_MESSAGE']._serialized_start=45
   _globals['_MESSAGE']._serialized_end=85
   _globals['_CONVERSATION']._serialized_start=87
@@ -58,27 +58,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELMETADATAREQUEST']._serialized_start=997
   _globals['_MODELMETADATAREQUEST']._serialized_end=1051
   _globals['_VERSIONSTATUS']._serialized_start=1053
-  _globals['_VERSIONSTATUS']._serialized_end=1143
-  _globals['_MODELMETADATA']._serialized_start=1146
-  _globals['_MODELMETADATA']._serialized_end=1347
-  _globals['_LISTMODELSREQUEST']._serialized_start=1349
-  _globals['_LISTMODELSREQUEST']._serialized_end=1368
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1370
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1436
-  _globals['_REPOSITORYINDEXREQUEST']._serialized_start=1438
-  _globals['_REPOSITORYINDEXREQUEST']._serialized_end=1477
-  _globals['_REPOSITORYMODEL']._serialized_start=1480
-  _globals['_REPOSITORYMODEL']._serialized_end=1617
-  _globals['_REPOSITORYINDEXRESPONSE']._serialized_start=1619
-  _globals['_REPOSITORYINDEXRESPONSE']._serialized_end=1692
-  _globals['_LOADMODELREQUEST']._serialized_start=1694
-  _globals['_LOADMODELREQUEST']._serialized_end=1727
-  _globals['_LOADMODELRESPONSE']._serialized_start=1729
-  _globals['_LOADMODELRESPONSE']._serialized_end=1793
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1795
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1830
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1832
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1853
-  _globals['_REWARDSERVICE']._serialized_start=2004
-  _globals['_REWARDSERVICE']._serialized_end=2586
+  _globals['_VERSIONSTATUS']._serialized_end=1160
+  _globals['_MODELMETADATA']._serialized_start=1163
+  _globals['_MODELMETADATA']._serialized_end=1364
+  _globals['_LISTMODELSREQUEST']._serialized_start=1366
+  _globals['_LISTMODELSREQUEST']._serialized_end=1385
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1387
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1453
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_start=1455
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_end=1494
+  _globals['_REPOSITORYMODEL']._serialized_start=1497
+  _globals['_REPOSITORYMODEL']._serialized_end=1634
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_start=1636
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_end=1709
+  _globals['_LOADMODELREQUEST']._serialized_start=1711
+  _globals['_LOADMODELREQUEST']._serialized_end=1744
+  _globals['_LOADMODELRESPONSE']._serialized_start=1746
+  _globals['_LOADMODELRESPONSE']._serialized_end=1810
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1812
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1847
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1849
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1870
+  _globals['_REWARDSERVICE']._serialized_start=2021
+  _globals['_REWARDSERVICE']._serialized_end=2603
 # @@protoc_insertion_point(module_scope)

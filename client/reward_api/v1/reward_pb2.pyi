@@ -129,14 +129,16 @@ class ModelMetadataRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "state", "reason")
+    __slots__ = ("version", "state", "reason", "forward")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_FIELD_NUMBER: _ClassVar[int]
     version: str
     state: ModelState
     reason: str
-    def __init__(self, version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    forward: str
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., forward: _Optional[str] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
     __slots__ = ("name", "versions", "backend", "max_sequence_length", "prompt_format", "max_batch_size", "dtype", "device")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ..checkpoint import Checkpoint
 from ..errors import LoadError
 from .base import Backend, is_out_of_memory
+from .plan import ForwardPlan
 from .settings import OnnxRuntimeSettings, PyTorchSettings, onnxruntime_settings, pytorch_settings
 
 if TYPE_CHECKING:
@@ -15,9 +16,9 @@ if TYPE_CHECKING:
 
 
 def _pytorch(checkpoint: Checkpoint, device: str, dtype: str, config: ModelConfig) -> Backend:
-    from .torch_eager import TorchEagerBackend  # torch is imported only when a model needs it
+    from .pytorch import PyTorchBackend  # torch is imported only when a model needs it
 
-    return TorchEagerBackend(checkpoint, device, dtype, pytorch_settings(config))
+    return PyTorchBackend(checkpoint, device, dtype, pytorch_settings(config))
 
 
 def _onnxruntime(checkpoint: Checkpoint, device: str, dtype: str, config: ModelConfig) -> Backend:
@@ -46,5 +47,5 @@ def create_backend(name: str, checkpoint: Checkpoint, device: str, dtype: str, c
     return backend
 
 
-__all__ = ["Backend", "is_out_of_memory", "BackendFactory", "FACTORIES", "create_backend", "OnnxRuntimeSettings",
+__all__ = ["Backend", "ForwardPlan", "is_out_of_memory", "BackendFactory", "FACTORIES", "create_backend", "OnnxRuntimeSettings",
            "PyTorchSettings"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from .plan import ForwardPlan
+
 
 class Backend(ABC):
     """One loaded copy of a model on one device, called on its instance's own thread."""
@@ -24,6 +26,15 @@ class Backend(ABC):
 
     packs_batches: bool = False
     """Whether score_batch packs inputs of different lengths into shared rows (see computed_tokens)."""
+
+    @property
+    def forward_plan(self) -> ForwardPlan:
+        """Return which forward pass serves this model (reported in metadata, logs and metrics).
+
+        The default describes a backend by its class name and its declared packing; built-in backends
+        describe their own plan.
+        """
+        return ForwardPlan("packed" if self.packs_batches else "padded", type(self).__name__)
 
     @abstractmethod
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:

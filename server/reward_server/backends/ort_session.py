@@ -19,6 +19,7 @@ from ..checkpoint import Checkpoint
 from ..errors import LoadError
 from .base import Backend
 from .padding import right_padded
+from .plan import ForwardPlan
 from .settings import ONNXRUNTIME_DEFAULTS, OnnxRuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ class OnnxRuntimeBackend(Backend):
         self.head_bias = meta.get(META_HEAD_BIAS) == "true"
         self._on_gpu = device != "cpu"
         self._device_id = int(device.split(":")[1]) if self._on_gpu else 0
+
+    @property
+    def forward_plan(self) -> ForwardPlan:
+        return ForwardPlan("padded", "onnxruntime")  # every batch padded, one session run
 
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
         input_ids, attention_mask = right_padded(batch)

@@ -97,7 +97,7 @@ class HttpGuard:
         finally:
             seconds = time.monotonic() - start
             self._metrics.pending_requests.dec()
-            self._metrics.request_done(*record.metric_labels(), method, code.name, seconds)
+            self._metrics.request_done(*self._guard.labels(record), method, code.name, seconds)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("request %s status=%s total_ms=%.1f", record.log_fields(), code.name, seconds * 1e3)
         response.headers[REQUEST_ID_KEY] = request_id

@@ -43,7 +43,7 @@ def check_canonical(canonical: Canonical) -> None:
     """Every expected tensor present with its exact shape, nothing unexpected: never a silent strict=False."""
     import torch
 
-    from ..backends.torch_eager import RewardModel
+    from ..backends.pytorch.model import RewardModel
 
     check_config(canonical.config, f"{canonical.family} config")
     head_bias = "score.bias" in canonical.state

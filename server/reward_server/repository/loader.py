@@ -21,6 +21,7 @@ from ..formats import make_format
 from ..formats.special_tokens import ContentSpecialTokens
 from ..openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
 from ..shared_prefix import SharedPrefix
+from ..synthetic_ids import synthetic_batch
 from ..tuning import tune_token_budget
 from .config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
 
@@ -99,6 +100,11 @@ class LoadedVersion:
     def dtype(self) -> str:
         return self.instances[0].backend.dtype
 
+    @property
+    def forward(self) -> str:
+        """Which forward pass serves this version (each distinct one when instances differ)."""
+        return ",".join(sorted({str(b.backend.forward_plan) for b in self.instances}))
+
     def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None,
                loop: asyncio.AbstractEventLoop | None = None) -> list[AnyFuture]:
         """Send a request to the least-loaded instance; if it is full, try the others. (`loop`: see
@@ -140,7 +146,7 @@ def warm_up(backend: Backend, config: ModelConfig, max_length: int, vocab_size: 
     """Run the config's warmup batches (synthetic token ids) so the first request pays no first-call cost."""
     for warmup in config.warmup:
         length = min(warmup.sequence_length or DEFAULT_WARMUP_LENGTH, max_length)
-        batch = [[(7 + row * 31 + col * 17) % vocab_size for col in range(length)] for row in range(warmup.batch_size)]
+        batch = synthetic_batch(vocab_size, [length] * warmup.batch_size)
         for _ in range(warmup.count):
             scores = backend.score_batch(batch)
             if len(scores) != len(batch):
@@ -248,8 +254,10 @@ def load_version(config: ModelConfig, version: int, folder: Path, metrics: Serve
             batcher.close()
         raise
     loaded = LoadedVersion(config.name, version, config, encoder, instances)
-    log.info("loaded model=%s version=%d backend=%s instances=%d device=%s dtype=%s max_length=%d format=%s "
-             "warmup_batches=%d load_s=%.2f", config.name, version, config.backend, len(instances), loaded.device,
-             loaded.dtype, max_length, config.prompt_format, sum(w.count for w in config.warmup),
+    if metrics:
+        metrics.forward_served(config.name, version, loaded.forward)
+    log.info("loaded model=%s version=%d backend=%s forward=%s instances=%d device=%s dtype=%s max_length=%d "
+             "format=%s warmup_batches=%d load_s=%.2f", config.name, version, config.backend, loaded.forward,
+             len(instances), loaded.device, loaded.dtype, max_length, config.prompt_format, sum(w.count for w in config.warmup),
              time.monotonic() - started)
     return loaded

@@ -473,7 +473,8 @@ class ModelRepository:
 
     @staticmethod
     def _metadata(entry: _ModelEntry) -> ModelMetadata:
-        versions = tuple(VersionStatus(v, s.state, s.reason) for v, s in sorted(entry.versions.items()))
+        versions = tuple(VersionStatus(v, s.state, s.reason, s.loaded.forward if s.loaded else "")
+                         for v, s in sorted(entry.versions.items()))
         if entry.config is None:
             return ModelMetadata(entry.name, (VersionStatus(0, UNAVAILABLE, entry.reason),), "", 0, "", 0, "", "")
         ready = [s.loaded for _, s in sorted(entry.versions.items()) if s.loaded is not None]

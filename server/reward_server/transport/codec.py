@@ -117,7 +117,8 @@ def _state(name: str) -> pb.ModelState:
 
 
 def _versions(versions: Sequence[VersionStatus]) -> list[pb.VersionStatus]:
-    return [pb.VersionStatus(version=str(v.version) if v.version else "", state=_state(v.state), reason=v.reason)
+    return [pb.VersionStatus(version=str(v.version) if v.version else "", state=_state(v.state), reason=v.reason,
+                             forward=v.forward)
             for v in versions]
 
 

@@ -246,7 +246,7 @@ class RequestGuard:
              large: bool) -> None:
         seconds = time.monotonic() - start
         self._metrics.pending_requests.dec()
-        self._metrics.request_done(*self._labels(record), method.name, code.name, seconds)
+        self._metrics.request_done(*self.labels(record), method.name, code.name, seconds)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request %s status=%s total_ms=%.1f", record.log_fields(), code.name, seconds * 1e3)
         if large:
@@ -282,7 +282,7 @@ class RequestGuard:
             raise InvalidArgument(f"{found} (--max-chars-per-message)")
         return decoded
 
-    def _labels(self, record: RequestRecord) -> tuple[str, str]:
+    def labels(self, record: RequestRecord) -> tuple[str, str]:
         """(model, version) of the call's metrics: those it was served by; for a call refused before that,
         the requested model if it is one of ours (no version), else ("", "")."""
         if record.resolved:

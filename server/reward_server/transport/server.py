@@ -2,7 +2,8 @@
 
 `build_server(settings)` returns the started server and its bound port (port 0 picks a free one).
 Health (grpc.health.v1): "" and the RewardService are SERVING until a drain starts; each model's
-name is SERVING while it has a ready (loaded and warmed up) version, updated on every load / unload.
+name is SERVING while it has a ready (loaded and warmed up) version, updated on every load / unload;
+READY_SERVICE_NAME is SERVING while not draining and every model this server must serve is ready.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE.full_name
 REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+# "Send requests here": the Kubernetes readiness probe and the client's health watch ask for it.
+# The models a server must serve are those ready after its initial load (strict mode, the default,
+# refuses to start without all of them; --no-strict serves without the ones that failed), less any
+# removed from the repository since (poll mode). A model added later does not gate it: a model being
+# copied onto a shared volume, or failing on every replica at once, must not take every replica out.
+READY_SERVICE_NAME = "reward.ready"
 
 
 class StartupError(Exception):
@@ -75,6 +82,7 @@ class RewardServer:
         self.core.draining = True
         await self.health.set("", _NOT_SERVING)
         await self.health.set(SERVICE_NAME, _NOT_SERVING)
+        await self.health.set(READY_SERVICE_NAME, _NOT_SERVING)
         for model in self.repository.list_models():
             await self.health.set(model.name, _NOT_SERVING)
         deadline = time.monotonic() + (grace or 0.0)
@@ -108,6 +116,7 @@ class _HealthUpdater:
         self.repository: ModelRepository | None = None
         self.core: RewardCore | None = None
         self.heap: FrozenHeap | None = None  # set once the server serves
+        self.required: set[str] | None = None  # None until the initial load is done
 
     def __call__(self, model: str) -> None:
         if self.heap is not None:
@@ -119,6 +128,22 @@ class _HealthUpdater:
         ready = self.repository.model_ready(model)
         draining = self.core is not None and self.core.draining
         await self._health.set(model, _SERVING if ready and not draining else _NOT_SERVING)
+        await self.update_ready()
+
+    async def start_ready(self) -> None:
+        """After the initial load: the models ready now are the ones the server must serve."""
+        assert self.repository is not None
+        self.required = {m.name for m in self.repository.list_models() if self.repository.model_ready(m.name)}
+        await self.update_ready()
+
+    async def update_ready(self) -> None:
+        assert self.repository is not None
+        if self.required is None:
+            return
+        self.required &= {m.name for m in self.repository.list_models()}  # poll mode: removed ones
+        ready = all(self.repository.model_ready(name) for name in self.required)
+        draining = self.core is not None and self.core.draining
+        await self._health.set(READY_SERVICE_NAME, _SERVING if ready and not draining else _NOT_SERVING)
 
 
 def _initial_load(repository: ModelRepository, settings: ServerSettings) -> list[str]:
@@ -208,6 +233,7 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
                            metrics_port, poller, health_server, health_port, http)
     await health_servicer.set("", _SERVING)
     await health_servicer.set(SERVICE_NAME, _SERVING)
+    await on_change.start_ready()
     for model in repository.index():
         await on_change._update(model.name)
     log.info("serving %d model(s) on %s:%d, model control mode %s%s", len(repository.list_models()), settings.host,

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from ..padding import right_padded
 from .last_position import last_layer_at, rotated_keys_values
 from .masks import last_token_positions, padded_causal_mask
-from .padding import right_padded
-from .torch_eager import RewardModel, on_device
+from .model import RewardModel
+from .tensors import on_device
 
 
 def expanded_cache(cache: DynamicCache, rows: int) -> DynamicCache:

@@ -1,0 +1,32 @@
+"""Which forward pass serves a loaded model version: a typed description every backend reports, shown
+in GetModelMetadata, the load log line and the `reward_model_forward_info` metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """How a backend runs a batch.
+
+    layout: "packed" (inputs of different lengths share rows, see packing.py) or "padded" (one row each).
+    execution: "traced" (a TorchScript graph), "eager" (PyTorch module by module), "onnxruntime" (a
+      session over model.onnx), or a custom backend's own name.
+    last_position_only: the last decoder layer runs only where the reward head reads (last_position.py).
+    unmasked: batches whose rows share one length run without an attention mask (causal attention).
+    """
+
+    layout: str
+    execution: str
+    last_position_only: bool = False
+    unmasked: bool = False
+
+    def __str__(self) -> str:
+        """The short form, e.g. "packed+traced+last-position+unmasked" or "padded+onnxruntime"."""
+        parts = [self.layout, self.execution]
+        if self.last_position_only:
+            parts.append("last-position")
+        if self.unmasked:
+            parts.append("unmasked")
+        return "+".join(parts)
