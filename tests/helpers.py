@@ -66,7 +66,9 @@ class ServerThread:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         try:
-            self.server, self.port = self.run(build_server(settings), timeout=120)
+            # a wide window: the load traces and checks every model of the repository, which takes
+            # minutes on a busy 2-core machine; a server that cannot start raises long before
+            self.server, self.port = self.run(build_server(settings), timeout=300)
         except BaseException:
             self._close_loop()
             raise

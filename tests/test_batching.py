@@ -107,7 +107,8 @@ def test_submit_refuses_all_inputs_when_queue_would_overflow(real_backend):
 
 
 def test_cancelled_and_expired_inputs_never_reach_the_model(real_backend):
-    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.3)
+    # the delay is the window for the cancel to land before the batch forms: wide, for a stalled machine
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=1.5)
     expired = batcher.submit([[5]], deadline=time.monotonic() + 0.05)
     cancelled = batcher.submit([[6]], None)
     live = batcher.submit([[7]], None)
@@ -243,7 +244,8 @@ def test_asyncio_futures_of_one_batch_resolve_with_one_wakeup_of_the_loop(real_b
 
 
 def test_asyncio_inputs_cancelled_or_expired_never_reach_the_model_and_failures_reach_their_futures(real_backend):
-    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.3)
+    # the delay is the window for the cancel to land before the batch forms: wide, for a stalled machine
+    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=1.5)
     backend.fail_on = 9
 
     async def outcomes(loop):

@@ -92,12 +92,12 @@ def test_calls_succeed_across_connections_ended_by_max_connection_age(tiny_check
     add_model(tmp_path, "tiny", tiny_checkpoint)
     with serve_repo(tmp_path, max_connection_age_s=0.3, grace_period_s=5) as server:
         with RewardClient(server.target, model="tiny") as rm:
-            deadline = time.monotonic() + 1.5  # several connection lifetimes
+            # several connection lifetimes, and calls enough to cross several of them however slow each is
+            lifetimes_end = time.monotonic() + 1.5
             calls = 0
-            while time.monotonic() < deadline and calls < 500:
+            while (time.monotonic() < lifetimes_end or calls < 8) and calls < 500:
                 assert isinstance(rm.get_score(CHAT_1), float)
                 calls += 1
-    assert calls > 3
 
 
 @pytest.mark.parametrize("client_class", [RewardClient, AsyncRewardClient])

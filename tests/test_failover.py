@@ -132,19 +132,24 @@ def replicas(tiny_checkpoint, tmp_path):
             server.stop()
 
 
-def until_every_replica_answered(client: RewardClient, servers: list, chat) -> int:
+def until_every_replica_answered(client: RewardClient, servers: list, chat, timeout: float = 60) -> None:
     """Calls until every replica has computed something (a new channel connects to them in the
-    background; round_robin picks among the connected ones); returns how many calls it took."""
-    for calls in range(1, 51):
+    background, slower on a busy machine; round_robin picks among the connected ones)."""
+    deadline = time.monotonic() + timeout
+    while not all(computed(s) for s in servers):
+        assert time.monotonic() < deadline, f"not every replica got a call in {timeout} s: {[computed(s) for s in servers]}"
         client.get_score(chat)
-        if all(computed(s) for s in servers):
-            return calls
-    raise AssertionError(f"not every replica got a call in 50: {[computed(s) for s in servers]}")
 
 
 def test_client_spreads_calls_over_every_replica_when_given_a_list(replicas):
     with RewardClient([s.target for s in replicas], model="tiny") as client:
-        assert until_every_replica_answered(client, replicas, random_chat(random.Random(0))) <= 30
+        chat = random_chat(random.Random(0))
+        until_every_replica_answered(client, replicas, chat)
+        before = [computed(s) for s in replicas]
+        for _ in range(3 * 4):
+            client.get_score(chat)
+        after = [computed(s) for s in replicas]
+    assert [a - b for a, b in zip(after, before)] == [4, 4, 4]  # round robin once all are connected
 
 
 def test_client_splits_a_large_batch_into_chunks_over_every_replica_in_order(replicas):
@@ -170,7 +175,15 @@ def test_client_sends_no_new_calls_to_a_replica_when_its_health_is_not_serving(r
     with RewardClient([s.target for s in replicas], model="tiny") as client:
         until_every_replica_answered(client, replicas, chat)
         replicas[0].run(replicas[0].running.health.set(READY_SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING))
-        time.sleep(0.5)  # the client's health watch hears of it
+        # the client's health watch hears of it: waited on, as calls that leave replica 0 alone
+        deadline = time.monotonic() + 30
+        while True:
+            before = [computed(s) for s in replicas]
+            for _ in range(6):
+                client.get_score(chat)
+            if computed(replicas[0]) == before[0]:
+                break
+            assert time.monotonic() < deadline, "replica 0 still gets calls 30 s after going NOT_SERVING"
         before = [computed(s) for s in replicas]
         for _ in range(20):
             client.get_score(chat)

@@ -67,7 +67,7 @@ def test_explicit_mode_loads_and_unloads_by_request_with_health_and_index(tiny_c
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     add_model(tmp_path, "other", tiny_checkpoint, config_text("other"))
     with serve_repo(tmp_path, model_control_mode="explicit", load_models=("other",)) as server:
-        with RewardClient(server.target, model="rm", timeout=60) as client:
+        with RewardClient(server.target, model="rm", timeout=120) as client:  # a load traces and checks
             index = index_of(client)
             assert (index["rm"].state, index["rm"].reason) == ("UNAVAILABLE", "not loaded")
             assert index["other"].state == "READY"
@@ -100,7 +100,7 @@ def test_load_refuses_names_that_leave_the_repository(tiny_checkpoint, tmp_path)
     add_model(repo, "rm", tiny_checkpoint, config_text("rm"))
     add_model(outside, "evil", tiny_checkpoint, config_text("evil"))
     (repo / "evil").symlink_to(outside / "evil", target_is_directory=True)
-    with serve_repo(repo, model_control_mode="explicit") as server, RewardClient(server.target) as client:
+    with serve_repo(repo, model_control_mode="explicit") as server, RewardClient(server.target, timeout=120) as client:
         for name in ("../outside/evil", "/etc", "..", "rm/../../outside/evil", "evil"):
             with pytest.raises(rc.InvalidArgumentError):
                 client.load_model(name)
@@ -175,8 +175,10 @@ def test_hot_swap_under_load_fails_no_request_and_each_score_is_its_versions(
         answers, failures = asyncio.run(run())
         assert failures == []
         assert {version for version, _, _ in answers} == {"1", "2"}
+        # under load each input lands in other batches than the reference's, and batch composition moves
+        # a float32 score by rounding: the bound every fast path is checked to, 1e-5 absolute (docs/pytorch-backend.md)
         for version, i, score in answers:
-            assert score == pytest.approx(expected[version][i], rel=1e-5, abs=1e-6)
+            assert score == pytest.approx(expected[version][i], rel=1e-5, abs=1e-5)
         assert all(b.closed for loaded in retired for b in loaded.instances)  # every swapped-out version freed
         assert server.running.repository.resolve("rm", "").version == 1
 
@@ -184,18 +186,24 @@ def test_hot_swap_under_load_fails_no_request_and_each_score_is_its_versions(
 # --- poll mode ----------------------------------------------------------------------------------
 
 
-def test_poll_mode_picks_up_new_changed_and_removed_versions(tiny_checkpoint, tiny_checkpoint_b, tmp_path):
+def test_poll_mode_picks_up_new_changed_and_removed_versions(tiny_checkpoint, tiny_checkpoint_b, tmp_path, monkeypatch):
     period = 1.0
     model = add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     with serve_repo(tmp_path, model_control_mode="poll", repository_poll_s=period) as server:
+        repository, polls = server.running.repository, []
+        poll = repository.poll
+        monkeypatch.setattr(repository, "poll", lambda: polls.append(1) or poll())
         with RewardClient(server.target, model="rm", timeout=60) as client:
             def versions() -> list[tuple[str, str]]:
                 return [(v.version, v.state) for v in index_of(client)["rm"].versions]
 
             assert versions() == [("1", "READY")]
             publish(tiny_checkpoint_b, model, 2)
+            polls.clear()
             seen_after = wait_until(lambda: any(v == "2" for v, _ in versions()), timeout=30)
-            assert seen_after <= 2 * period
+            # Counted in polls, not seconds (a busy machine stretches the time between polls): the next
+            # poll finds the new version; the time bound only tells the configured period from the default.
+            assert len(polls) <= 2 and seen_after < 10 * period
             wait_until(lambda: versions() == [("2", "READY")], timeout=60)
             assert client.rank_conversations([CHAT_1, CHAT_2]).version == "2"
 
@@ -304,16 +312,18 @@ def test_version_becomes_ready_only_after_its_warmup_batches(tiny_checkpoint, tm
     monkeypatch.setitem(backends.FACTORIES, "pytorch", factory)
     warmup = "model_warmup [ { name: \"short\" batch_size: 2 sequence_length: 8 count: 3 } ]"
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm", extra=warmup))
-    with serve_repo(tmp_path, model_control_mode="explicit") as server, RewardClient(server.target, model="rm") as client:
+    with (serve_repo(tmp_path, model_control_mode="explicit") as server,
+          RewardClient(server.target, model="rm", timeout=120) as client):  # a load traces and checks
         loading = threading.Thread(target=client.load_model)
         loading.start()
         assert factory.entered.wait(60)
         assert [(v.version, v.state) for v in index_of(client)["rm"].versions] == [("1", "LOADING")]
         assert health_of(server.target, "rm") == NOT_SERVING
         with pytest.raises(rc.UnavailableError):
-            client.get_score(CHAT_1, timeout=5)
+            client.get_score(CHAT_1)
         factory.release.set()
-        loading.join(60)
+        loading.join(120)
+        assert not loading.is_alive()
         assert factory.batches == [(2, 8)] * 3  # the warmup ran before any request
         assert client.model_metadata().versions[0].state == "READY"
         assert health_of(server.target, "rm") == SERVING
@@ -326,7 +336,7 @@ def test_failed_warmup_leaves_the_version_unavailable_and_other_models_serving(t
         factory = _GatedFactory(backends.FACTORIES["pytorch"], fail=True)
         factory.release.set()
         monkeypatch.setitem(backends.FACTORIES, "pytorch", factory)
-        with RewardClient(server.target, model="bad") as client:
+        with RewardClient(server.target, model="bad", timeout=120) as client:  # a load traces and checks
             with pytest.raises(rc.FailedPreconditionError, match="warmup failed.*illegal memory access"):
                 client.load_model()
             status = index_of(client)["bad"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 import torch
@@ -16,8 +17,8 @@ from reward_server.repository.config import parse_model_config
 from reward_server.repository.loader import load_version, with_cpu_threads_shared
 
 
-def os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+def os_thread_ids() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2 or not os.path.isdir("/proc/self/task"),
@@ -25,24 +26,27 @@ def os_threads() -> int:
 def test_a_long_lived_thread_that_loads_a_model_keeps_no_openmp_team(tiny_checkpoint, tmp_path):
     add_model(tmp_path, "m", tiny_checkpoint)
     config = parse_model_config(tmp_path / "m" / "config.pbtxt", "m")
-    loaded, counted, release = [], [], threading.Event()
+    loaded, done, release = [], threading.Event(), threading.Event()
 
     def loader() -> None:  # like asyncio.to_thread's executor thread: it loads, then stays
         loaded.append(load_version(config, 1, tmp_path / "m" / "1"))
-        counted.append(os_threads())
-        release.wait(30)
+        done.set()
+        release.wait(120)
 
-    before = os_threads()
+    before = os_thread_ids()
     thread = threading.Thread(target=loader)
     thread.start()
     try:
-        for _ in range(3000):
-            if counted:
-                break
-            threading.Event().wait(0.01)
-        instances = len(loaded[0].instances)
-        # the loader itself and one batcher thread per instance; no OpenMP workers of the loader's
-        assert counted[0] == before + 1 + instances
+        assert done.wait(120)
+        # The threads born since `before` that are still alive: the loader itself and one batcher thread
+        # per instance; no OpenMP workers of the loader's. Waited on, not counted once: the passing
+        # thread's team leaves the process only after its join has returned (later under load), and
+        # threads of earlier tests that end meanwhile are not new. A team kept by the loader never ends.
+        want = 1 + len(loaded[0].instances)
+        deadline = time.monotonic() + 60
+        while len(os_thread_ids() - before) != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(os_thread_ids() - before) == want
     finally:
         release.set()
         thread.join()

@@ -85,8 +85,9 @@ def test_rank_candidates_scores_equal_full_conversations_when_prompt_shared(tiny
 
 
 def test_rank_candidates_scores_equal_full_conversations_when_format_has_special_tokens(seed_repository):
-    with serve_repo(seed_repository) as server:
-        for model in ("internlm2", "mistral"):  # reward token after the response; BOS framing
+    models = ("internlm2", "mistral")  # reward token after the response; BOS framing
+    with serve_repo(seed_repository, model_control_mode="explicit", load_models=models) as server:
+        for model in models:
             assert_rank_equals_full_conversations(server, model, long_prompt(3, 80), responses(4))
 
 

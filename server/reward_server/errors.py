@@ -1,7 +1,7 @@
 """One error hierarchy for the server: each class carries the gRPC status it maps to.
 
-The error interceptor turns a RewardServerError into its status with the message as details; any
-other exception becomes INTERNAL with its traceback logged once.
+The guard around every call (transport/guard.py, http/guard.py) turns a RewardServerError into its
+status with the message as details; any other exception becomes INTERNAL with its traceback logged once.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Prometheus metrics: request outcomes (from the guard), batch execution (from each batcher) and the
 process (resident memory, CPU seconds, open fds, start time: prometheus_client's standard names).
 
-Names follow Triton's meaning where Triton has a counterpart (README, "Metrics", has the mapping);
+Names follow Triton's meaning where Triton has a counterpart (docs/operations.md, "Metrics", has the mapping);
 Triton exports cumulative microsecond counters, these are histograms in seconds, as Prometheus
 prefers. Each server has its own registry, so several servers can live in one process (tests).
 """

@@ -1,8 +1,8 @@
 """Where torch's CPU work runs. Torch's CPU parallelism is OpenMP, and libgomp gives every OS thread
 that runs a parallel operator its own team of worker threads, alive as long as that thread. Once the
 teams together hold more threads than there are CPUs, libgomp stops spinning between parallel regions
-(its "throttled" spin count), and every operator of a forward pays for waking its workers: on a 2-core
-CPU a batcher's forwards ran 20-35% slower while a loading thread's team lingered beside its own.
+(its "throttled" spin count), and every operator of a forward pays for waking its workers
+(docs/pytorch-backend.md, "One OpenMP team per instance", has the numbers).
 
 So one-off torch work (building a backend, its checks, warmup, token-budget tuning) runs on a thread of
 its own that exits when the work is done, taking its team with it; each instance's forwards then run in

@@ -1,7 +1,7 @@
 """Warmup-time tuning of an instance's token budget (`max_batch_tokens` left unset in config.pbtxt).
 
-The best batch shape depends on the device: on a 2-core CPU one ~500-token sequence per forward is as
-fast per token as 2k-token batches and 2-3x faster than 32k-token ones; a GPU wants large batches. So
+The best batch shape depends on the device: on a small CPU one ~500-token sequence per forward is as
+fast per token as 2k-token batches, while a GPU wants large batches (docs/pytorch-backend.md). So
 the budget is measured, not assumed: for each candidate budget (ascending), batches of synthetic token
 ids at a few probe lengths (rows = budget // length, at least 1, at most max_batch_size; padded by one
 token when there are several rows, as served batches are) are timed on
@@ -23,9 +23,8 @@ log = logging.getLogger(__name__)
 
 BUDGETS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
 # Capped at the model's max length. Long rows matter: several padded rows run masked attention over
-# every key, while one row runs causal, and that gap grows with the length. With 64 and 512 only, the
-# bench's `rm` model was tuned to 2048 three times out of three; its floor over `mixed` (16-1024 tokens)
-# then measured 2048-token batches 15-20% slower than 1024. With 1024 added: 1024, 512, 1024.
+# every key, while one row runs causal, and that gap grows with the length: without 1024 the bench
+# model was tuned to a budget its batches then ran slower at (docs/pytorch-backend.md).
 PROBE_LENGTHS = (64, 512, 1024)
 # A budget this much slower than the best so far ends the search (throughput falls with size beyond the peak).
 STOP_BELOW = 0.8

@@ -186,8 +186,8 @@ def _ready_backend(config: ModelConfig, checkpoint: Checkpoint, version: int, de
 
 def with_cpu_threads_shared(config: ModelConfig, devices: Sequence[str]) -> ModelConfig:
     """The config with the CPUs shared out among the model's CPU instances where it leaves the intra-op
-    threads unset (0). On a 2-core host, `mixed` with instance_group count 2: 16.1-16.2k tokens/s at
-    one thread each, 13.8-14.7k at the libraries' default of two each."""
+    threads unset (0): teams that together hold more threads than CPUs slow every forward
+    (docs/pytorch-backend.md, "One OpenMP team per instance", has the numbers)."""
     share = threads_per_cpu_instance(devices.count("cpu"))
     if not share:
         return config

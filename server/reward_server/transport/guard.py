@@ -7,8 +7,7 @@ It registers the service itself, as a generic handler that takes the request as 
 being a grpc.aio interceptor over the generated handlers: gRPC would otherwise parse the request
 before any of our code runs (so before the token is checked) and answer UNKNOWN, with a traceback in
 the log, to bytes that do not parse; and each interceptor costs every RPC an awaited Python call in
-gRPC's handler lookup plus a new method handler, ~20% of the throughput of the `tiny` benchmark
-(small requests) for the two we had.
+gRPC's handler lookup plus a new method handler (docs/performance.md has what that cost).
 
 Large requests are parsed and decoded on a thread of the guard's own, so that one client's
 300,000-item request does not hold the event loop (and every other client, health checks included)."""

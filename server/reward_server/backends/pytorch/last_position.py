@@ -2,10 +2,10 @@
 its query, attention output, MLP and the final norm run on one row per sequence, against keys and
 values of every position. The layers before it run as transformers runs them.
 
-Saved: the last layer's work for all other positions (a 2-layer model computes ~30% less, a
-24-layer one ~4%). Only for the Llama-shaped decoder layers named below (Llama and Mistral, the
-backbones every seed family imports to); the backend checks its scores against the full forward at
-load and keeps the full forward when they differ.
+Saved: the last layer's work for all other positions (docs/pytorch-backend.md has the numbers). Only
+for the Llama-shaped decoder layers named below (Llama and Mistral, the backbones every seed family
+imports to); the backend checks its scores against the full forward at load and keeps the full
+forward when they differ.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class LastPositionScorer(nn.Module):
     unpadded: for batches whose rows all have the same length, shorter than any sliding window (every
     batch of one row, on most models). No mask is built and attention runs as causal (transformers'
     SDPA path with no mask), which lets the attention kernel skip the blocks above the diagonal
-    instead of masking them: a 1024-token forward of the bench's 4-layer model, 82 -> 60 ms on CPU.
+    instead of masking them (docs/pytorch-backend.md, "Unmasked batches of one length").
     """
 
     def __init__(self, reward_model: Any, sliding_window: int | None, unpadded: bool = False) -> None:
