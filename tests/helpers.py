@@ -183,3 +183,8 @@ def start_servers(count: int, repo: Path, *extra: str, timeout: float = 180) -> 
 
 __all__ = ["CHAT_1", "CHAT_2", "WORDS", "ServerProcess", "ServerThread", "add_model", "command", "config_text",
            "random_chat", "serve_repo", "start_servers"]
+
+
+def close(a: object, b: object, rel: float = 1e-6) -> bool:
+    """a equals b within `rel` of the larger of 1 and |b| (numpy scalars and floats alike)."""
+    return abs(float(a) - float(b)) <= rel * max(1.0, abs(float(b)))  # type: ignore[arg-type]

@@ -20,17 +20,13 @@ import tritonclient.http.aio as tc_aio
 from tritonclient.utils import InferenceServerException
 
 from certs import CertificateAuthority
-from helpers import CHAT_1, CHAT_2, ServerProcess, add_model, serve_repo
+from helpers import CHAT_1, CHAT_2, ServerProcess, add_model, close, serve_repo
 from reward_client import RewardClient
 
 TEXTS = ["hello world", "a longer text for the reward model to read, 你好 😀"]
 CHATS = [CHAT_1, CHAT_2]
 TOKENS = [[5, 6, 7], [8, 9, 10, 11, 12, 13]]
 TOKEN = "an-http-token"
-
-
-def close(a, b) -> bool:
-    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import add_model, serve_repo
+from helpers import add_model, close, serve_repo
 from reward_client import RewardClient
 
 pytriton_client = pytest.importorskip("pytriton.client", reason="nvidia-pytriton (make setup installs it)")
@@ -19,10 +19,6 @@ pytriton_exceptions = pytest.importorskip("pytriton.client.exceptions")
 MODEL = "nemo-aligner_rm.v2"  # a name with the characters users put in theirs
 ROWS = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15]]
 TEXTS = [b"hello world", "a longer text, 你好 😀".encode()]
-
-
-def close(a, b) -> bool:
-    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
 
 
 @pytest.fixture(scope="module")

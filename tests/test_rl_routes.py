@@ -11,14 +11,10 @@ import aiohttp
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from helpers import CHAT_1, CHAT_2, add_model, config_text, serve_repo
+from helpers import CHAT_1, CHAT_2, add_model, close, config_text, serve_repo
 from reward_client import RewardClient
 
 TOKEN = "rl-token"
-
-
-def close(a, b) -> bool:
-    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
 
 
 @pytest.fixture(scope="module")
