@@ -85,10 +85,6 @@ def leading_bos(ids: list[int]) -> int:
     return next(i for i, t in enumerate(ids) if t != BOS)
 
 
-def originals_folder(seed_originals, family: str):
-    return seed_originals[family][0]
-
-
 def test_get_reward_gives_internlm2_queries_one_bos_and_the_reward_token_when_the_query_is_the_chat_template(
         server, seed_originals):
     folder, config = seed_originals["internlm2"]
@@ -106,7 +102,7 @@ def test_get_reward_gives_ziya_queries_the_cards_bos_and_eos_when_the_query_is_t
         server, seed_originals):
     from transformers import LlamaTokenizer
 
-    folder = originals_folder(seed_originals, "ziya")
+    folder = seed_originals["ziya"][0]
     card = LlamaTokenizer.from_pretrained(folder, add_eos_token=True, legacy=True)
     queries = [f"Human:{chat[0]['content']}\n\nAssistant:{chat[1]['content']}" for chat in CHATS]
     expected = [card(q)["input_ids"] for q in queries]
@@ -120,7 +116,7 @@ def test_get_reward_gives_ziya_queries_two_bos_and_two_eos_when_the_query_carrie
         server, seed_originals):
     from transformers import LlamaTokenizer
 
-    folder = originals_folder(seed_originals, "ziya")
+    folder = seed_originals["ziya"][0]
     card = LlamaTokenizer.from_pretrained(folder, add_eos_token=True, legacy=True)
     # A Llama policy's decoded sequence: its BOS and its EOS as text around the card's rendering.
     queries = [f"<s>Human:{chat[0]['content']}\n\nAssistant:{chat[1]['content']}</s>" for chat in CHATS]
@@ -137,7 +133,7 @@ def test_get_reward_gives_llama2_queries_two_bos_as_the_card_when_the_query_is_t
         server, seed_originals):
     from transformers import LlamaTokenizer
 
-    folder = originals_folder(seed_originals, "starling")
+    folder = seed_originals["starling"][0]
     card = LlamaTokenizer(vocab_file=str(folder / "tokenizer.model"), legacy=True)
     queries = [f"<s>[INST] {chat[0]['content']} </s> [/INST] {chat[1]['content']}</s>" for chat in CHATS]
     expected = [card(q)["input_ids"] for q in queries]
@@ -151,7 +147,7 @@ def test_get_reward_gives_chat_template_queries_two_bos_as_the_card_when_add_spe
         server, seed_originals):
     from transformers import AutoTokenizer
 
-    folder = originals_folder(seed_originals, "mistral")
+    folder = seed_originals["mistral"][0]
     card = AutoTokenizer.from_pretrained(folder)
     queries = [card.apply_chat_template(chat, tokenize=False) for chat in CHATS]
     assert all(q.startswith("<s>[INST] ") for q in queries)
@@ -165,7 +161,7 @@ def test_get_reward_gives_chat_template_queries_two_bos_as_the_card_when_add_spe
 def test_get_reward_gives_chat_template_queries_one_bos_when_the_default_frame_adds_nothing(server, seed_originals):
     from transformers import AutoTokenizer
 
-    folder = originals_folder(seed_originals, "mistral")
+    folder = seed_originals["mistral"][0]
     card = AutoTokenizer.from_pretrained(folder)
     queries = [card.apply_chat_template(chat, tokenize=False) for chat in CHATS]
     expected = [card(q, add_special_tokens=False)["input_ids"] for q in queries]
