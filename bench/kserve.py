@@ -33,8 +33,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc.aio
@@ -122,7 +124,9 @@ async def _http_infer(session: aiohttp.ClientSession, model: str, chat: list[dic
     return float(outputs["rewards"][0]), int(outputs["num_tokens"].sum())
 
 
-CALLS = {"score": _score, "model_infer": _model_infer, "http_infer": _http_infer}
+# Each protocol's call: (session, model, chat) -> (reward, tokens read).
+CALLS: dict[str, Callable[[Any, str, list[dict]], Awaitable[tuple[float, int]]]] = {
+    "score": _score, "model_infer": _model_infer, "http_infer": _http_infer}
 
 
 def _session(protocol: str, target: str, http_target: str | None):
