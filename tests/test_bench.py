@@ -150,7 +150,8 @@ def test_callers_bench_reports_each_caller_count_when_run_briefly():
 def test_kserve_bench_reports_every_protocol_when_run_briefly(tmp_path):
     from bench.kserve import side_by_side, summary
 
-    options = SuiteOptions(warmup_s=0.2, duration_s=0.5, tiny_requests=16, mixed_requests=4)
+    options = SuiteOptions(warmup_s=0.2, duration_s=0.5, tiny_requests=16, mixed_requests=4,
+                           bench_shape=TinyShape(max_position_embeddings=1024), max_batch_tokens=2048)  # no tuning
     results = asyncio.run(side_by_side(options, tmp_path, ("tiny",), concurrency=4, rounds=1))
     entry = results["workloads"]["tiny"]
     assert set(entry["rewards"]) == {"score", "model_infer", "http_infer"}  # checked equal before measuring
