@@ -1,16 +1,20 @@
-"""Triton's gRPC protocol (ModelInfer) against our Score, side by side in one run, on one server.
+"""KServe v2 (Triton's protocol: ModelInfer over gRPC, /infer over HTTP) against our Score, side by side
+in one run, on one server.
 
-    python -m bench.kserve [--workloads tiny,mixed] [--concurrency 64] [--duration 3] [--rounds 3]
+    python -m bench.kserve [--protocols grpc,http] [--workloads tiny,mixed] [--concurrency 64] [--duration 3]
+                           [--rounds 3]
     python -m bench.kserve --perf-analyzer PATH [--protocols grpc] [--perf-concurrency 1,8,64]
 
 The suite's server, models and seeded workloads (bench/suite.py); the clients in a separate process
 (`python -m bench.kserve load < spec.json`): bench/load.py's closed loop, C clients, each with its own
-channel, one request at a time, one conversation per request. Both protocols are called through their
-generated stubs with a request built per call (Score: a `conversation` input; ModelInfer: a `messages`
-tensor), so the client does the same work for each and the difference is the server's protocol layer.
-Score and ModelInfer alternate, `rounds` pairs per workload; the result is each pair's ratio of request
-rates (ModelInfer / Score) and their median. The difference between the two is the protocol layer only:
-both reach the same core, batcher and model.
+channel (gRPC) or aiohttp session (HTTP), one request at a time, one conversation per request, each
+request built per call: Score, a `conversation` input on its generated stub; ModelInfer, a `messages`
+tensor (raw bytes) on Triton's generated stub; /infer, the same tensor in the binary tensor extension
+(a JSON header, then the raw bytes; the rewards come back raw too). So the client does the same work for
+each, and the difference is the server's protocol layer: all reach the same core, batcher and model.
+Before measuring, one chat per workload is scored by each protocol and the rewards must agree.
+Per round the protocols run one after another (Score first); the result is each round's ratio of request
+rates (protocol / Score) and their median, with each run's p50 / p99 latency.
 
 With --perf-analyzer (Triton's load generator, e.g. the `bin/perf_analyzer` of the tritonclient==2.51.0
 manylinux wheel, which needs libb64 and libcudart.so.12 on the library path but no GPU), it runs instead
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import logging
 import math
@@ -30,10 +33,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import grpc.aio
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
@@ -42,6 +47,7 @@ from tritonclient.grpc import service_pb2_grpc
 from reward_api.v1 import reward_pb2, reward_pb2_grpc
 from reward_server.kserve import encode_bytes_raw
 
+from .load import closed_loop
 from .suite import ROOT, WORKLOAD_MODEL, SuiteOptions, make_workload, write_repository
 
 log = logging.getLogger(__name__)
@@ -64,58 +70,102 @@ def score_request(model: str, chat: list[dict]) -> reward_pb2.ScoreRequest:
     return reward_pb2.ScoreRequest(model=model, inputs=[reward_pb2.ScoreInput(conversation=conversation)])
 
 
-async def _infer_tokens(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> int:
+# --protocols: the KServe protocols measured against Score (perf_analyzer's -i values).
+PROTOCOLS = {"grpc": "model_infer", "http": "http_infer"}
+LABELS = {"score": "Score", "model_infer": "ModelInfer (gRPC)", "http_infer": "/infer (HTTP, binary)"}
+HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary extension's JSON header size, both ways
+RAW_DTYPES = {"FP32": "<f4", "INT32": "<i4"}  # the outputs read here: rewards, num_tokens
+
+
+def http_infer_body(chat: list[dict]) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of one /infer request in the binary tensor extension: a JSON header describing the
+    `messages` row and asking for raw outputs, then the row as raw (length-prefixed) bytes."""
+    raw = encode_bytes_raw([json.dumps(chat)])
+    header = json.dumps({
+        "inputs": [{"name": "messages", "datatype": "BYTES", "shape": [1, 1],
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in ("rewards", "num_tokens")],
+    }).encode()
+    return header + raw, {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"}
+
+
+def http_infer_outputs(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:
+    """The outputs of an /infer response: raw ones in the order the JSON header lists them, else its `data`."""
+    length = len(body) if header_length is None else int(header_length)
+    offset, outputs = length, {}
+    for output in json.loads(body[:length])["outputs"]:
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            outputs[output["name"]] = np.asarray(output["data"])
+        else:
+            outputs[output["name"]] = np.frombuffer(body[offset:offset + size], RAW_DTYPES[output["datatype"]])
+            offset += size
+    return outputs
+
+
+async def _model_infer(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> tuple[float, int]:
     response = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(model, chat), timeout=600)
     names = [o.name for o in response.outputs]
-    return int(np.frombuffer(response.raw_output_contents[names.index("num_tokens")], "<i4").sum())
+    raw = response.raw_output_contents
+    return (float(np.frombuffer(raw[names.index("rewards")], "<f4")[0]),
+            int(np.frombuffer(raw[names.index("num_tokens")], "<i4").sum()))
 
 
-async def _score_tokens(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> int:
+async def _score(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> tuple[float, int]:
     response = await reward_pb2_grpc.RewardServiceStub(channel).Score(score_request(model, chat), timeout=600)
-    return sum(r.num_tokens for r in response.results)
+    return response.results[0].score, sum(r.num_tokens for r in response.results)
+
+
+async def _http_infer(session: aiohttp.ClientSession, model: str, chat: list[dict]) -> tuple[float, int]:
+    body, headers = http_infer_body(chat)
+    async with session.post(f"/v2/models/{model}/infer", data=body, headers=headers) as response:
+        response.raise_for_status()
+        outputs = http_infer_outputs(await response.read(), response.headers.get(HEADER_LENGTH))
+    return float(outputs["rewards"][0]), int(outputs["num_tokens"].sum())
+
+
+# Each protocol's call: (session, model, chat) -> (reward, tokens read).
+CALLS: dict[str, Callable[[Any, str, list[dict]], Awaitable[tuple[float, int]]]] = {
+    "score": _score, "model_infer": _model_infer, "http_infer": _http_infer}
+
+
+def _session(protocol: str, target: str, http_target: str | None):
+    """What one client opens: a gRPC channel, or an aiohttp session on the HTTP port (one connection)."""
+    if protocol == "http_infer":
+        return aiohttp.ClientSession(f"http://{http_target}", timeout=aiohttp.ClientTimeout(total=600))
+    return grpc.aio.insecure_channel(target)
 
 
 async def run_load(spec: dict) -> dict:
-    """bench/load.py's closed loop over one protocol ("score" or "model_infer")."""
-    call = {"score": _score_tokens, "model_infer": _infer_tokens}[spec["protocol"]]
-    requests = spec["requests"]
-    next_index = itertools.count()
-    window_start = time.perf_counter() + spec["warmup_s"]
-    window_end = window_start + spec["duration_s"]
-    latencies: list[float] = []
-    errors = tokens = 0
+    """bench/load.py's closed loop over one protocol ("score", "model_infer" or "http_infer")."""
+    protocol, model = spec["protocol"], spec["model"]
 
-    async def client() -> None:
-        nonlocal errors, tokens
-        async with grpc.aio.insecure_channel(spec["target"]) as channel:
-            while time.perf_counter() < window_end:
-                request = requests[next(next_index) % len(requests)]
-                start = time.perf_counter()
-                try:
-                    read = await call(channel, spec["model"], request["chat"])
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                    continue
-                done = time.perf_counter()
-                if window_start <= done <= window_end:
-                    latencies.append(done - start)
-                    tokens += read
+    async def call(session, request: dict) -> tuple[int, int]:
+        return 1, (await CALLS[protocol](session, model, request["chat"]))[1]
 
-    tasks = [asyncio.create_task(client()) for _ in range(spec["concurrency"])]
-    await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    duration = spec["duration_s"]
-    return {"requests": len(latencies), "errors": errors, "requests_per_s": len(latencies) / duration,
-            "tokens_per_s": tokens / duration,
-            "latency_mean_ms": 1e3 * sum(latencies) / len(latencies) if latencies else float("nan")}
+    return await closed_loop(spec["requests"], spec["concurrency"], spec["warmup_s"], spec["duration_s"],
+                             lambda: _session(protocol, spec["target"], spec.get("http_target")), call,
+                             (grpc.aio.AioRpcError, aiohttp.ClientError))
 
 
-async def drive_protocol(protocol: str, target: str, model: str, workload, concurrency: int,
-                         options: SuiteOptions) -> dict:
-    spec = {"protocol": protocol, "target": target, "model": model, "requests": workload.requests, "concurrency": concurrency,
-            "warmup_s": options.warmup_s, "duration_s": options.duration_s}
+async def same_rewards(protocols: tuple[str, ...], target: str, http_target: str | None, model: str,
+                       chat: list[dict]) -> dict[str, float]:
+    """One chat's reward by each protocol; RuntimeError unless all equal Score's (the same core computes
+    them one at a time, so they agree to float rounding)."""
+    rewards = {}
+    for protocol in protocols:
+        async with _session(protocol, target, http_target) as session:
+            rewards[protocol] = (await CALLS[protocol](session, model, chat))[0]
+    if not all(math.isclose(r, rewards["score"], rel_tol=1e-5, abs_tol=1e-5) for r in rewards.values()):
+        raise RuntimeError(f"the protocols disagree on one chat's reward ({model}): {rewards}")
+    return rewards
+
+
+async def drive_protocol(protocol: str, target: str, http_target: str | None, model: str, workload,
+                         concurrency: int, options: SuiteOptions) -> dict:
+    spec = {"protocol": protocol, "target": target, "http_target": http_target, "model": model,
+            "requests": workload.requests, "concurrency": concurrency, "warmup_s": options.warmup_s,
+            "duration_s": options.duration_s}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.kserve", "load", cwd=ROOT,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -126,35 +176,73 @@ async def drive_protocol(protocol: str, target: str, model: str, workload, concu
 
 
 async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, ...], concurrency: int,
-                       rounds: int) -> dict:
+                       rounds: int, protocols: tuple[str, ...] = ("grpc", "http")) -> dict:
+    """`rounds` rounds per workload of Score then each of `protocols` (keys of PROTOCOLS)."""
     from reward_server.settings import ServerSettings
     from reward_server.transport import build_server
 
+    measured = tuple(PROTOCOLS[p] for p in protocols)
     write_repository(repo, options)
-    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=None))
+    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0,
+                                                      http_port=0 if "http_infer" in measured else None))
     target = f"127.0.0.1:{port}"
-    results: dict = {"concurrency": concurrency, "duration_s": options.duration_s, "workloads": {}}
+    http_target = f"127.0.0.1:{running.http.port}" if running.http is not None else None
+    results: dict = {"concurrency": concurrency, "duration_s": options.duration_s, "protocols": list(measured),
+                     "workloads": {}}
     try:
         for name in workloads:
             workload, model = make_workload(name, running, options), WORKLOAD_MODEL[name]
+            rewards = await same_rewards(("score", *measured), target, http_target, model,
+                                         workload.requests[0]["chat"])
+            log.info("%s: one chat's reward by each protocol: %s", name, rewards)
             factor = MIXED_DURATION_FACTOR if name == "mixed" else 1.0
             windows = replace(options, duration_s=options.duration_s * factor, warmup_s=options.warmup_s * factor)
-            pairs, ratios = [], []
+            runs = []
             for index in range(rounds):
-                score = await drive_protocol("score", target, model, workload, concurrency, windows)
-                infer = await drive_protocol("model_infer", target, model, workload, concurrency, windows)
-                ratio = infer["requests_per_s"] / score["requests_per_s"] if score["requests_per_s"] else float("nan")
-                log.info("%s round %d: Score %.1f req/s (%d errors), ModelInfer %.1f req/s (%d errors): %.3fx", name,
-                         index + 1, score["requests_per_s"], score["errors"], infer["requests_per_s"], infer["errors"],
-                         ratio)
-                pairs.append({"score": score, "model_infer": infer, "ratio": ratio})
-                ratios.append(ratio)
-            finite = [r for r in ratios if math.isfinite(r)]
-            results["workloads"][name] = {"pairs": pairs,
-                                          "median_ratio": statistics.median(finite) if finite else float("nan")}
+                run = {p: await drive_protocol(p, target, http_target, model, workload, concurrency, windows)
+                       for p in ("score", *measured)}
+                score_rate = run["score"]["requests_per_s"]
+                run["ratios"] = {p: run[p]["requests_per_s"] / score_rate if score_rate else float("nan")
+                                 for p in measured}
+                log.info("%s round %d: %s", name, index + 1, "; ".join(
+                    f"{LABELS[p]} {run[p]['requests_per_s']:.1f} req/s ({run[p]['errors']} errors)"
+                    + (f" {run['ratios'][p]:.3f}x" if p != "score" else "") for p in ("score", *measured)))
+                runs.append(run)
+            medians = {}
+            for p in measured:
+                finite = [r["ratios"][p] for r in runs if math.isfinite(r["ratios"][p])]
+                medians[p] = statistics.median(finite) if finite else float("nan")
+            results["workloads"][name] = {"rewards": rewards, "rounds": runs, "median_ratios": medians}
     finally:
         await running.stop(0)
     return results
+
+
+# The issue's targets, as a fraction of Score's request rate (the protocol layer's cost).
+TARGETS = {"model_infer": 0.9, "http_infer": 0.7}
+
+
+def _rate(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def summary(results: dict) -> str:
+    """Per workload and protocol: the request rates and p50 / p99 latencies of each round, the ratios to
+    Score and their median."""
+    lines = []
+    for name, entry in results["workloads"].items():
+        lines.append(f"{name} at {results['concurrency']} clients, {len(entry['rounds'])} rounds:")
+        for p in ("score", *results["protocols"]):
+            rates = ", ".join(_rate(r[p]["requests_per_s"]) for r in entry["rounds"])
+            latency = ", ".join(f"{r[p]['latency_p50_ms']:.0f}/{r[p]['latency_p99_ms']:.0f}" for r in entry["rounds"])
+            errors = sum(r[p]["errors"] for r in entry["rounds"])
+            line = f"  {LABELS[p]:<22} req/s {rates}; p50/p99 ms {latency}; {errors} errors"
+            if p != "score":
+                ratios = ", ".join(f"{r['ratios'][p]:.3f}" for r in entry["rounds"])
+                line += (f"; / Score {ratios}; median {entry['median_ratios'][p]:.3f}x"
+                         f" (target >= {TARGETS[p]}x)")
+            lines.append(line)
+    return "\n".join(lines)
 
 
 PERF_LINE_KEYS = ("Throughput:", "Avg latency:", "p99 latency:", "Inference count:", "Execution count:",
@@ -207,11 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run (after warmup)")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=3, help="(Score, ModelInfer) pairs per workload")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (Score, then each protocol) per workload")
     parser.add_argument("--mixed-requests", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--perf-analyzer", default=None, metavar="PATH", help="run Triton's perf_analyzer instead")
-    parser.add_argument("--protocols", default="grpc", help="perf_analyzer's -i values, e.g. grpc,http")
+    parser.add_argument("--protocols", default=None,
+                        help="grpc (ModelInfer), http (/infer, binary): measured against Score (default grpc,http); "
+                             "with --perf-analyzer, its -i values (default grpc)")
     parser.add_argument("--perf-concurrency", default="1,8,64")
     parser.add_argument("--perf-window-ms", type=int, default=3000)
     args = parser.parse_args(argv)
@@ -220,19 +310,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.perf_analyzer:
         with tempfile.TemporaryDirectory() as tmp:
             runs = asyncio.run(perf_analyzer_runs(
-                args.perf_analyzer, options, Path(tmp), tuple(args.protocols.split(",")),
+                args.perf_analyzer, options, Path(tmp), tuple((args.protocols or "grpc").split(",")),
                 tuple(int(c) for c in args.perf_concurrency.split(",")), args.perf_window_ms))
         if args.out:
             args.out.write_text(json.dumps(runs, indent=1))
         return 0 if all(r["returncode"] == 0 for r in runs) else 1
+    protocols = tuple((args.protocols or "grpc,http").split(","))
+    if not set(protocols) <= set(PROTOCOLS):
+        parser.error(f"--protocols: choose from {', '.join(PROTOCOLS)}, got {args.protocols!r}")
     with tempfile.TemporaryDirectory() as tmp:
         results = asyncio.run(side_by_side(options, Path(tmp), tuple(args.workloads.split(",")), args.concurrency,
-                                           args.rounds))
-    for name, entry in results["workloads"].items():
-        rates = ", ".join(f"{p['model_infer']['requests_per_s']:.0f}/{p['score']['requests_per_s']:.0f}"
-                          for p in entry["pairs"])
-        print(f"{name} at {args.concurrency} clients: ModelInfer/Score req/s {rates}; median ratio "
-              f"{entry['median_ratio']:.3f}x")
+                                           args.rounds, protocols))
+    print(summary(results))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     return 0

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import importlib.machinery
 import importlib.util
-import itertools
 import json
 import logging
 import os
@@ -45,9 +44,10 @@ import sys
 import tempfile
 import time
 import types
+from contextlib import nullcontext
 from pathlib import Path
 
-from .load import percentile
+from .load import closed_loop
 from .suite import ROOT, SuiteOptions, write_repository
 from .workloads import score_workload
 
@@ -122,40 +122,19 @@ async def run_load(spec: dict) -> dict:
             retries += "error, please check" in record.getMessage()
 
     logging.getLogger("openrlhf.utils.agent").addHandler(CountRetries())
-    samples, url = spec["samples"], spec["url"]
-    next_index = itertools.count()
-    window_start = time.perf_counter() + spec["warmup_s"]
-    window_end = window_start + spec["duration_s"]
-    latencies: list[float] = []
-    tokens = errors = 0
+    url = spec["url"]
 
-    async def worker() -> None:
-        nonlocal tokens, errors
-        executor = SingleTurnAgentExecutor(url)  # one per rollout worker, as vllm_engine builds it
-        while time.perf_counter() < window_end:
-            sample = samples[next(next_index) % len(samples)]
-            start = time.perf_counter()
-            try:
-                (answer,) = await executor._fetch_rewards_via_http([sample["query"]], [sample["prompt"]], [""])
-                if len(answer["rewards"]) != 1:
-                    raise ValueError(f"expected one reward, got {answer['rewards']!r}")
-            except Exception:  # noqa: BLE001 - its RuntimeError after 5 tries, or a malformed answer
-                errors += 1
-                continue
-            done = time.perf_counter()
-            if window_start <= done <= window_end:
-                latencies.append(done - start)
-                tokens += sample["tokens"]
+    async def call(executor: SingleTurnAgentExecutor, sample: dict) -> tuple[int, int]:
+        (answer,) = await executor._fetch_rewards_via_http([sample["query"]], [sample["prompt"]], [""])
+        if len(answer["rewards"]) != 1:
+            raise ValueError(f"expected one reward, got {answer['rewards']!r}")
+        return 1, sample["tokens"]
 
-    tasks = [asyncio.create_task(worker()) for _ in range(spec["concurrency"])]
-    await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    duration = spec["duration_s"]
-    return {"requests": len(latencies), "errors": errors, "retries": retries,
-            "requests_per_s": len(latencies) / duration, "tokens_per_s": tokens / duration,
-            "latency_p50_ms": 1e3 * percentile(latencies, 0.5), "latency_p99_ms": 1e3 * percentile(latencies, 0.99)}
+    # One executor per rollout worker, as vllm_engine builds it; any exception is an error: its
+    # RuntimeError after 5 tries, or a malformed answer.
+    result = await closed_loop(spec["samples"], spec["concurrency"], spec["warmup_s"], spec["duration_s"],
+                               lambda: nullcontext(SingleTurnAgentExecutor(url)), call, (Exception,))
+    return {**result, "retries": retries}
 
 
 async def drive(url: str, samples: list[dict], concurrency: int, warmup_s: float, duration_s: float) -> dict:

@@ -145,3 +145,21 @@ def test_callers_bench_reports_each_caller_count_when_run_briefly():
     for (result,) in runs.values():
         assert result["requests"] > 0 and result["errors"] == 0 and result["latency_p99_ms"] > 0
     assert callers_table(runs).count("\n| ") == 2  # one row per caller count under the header
+
+
+def test_kserve_bench_reports_every_protocol_when_run_briefly(tmp_path):
+    from bench.kserve import side_by_side, summary
+
+    options = SuiteOptions(warmup_s=0.2, duration_s=0.5, tiny_requests=16, mixed_requests=4,
+                           bench_shape=TinyShape(max_position_embeddings=1024), max_batch_tokens=2048)  # no tuning
+    results = asyncio.run(side_by_side(options, tmp_path, ("tiny",), concurrency=4, rounds=1))
+    entry = results["workloads"]["tiny"]
+    assert set(entry["rewards"]) == {"score", "model_infer", "http_infer"}  # checked equal before measuring
+    (run,) = entry["rounds"]
+    for protocol in ("score", "model_infer", "http_infer"):
+        assert run[protocol]["errors"] == 0 and run[protocol]["requests"] > 0 and run[protocol]["tokens_per_s"] > 0
+        assert run[protocol]["latency_p99_ms"] >= run[protocol]["latency_p50_ms"] > 0
+    for protocol in ("model_infer", "http_infer"):
+        assert run["ratios"][protocol] == run[protocol]["requests_per_s"] / run["score"]["requests_per_s"]
+        assert entry["median_ratios"][protocol] == run["ratios"][protocol]
+    assert "/infer (HTTP, binary)" in summary(results) and "ModelInfer (gRPC)" in summary(results)

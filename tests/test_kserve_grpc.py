@@ -358,15 +358,3 @@ def test_pytriton_client_scores_over_grpc_when_sent_as_nemo_aligner_does(server,
     _assert_close(sentences, [r.score for r in reward.score(TEXTS)])
     with client_module.FuturesModelClient(f"grpc://{server.target}", "tiny") as futures:
         _assert_close(futures.infer_batch(tokens=tokens, sequence_lengths=lengths).result(60)["rewards"], expected)
-
-
-def test_kserve_bench_reports_both_protocols_when_run_briefly(tmp_path):
-    from bench.kserve import side_by_side
-    from bench.suite import SuiteOptions
-
-    options = SuiteOptions(warmup_s=0.2, duration_s=0.5, tiny_requests=16, mixed_requests=4)
-    results = asyncio.run(side_by_side(options, tmp_path, ("tiny",), concurrency=4, rounds=1))
-    (pair,) = results["workloads"]["tiny"]["pairs"]
-    for side in ("score", "model_infer"):
-        assert pair[side]["errors"] == 0 and pair[side]["requests"] > 0 and pair[side]["tokens_per_s"] > 0
-    assert pair["ratio"] == pair["model_infer"]["requests_per_s"] / pair["score"]["requests_per_s"]
