@@ -18,6 +18,7 @@ import grpc.aio
 
 from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
+from reward_server.core import rank_of
 from reward_server.datatypes import (
     Candidates,
     ModelMetadata,
@@ -27,7 +28,6 @@ from reward_server.datatypes import (
     ScoreResponse,
     ScoreResult,
 )
-from reward_server.dispatch import rank_of
 from reward_server.encoding import candidate_conversations
 from reward_server.repository import ModelRepository
 from reward_server.transport.servicer import RewardServicer

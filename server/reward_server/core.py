@@ -1,5 +1,11 @@
-"""The core of a request: resolve (model, version), encode off the event loop, queue on the batcher,
-reassemble one result per input. Rank scores its candidates and orders them (ties: lower index first)."""
+"""The protocol-neutral data plane: every front (RewardService's servicer, the KServe v2 gRPC front via
+kserve/service.py, the HTTP front) translates its wire format into calls on one RewardCore.
+
+The request path through it: refuse when draining or over the item limit, resolve (model, version) and
+hold a lease on it, encode (inline when small, else on the encode pool), compute identical inputs once,
+queue the distinct inputs on the batcher (or one shared-prompt group for a Rank of one prompt and N
+responses), reassemble one result per input in request order. Rank orders the scores (ties: lower
+index first)."""
 
 from __future__ import annotations
 
