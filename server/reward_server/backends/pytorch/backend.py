@@ -17,7 +17,7 @@ from ..plan import ForwardPlan
 from ..settings import PYTORCH_DEFAULTS, PyTorchSettings
 from .model import TORCH_DTYPES, RewardModel, load_reward_model
 from .scorers import PaddedScorer, choose_scorers
-from .shared_prompt import shared_prefix_refusal, shared_prefix_scores
+from .shared_prompt import shared_prompt_refusal, shared_prompt_scores
 from .tensors import on_device, runs_unpadded
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class PyTorchBackend(Backend):
     trace of LastPositionScorer (PaddedScorer where the layers do not allow it), or eagerly when tracing
     is off or fails; `forward_plan` says which."""
 
-    supports_shared_prefix = True  # score_shared_prefix: see shared_prompt.py; refused at load where it differs
+    supports_shared_prompt = True  # score_shared_prompt: see shared_prompt.py; refused at load where it differs
 
     def __init__(self, checkpoint: Checkpoint, device: str, dtype: str,
                  settings: PyTorchSettings = PYTORCH_DEFAULTS) -> None:
@@ -53,9 +53,9 @@ class PyTorchBackend(Backend):
         self._packed: Any = scorers.packed.run if scorers.packed else None
         self.unpadded_causal = self._unpadded is not None
         self.packs_batches = self._packed is not None
-        why = shared_prefix_refusal(PaddedScorer(self._model, self.sliding_window), device, self.last_position,
+        why = shared_prompt_refusal(PaddedScorer(self._model, self.sliding_window), device, self.last_position,
                                     tolerance)
-        self.supports_shared_prefix = not why
+        self.supports_shared_prompt = not why
         if why:
             log.info("%s: Rank candidates run whole, not as one shared prompt: %s", checkpoint.folder, why)
 
@@ -92,10 +92,10 @@ class PyTorchBackend(Backend):
             return computed_tokens(lengths)
         return len(lengths) * max(lengths)
 
-    def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
+    def score_shared_prompt(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
         """Scores of prefix + each suffix, the prefix computed once and its KV cache reused."""
         self._use_threads()
-        return shared_prefix_scores(self._model, prefix, suffixes, self.device, self.sliding_window,
+        return shared_prompt_scores(self._model, prefix, suffixes, self.device, self.sliding_window,
                                     self.last_position)
 
     def close(self) -> None:
