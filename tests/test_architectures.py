@@ -165,7 +165,7 @@ def test_architecture_is_served_with_its_fast_paths_when_imported(server, archit
     assert backend.supports_shared_prompt == architecture.shared_prompt
     assert backend.last_position == architecture.last_position
     assert backend.packs_batches == architecture.last_position
-    assert backend.unpadded_causal == architecture.last_position
+    assert backend.unmasked_causal == architecture.last_position
 
 
 @pytest.mark.xfail(strict=True, reason=(

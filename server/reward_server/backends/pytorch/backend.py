@@ -18,7 +18,7 @@ from ..settings import PYTORCH_DEFAULTS, PyTorchSettings
 from .model import TORCH_DTYPES, RewardModel, load_reward_model
 from .scorers import PaddedScorer, choose_scorers
 from .shared_prompt import shared_prompt_refusal, shared_prompt_scores
-from .tensors import on_device, runs_unpadded
+from .tensors import on_device, runs_unmasked
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ class PyTorchBackend(Backend):
         self.traced = scorers.padded.traced
         # Each returns (scores, inputs...): see scorers.InputsKept.
         self._scorer: Any = scorers.padded.run
-        self._unpadded: Any = scorers.unpadded.run if scorers.unpadded else None
+        self._unmasked: Any = scorers.unmasked.run if scorers.unmasked else None
         self._packed: Any = scorers.packed.run if scorers.packed else None
-        self.unpadded_causal = self._unpadded is not None
+        self.unmasked_causal = self._unmasked is not None
         self.packs_batches = self._packed is not None
         why = shared_prompt_refusal(PaddedScorer(self._model, self.sliding_window), device, self.last_position,
                                     tolerance)
@@ -80,8 +80,8 @@ class PyTorchBackend(Backend):
         if layout is not None:
             scorer, arrays = self._packed, layout.arrays()
         else:
-            unpadded = self._unpadded is not None and runs_unpadded(batch, self.sliding_window)
-            scorer, arrays = (self._unpadded if unpadded else self._scorer), right_padded(batch)
+            unmasked = self._unmasked is not None and runs_unmasked(batch, self.sliding_window)
+            scorer, arrays = (self._unmasked if unmasked else self._scorer), right_padded(batch)
         inputs = on_device(arrays, self.device)
         with torch.jit.optimized_execution(False):  # no fusion passes: the same kernels, the same digits as eager
             return scorer(*inputs)[0].cpu().tolist()
@@ -99,6 +99,6 @@ class PyTorchBackend(Backend):
                                     self.last_position)
 
     def close(self) -> None:
-        del self._model, self._scorer, self._unpadded, self._packed
+        del self._model, self._scorer, self._unmasked, self._packed
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()

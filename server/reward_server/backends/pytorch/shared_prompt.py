@@ -36,7 +36,7 @@ def run_layers(backbone: nn.Module, layers: Sequence[nn.Module], input_ids: torc
                start: int, cache: DynamicCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`layers` over input_ids at positions start, start + 1, ... after the cache's keys and values
     (to which theirs are appended); mask: [batch, 1, length, start + length], or None for causal
-    attention over a cache-less, unpadded batch. Returns the hidden states and the rotary cos, sin of
+    attention over a cache-less batch of one length. Returns the hidden states and the rotary cos, sin of
     those positions."""
     hidden = backbone.embed_tokens(input_ids)
     positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)[None]
