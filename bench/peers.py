@@ -32,6 +32,8 @@ from reward_server.encoding import candidate_conversations
 from reward_server.repository import ModelRepository
 from reward_server.transport.servicer import RewardServicer
 
+from .instance_thread import run_alone
+
 
 class NaiveCore:
     """RewardCore's interface with no batcher: each request is tokenized, padded and run on its own."""
@@ -48,7 +50,7 @@ class NaiveCore:
 
     async def _alone(self, model: str, version: str, inputs) -> tuple[str, int, tuple[ScoreResult, ...]]:
         loaded = self.repository.resolve(model, version)
-        return await asyncio.wrap_future(loaded.instances[0].run_alone(partial(self._forward, loaded, inputs)))
+        return await asyncio.wrap_future(run_alone(loaded.instances[0], partial(self._forward, loaded, inputs)))
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
         return ScoreResponse(*await self._alone(request.model, request.version, request.inputs))
