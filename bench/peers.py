@@ -18,6 +18,7 @@ import grpc.aio
 
 from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
+from reward_server.core import rank_of
 from reward_server.datatypes import (
     Candidates,
     ModelMetadata,
@@ -27,10 +28,11 @@ from reward_server.datatypes import (
     ScoreResponse,
     ScoreResult,
 )
-from reward_server.dispatch import rank_of
 from reward_server.encoding import candidate_conversations
 from reward_server.repository import ModelRepository
 from reward_server.transport.servicer import RewardServicer
+
+from .instance_thread import run_alone
 
 
 class NaiveCore:
@@ -48,7 +50,7 @@ class NaiveCore:
 
     async def _alone(self, model: str, version: str, inputs) -> tuple[str, int, tuple[ScoreResult, ...]]:
         loaded = self.repository.resolve(model, version)
-        return await asyncio.wrap_future(loaded.instances[0].run_alone(partial(self._forward, loaded, inputs)))
+        return await asyncio.wrap_future(run_alone(loaded.instances[0], partial(self._forward, loaded, inputs)))
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
         return ScoreResponse(*await self._alone(request.model, request.version, request.inputs))

@@ -25,6 +25,7 @@ from reward_server.transport import RewardServer, build_server
 
 from . import profiling
 from .floor import GPU_EXTRA_BUDGETS, TOKEN_BUDGETS, measure_floor, shape_rate
+from .instance_thread import run_alone
 from .peers import BareServicer, start_grpc, start_naive_peer
 from .workloads import Workload, rank_workload, score_workload
 
@@ -241,7 +242,7 @@ def non_embedding_params(backend) -> int | None:
 async def on_instance_thread(instance, work):
     """work() on the served instance's own thread, where its forwards run (one OpenMP team: see
     reward_server/openmp.py), between its batches."""
-    return await asyncio.wrap_future(instance.run_alone(work))
+    return await asyncio.wrap_future(run_alone(instance, work))
 
 
 def floor_budgets(instance) -> tuple[int, ...]:

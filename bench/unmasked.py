@@ -34,14 +34,14 @@ def main() -> None:
     sequences = mixed_lengths_ids(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         backend = bench_backend(Path(tmp))
-        assert backend.unpadded_causal, "this model has no unmasked trace"
-        unmasked = backend._unpadded
+        assert backend.unmasked_causal, "this model has no unmasked trace"
+        unmasked = backend._unmasked
         tokens_per_s(backend, sequences[:4])  # untimed: first calls at new shapes allocate
         for _ in range(args.rounds):
             on = tokens_per_s(backend, sequences)
-            backend._unpadded = None  # every batch through the masked trace
+            backend._unmasked = None  # every batch through the masked trace
             off = tokens_per_s(backend, sequences)
-            backend._unpadded = unmasked
+            backend._unmasked = unmasked
             print(f"batch 1, {sum(map(len, sequences))} tokens: unmasked {on:,.0f} tokens/s, "
                   f"masked {off:,.0f} tokens/s, unmasked / masked {on / off:.2f}")
 

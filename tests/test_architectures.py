@@ -33,7 +33,7 @@ class Architecture:
     # What the PyTorch backend serves (see backends/torch_eager.py): the last layer at the last position
     # only (and so packed batches and the unmasked forward for one-length batches), or the full forward.
     last_position: bool = False
-    # Whether Rank candidates with a long common prompt run it once (backends/shared_prompt.py).
+    # Whether Rank candidates with a long common prompt run it once (backends/pytorch/shared_prompt.py).
     shared_prompt: bool = True
 
 
@@ -152,7 +152,7 @@ def test_architecture_ranks_like_transformers_when_candidates_share_a_long_promp
         ranked = rm.rank_candidates(prompt, responses)
     assert instance.stats.shared_groups - before == int(architecture.shared_prompt)  # the path it took
     full = [prompt + [{"role": "assistant", "content": r}] for r in responses]
-    assert len(reference.ids(prompt)) > 32 + WINDOW  # a shared-prompt group (shared_prefix.MIN_SHARED_TOKENS)
+    assert len(reference.ids(prompt)) > 32 + WINDOW  # a shared-prompt group (shared_prompt_plan.MIN_SHARED_TOKENS)
     want = [reference.score(chat) for chat in full]
     assert all(close(a, b) for a, b in zip(ranked.scores, want)), (list(ranked.scores), want)
 
@@ -162,10 +162,10 @@ def test_architecture_is_served_with_its_fast_paths_when_imported(server, archit
     [instance] = server.running.repository.resolve(architecture.name, "").instances
     backend: Any = instance.backend
     assert backend.traced
-    assert backend.supports_shared_prefix == architecture.shared_prompt
+    assert backend.supports_shared_prompt == architecture.shared_prompt
     assert backend.last_position == architecture.last_position
     assert backend.packs_batches == architecture.last_position
-    assert backend.unpadded_causal == architecture.last_position
+    assert backend.unmasked_causal == architecture.last_position
 
 
 @pytest.mark.xfail(strict=True, reason=(

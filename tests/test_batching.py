@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from bench.instance_thread import run_alone
 
 from reward_server.backends import Backend
 from reward_server.backends.pytorch import PyTorchBackend
@@ -289,12 +290,12 @@ def test_asyncio_inputs_still_waiting_at_close_fail_with_unavailable(real_backen
 def test_run_alone_runs_work_on_the_instance_thread_between_batches_outside_the_statistics(real_backend):
     batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=0.05)
     first = batcher.submit([[5, 6], [5, 7]], None)
-    thread = batcher.run_alone(lambda: (threading.current_thread().name, len(backend.batches)))
+    thread = run_alone(batcher, lambda: (threading.current_thread().name, len(backend.batches)))
     rest = batcher.submit([[5, 8]], None)
     name, batches_before = thread.result(10)
     [f.result(10) for f in first + rest]
     with pytest.raises(Exception, match="ZeroDivisionError"):
-        batcher.run_alone(lambda: 1 / 0).result(10)
+        run_alone(batcher, lambda: 1 / 0).result(10)
     batcher.close()
     assert name == "batcher:t"
     assert batches_before == 1  # after the batch of the inputs queued before it

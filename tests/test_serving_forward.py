@@ -72,7 +72,7 @@ def test_batches_of_one_length_take_the_unmasked_forward_with_the_same_scores(tm
     """Rows of one length (every single-row batch) run without a mask, attention as causal; with a
     sliding window (mistral: 8) only rows inside the window may, longer ones keep the mask."""
     backend = PyTorchBackend(tiny_architecture(tmp_path, architecture), "cpu", "float32")
-    assert backend.unpadded_causal
+    assert backend.unmasked_causal
     rng = random.Random(4)
     for length in (1, 5, 8, 9, 30, 64):
         for rows in (1, 3):
@@ -81,12 +81,12 @@ def test_batches_of_one_length_take_the_unmasked_forward_with_the_same_scores(tm
             assert backend.score_batch(batch) == pytest.approx(want, rel=1e-5, abs=1e-5), (length, rows)
 
 
-def test_runs_unpadded_needs_one_length_inside_the_window():
-    from reward_server.backends.pytorch.tensors import runs_unpadded
+def test_runs_unmasked_needs_one_length_inside_the_window():
+    from reward_server.backends.pytorch.tensors import runs_unmasked
 
-    assert runs_unpadded([[1, 2, 3]], None) and runs_unpadded([[1, 2], [3, 4]], 2)
-    assert not runs_unpadded([[1, 2], [3]], None)  # padded
-    assert not runs_unpadded([[1, 2, 3]], 2)  # the window cuts the row: the mask carries it
+    assert runs_unmasked([[1, 2, 3]], None) and runs_unmasked([[1, 2], [3, 4]], 2)
+    assert not runs_unmasked([[1, 2], [3]], None)  # padded
+    assert not runs_unmasked([[1, 2, 3]], 2)  # the window cuts the row: the mask carries it
 
 
 def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped():

@@ -13,7 +13,7 @@ import pytest
 from helpers import WORDS, add_model, config_text, serve_repo
 from reward_client import RewardClient
 from reward_server.batching import GroupTask
-from reward_server.shared_prefix import MIN_SHARED_TOKENS, plan_shared_prefix
+from reward_server.shared_prompt_plan import MIN_SHARED_TOKENS, plan_shared_prompt
 
 TOLERANCE = 1e-4
 
@@ -56,26 +56,26 @@ def real_backend(tiny_checkpoint):
     return PyTorchBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32")
 
 
-def test_plan_shared_prefix_splits_at_common_prefix_when_long_enough():
+def test_plan_shared_prompt_splits_at_common_prefix_when_long_enough():
     prefix = tuple(range(100, 100 + MIN_SHARED_TOKENS + 3))
-    group = plan_shared_prefix([prefix + (1, 2), prefix + (3,), prefix + (1, 4, 5)])
+    group = plan_shared_prompt([prefix + (1, 2), prefix + (3,), prefix + (1, 4, 5)])
     assert group is not None
     assert group.prefix == prefix  # (1,) is common to two only
     assert group.suffixes == ((1, 2), (3,), (1, 4, 5))
     assert group.tokens == prefix + (1, 2, 3, 1, 4, 5)
 
 
-def test_plan_shared_prefix_keeps_a_token_per_suffix_when_one_candidate_is_the_prefix():
+def test_plan_shared_prompt_keeps_a_token_per_suffix_when_one_candidate_is_the_prefix():
     prefix = tuple(range(100, 100 + MIN_SHARED_TOKENS + 3))
-    group = plan_shared_prefix([prefix, prefix + (7,)])
+    group = plan_shared_prompt([prefix, prefix + (7,)])
     assert group is not None and group.prefix == prefix[:-1]
     assert group.suffixes == (prefix[-1:], prefix[-1:] + (7,))
 
 
-def test_plan_shared_prefix_declines_when_prefix_short_or_one_candidate():
-    assert plan_shared_prefix([(1, 2, 3), (1, 2, 4)]) is None
-    assert plan_shared_prefix([tuple(range(200))]) is None
-    assert plan_shared_prefix([tuple(range(200)), (5,) + tuple(range(199))]) is None
+def test_plan_shared_prompt_declines_when_prefix_short_or_one_candidate():
+    assert plan_shared_prompt([(1, 2, 3), (1, 2, 4)]) is None
+    assert plan_shared_prompt([tuple(range(200))]) is None
+    assert plan_shared_prompt([tuple(range(200)), (5,) + tuple(range(199))]) is None
 
 
 def test_rank_candidates_scores_equal_full_conversations_when_prompt_shared(tiny_checkpoint, tmp_path):
@@ -134,10 +134,10 @@ def test_batcher_runs_a_shared_group_alone_when_inputs_wait_beside_it(real_backe
             break
         time.sleep(0.01)
     prefix, suffixes = tuple(range(10, 60)), ((7,), (8, 9))
-    group = plan_shared_prefix([prefix + s for s in suffixes])
+    group = plan_shared_prompt([prefix + s for s in suffixes])
     assert group is not None
     task = batcher.submit_task(
-        group.tokens, GroupTask(lambda: real_backend.score_shared_prefix(prefix, suffixes), group.padded_tokens), None)
+        group.tokens, GroupTask(lambda: real_backend.score_shared_prompt(prefix, suffixes), group.padded_tokens), None)
     rest = batcher.submit([[5, 7], [5, 8]], None)
     backend.gate.set()
     scores = [scored.score for scored in task.result(10)]
@@ -150,7 +150,7 @@ def test_batcher_runs_a_shared_group_alone_when_inputs_wait_beside_it(real_backe
 
 @pytest.mark.parametrize("last_position_only", [True, False])
 @pytest.mark.parametrize("architecture", ["llama", "mistral"])
-def test_shared_prefix_scores_equal_full_sequences(tmp_path, architecture, last_position_only):
+def test_shared_prompt_scores_equal_full_sequences(tmp_path, architecture, last_position_only):
     """The backend's own two paths on the same sequences; mistral's window (8) is shorter than the
     prefix, so most of the prefix's keys lie outside it."""
     from reward_server.backends.pytorch import PyTorchBackend
@@ -163,5 +163,5 @@ def test_shared_prefix_scores_equal_full_sequences(tmp_path, architecture, last_
     rng = random.Random(9)
     prefix = [rng.randrange(5, 500) for _ in range(40)]
     suffixes = [[rng.randrange(5, 500) for _ in range(n)] for n in (1, 6, 13, 3)]
-    shared = backend.score_shared_prefix(prefix, suffixes)
+    shared = backend.score_shared_prompt(prefix, suffixes)
     assert shared == pytest.approx(backend.score_batch([prefix + s for s in suffixes]), rel=1e-5, abs=1e-5)

@@ -57,7 +57,7 @@ def test_tuning_probes_of_several_rows_are_padded_like_served_batches():
         return [0.0] * len(batch)
 
     tune_token_budget(recording_device, max_length=512, max_batch_size=64, vocab_size=100)
-    assert (1, [512]) in seen  # one row of 512 (budget 512): unpadded, as a served batch of one row is
+    assert (1, [512]) in seen  # one row of 512 (budget 512): one length, unmasked, as a served batch of one row is
     several = [lengths for rows, lengths in seen if rows > 1]
     assert several and all(len(lengths) == 2 and lengths[1] - lengths[0] == 1 for lengths in several)
 

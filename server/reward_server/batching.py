@@ -23,6 +23,7 @@ import asyncio
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -54,19 +55,24 @@ class BatchObserver(Protocol):
     def batch_failed(self, size: int) -> None: ...
 
 
+class AloneTask(ABC):
+    """Work queued on an instance that runs alone, as one batch, on the instance's thread."""
+
+    @abstractmethod
+    def execute(self, batcher: DynamicBatcher, ids: Sequence[int], queue_s: float) -> object:
+        """Run on the batcher thread; the task's future gets what it returns. An error fails it as a
+        failed batch. `ids`: the tokens it reads; `queue_s`: how long it waited in the queue."""
+
+
 @dataclass(frozen=True)
-class GroupTask:
-    """Work that runs alone as one batch (a shared-prompt group): run() gives one score per member."""
+class GroupTask(AloneTask):
+    """A shared-prompt group: run() gives one score per member; its future gets one Scored each."""
 
     run: Callable[[], list[float]]
     padded_tokens: int  # tokens it computes, padding included
 
-
-@dataclass(frozen=True)
-class ThreadTask:
-    """Work that needs the instance's thread but is not scoring (see DynamicBatcher.run_alone)."""
-
-    run: Callable[[], object]
+    def execute(self, batcher: DynamicBatcher, ids: Sequence[int], queue_s: float) -> list[Scored]:
+        return batcher._compute_group(self, ids, queue_s)
 
 
 AnyFuture = Future | asyncio.Future
@@ -79,7 +85,7 @@ class _Item:
     enqueued: float
     future: AnyFuture
     started: float = 0.0  # when its batch was formed
-    task: GroupTask | ThreadTask | None = None  # a shared-prompt group (its future: a list of Scored) or a ThreadTask
+    task: AloneTask | None = None  # work that runs alone (a shared-prompt group: its future gets a list of Scored)
 
     def start(self) -> bool:
         """Mark it running; False if its caller cancelled it. (An asyncio future is only read here, on
@@ -247,21 +253,12 @@ class DynamicBatcher:
         now = time.monotonic()
         return self._enqueue([_Item(ids, deadline, now, _new_future(loop)) for ids in sequences])
 
-    def submit_task(self, ids: Sequence[int], task: GroupTask, deadline: float | None,
+    def submit_task(self, ids: Sequence[int], task: AloneTask, deadline: float | None,
                     loop: asyncio.AbstractEventLoop | None = None) -> AnyFuture:
-        """Queue work that runs alone, as one batch, on this instance's thread (a shared-prompt group);
-        `ids` are the tokens it reads; the future resolves to one Scored per member."""
+        """Queue work that runs alone, as one batch, on this instance's thread, after the batches of the
+        inputs queued before it (a shared-prompt group); `ids` are the tokens it reads; the future
+        resolves to what task.execute returns (a GroupTask: one Scored per member)."""
         return self._enqueue([_Item(ids, deadline, time.monotonic(), _new_future(loop), task=task)])[0]
-
-    def run_alone(self, work: Callable[[], object]) -> Future:
-        """Queue `work` to run alone on this instance's thread, between batches (after the batch of the
-        inputs queued before it); the future gets what it returns, or its error. It counts in no batch
-        statistic. Why the instance's thread: torch's OpenMP gives each
-        thread that computes a team of its own, and more teams than CPUs slow every forward (see
-        openmp.py), so a benchmark's reference forwards run where the served ones do."""
-        future: Future = Future()
-        self._enqueue([_Item((), None, time.monotonic(), future, task=ThreadTask(work))])
-        return future
 
     def _enqueue(self, items: list[_Item]) -> list[AnyFuture]:
         with self._cond:
@@ -373,11 +370,9 @@ class DynamicBatcher:
 
     def _compute(self, batch: list[_Item], settler: _Settler) -> None:
         """Score `batch` and resolve its futures; out of memory -> the two halves, one after the other."""
-        task = batch[0].task
-        if isinstance(task, ThreadTask):
-            return settler.set(batch[0].future, task.run())
-        if task is not None:
-            return self._compute_group(batch[0], task, settler)
+        head = batch[0]
+        if head.task is not None:  # alone in its batch: see _take
+            return settler.set(head.future, head.task.execute(self, head.ids, head.started - head.enqueued))
         try:
             start = time.monotonic()
             scores = self.backend.score_batch([item.ids for item in batch])
@@ -409,7 +404,7 @@ class DynamicBatcher:
         for item, score, waited in zip(batch, scores, queue_s):
             settler.set(item.future, Scored(float(score), waited, compute_s))
 
-    def _compute_group(self, item: _Item, task: GroupTask, settler: _Settler) -> None:
+    def _compute_group(self, task: GroupTask, ids: Sequence[int], queue_s: float) -> list[Scored]:
         """A shared-prompt group: one backend call, one Scored per member (no split: it is one sequence)."""
         start = time.monotonic()
         scores = task.run()
@@ -418,11 +413,10 @@ class DynamicBatcher:
         self.stats.shared_groups += 1
         self.stats.computed += len(scores)
         self.stats.batch_sizes[len(scores)] += 1
-        self.stats.real_tokens += len(item.ids)
+        self.stats.real_tokens += len(ids)
         self.stats.padded_tokens += task.padded_tokens
         self.stats.compute_s += compute_s
-        queue_s = item.started - item.enqueued
         if self.observer:
-            self.observer.batch_done(len(scores), len(item.ids), task.padded_tokens, [queue_s] * len(scores), compute_s)
+            self.observer.batch_done(len(scores), len(ids), task.padded_tokens, [queue_s] * len(scores), compute_s)
         self.inference_stats.batch_done([queue_s] * len(scores), compute_s)
-        settler.set(item.future, [Scored(float(score), queue_s, compute_s) for score in scores])
+        return [Scored(float(score), queue_s, compute_s) for score in scores]

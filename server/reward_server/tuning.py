@@ -45,7 +45,7 @@ class TunedBudget:
 def _probe(length: int, rows: int, vocab_size: int) -> list[list[int]]:
     """`rows` rows of `length` ids, the last one a token shorter when there are several: served batches of
     several rows are padded and run the masked forward, while a batch of one row (or of one length)
-    runs the cheaper unmasked one, so an unpadded probe would overrate every multi-row budget."""
+    runs the cheaper unmasked one, so a one-length probe would overrate every multi-row budget."""
     def row_length(row: int) -> int:
         return length - 1 if rows > 1 and row == rows - 1 and length > 1 else length
     return synthetic_batch(vocab_size, [row_length(row) for row in range(rows)])

@@ -1,7 +1,7 @@
 """The backend contract: one loaded copy of a model on one device.
 
 A backend implements `score_batch` and `close`, and declares its capabilities as values the server reads
-(never probes for): `supports_shared_prefix` (score_shared_prefix reuses a prompt's KV cache, for Rank
+(never probes for): `supports_shared_prompt` (score_shared_prompt reuses a prompt's KV cache, for Rank
 requests whose candidates share a prompt) and `packs_batches` (score_batch packs inputs of different
 lengths into fewer rows than padding; `computed_tokens` counts what it computes).
 """
@@ -21,8 +21,8 @@ class Backend(ABC):
     dtype: str  # "float32", "float16" or "bfloat16"
     head_bias: bool  # whether the reward head has a bias
 
-    supports_shared_prefix: bool = False
-    """Whether score_shared_prefix computes a shared prompt once; without it, Rank takes the plain path."""
+    supports_shared_prompt: bool = False
+    """Whether score_shared_prompt computes a shared prompt once; without it, Rank takes the plain path."""
 
     packs_batches: bool = False
     """Whether score_batch packs inputs of different lengths into shared rows (see computed_tokens)."""
@@ -47,12 +47,12 @@ class Backend(ABC):
         """
         return len(lengths) * max(lengths)
 
-    def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
+    def score_shared_prompt(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
         """Return one score per `prefix + suffix`, the prefix computed once.
 
-        Only backends that declare `supports_shared_prefix` implement it.
+        Only backends that declare `supports_shared_prompt` implement it.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not declare supports_shared_prefix")
+        raise NotImplementedError(f"{type(self).__name__} does not declare supports_shared_prompt")
 
     @abstractmethod
     def close(self) -> None:

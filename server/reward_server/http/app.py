@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..dispatch import RewardCore
+from ..core import RewardCore
 from ..kserve.service import KServeCore
 from ..metrics import ServerMetrics
 from ..settings import ServerSettings

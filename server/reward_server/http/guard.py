@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 from aiohttp import web
 
-from ..dispatch import RewardCore
+from ..core import RewardCore
 from ..errors import PermissionDenied, ResourceExhausted, RewardServerError, Unauthenticated, Unavailable
 from ..metrics import ServerMetrics
 from ..request_record import RequestRecord, current_request

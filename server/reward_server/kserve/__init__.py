@@ -26,7 +26,7 @@ metadata.py -- JSON-shaped dicts in Triton's proto field names, int64 values as 
     model_config(ModelConfig, device) -> Triton's ModelConfig (input/output, dynamic_batching,
         version_policy, instance_group with an explicit kind)
     model_statistics(Iterable[VersionStatistics]) -> {"model_stats": [...]}
-service.py -- KServeCore(core: dispatch.RewardCore)
+service.py -- KServeCore(core: core.RewardCore)
     server_live() -> bool; server_ready() -> bool; model_ready(model, version="") -> bool
     server_metadata(extra_extensions=()) -> dict
     model_metadata(model, version="") -> dict; model_config(model, version="") -> dict

@@ -24,7 +24,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from ..dispatch import deadline_from
+from ..core import deadline_from
 from ..errors import InvalidArgument, RewardServerError
 from .service import KServeCore
 from .tensors import InferTensor, tensor_from_contents, tensor_from_raw, tensor_raw

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..batching import InferenceCounts
+from ..core import RewardCore
 from ..datatypes import Conversation, ScoreInput, ScoreRequest, Text
-from ..dispatch import RewardCore
 from ..errors import InvalidArgument, NotFound, Unavailable
 from ..repository import LoadedVersion
 from .metadata import VersionStatistics, model_config, model_metadata, model_statistics, server_metadata

@@ -20,7 +20,7 @@ from ..errors import LoadError, ResourceExhausted
 from ..formats import make_format
 from ..formats.special_tokens import ContentSpecialTokens
 from ..openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
-from ..shared_prefix import SharedPrefix
+from ..shared_prompt_plan import SharedPromptGroup
 from ..synthetic_ids import synthetic_batch
 from ..tuning import tune_token_budget
 from .config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
@@ -111,16 +111,16 @@ class LoadedVersion:
         DynamicBatcher.submit.)"""
         return _least_loaded(self.instances, lambda batcher: batcher.submit(sequences, deadline, loop))
 
-    def submit_shared(self, group: SharedPrefix, deadline: float | None,
+    def submit_shared(self, group: SharedPromptGroup, deadline: float | None,
                       loop: asyncio.AbstractEventLoop | None = None) -> AnyFuture | None:
         """Queue a shared-prompt group on the least-loaded instance whose backend reuses a prefix's KV
         cache; None when no backend can (onnxruntime): the caller takes the plain path."""
-        capable = [b for b in self.instances if b.backend.supports_shared_prefix]
+        capable = [b for b in self.instances if b.backend.supports_shared_prompt]
         if not capable:
             return None
 
         def submit(batcher: DynamicBatcher) -> AnyFuture:
-            task = GroupTask(lambda: batcher.backend.score_shared_prefix(group.prefix, group.suffixes), group.padded_tokens)
+            task = GroupTask(lambda: batcher.backend.score_shared_prompt(group.prefix, group.suffixes), group.padded_tokens)
             return batcher.submit_task(group.tokens, task, deadline, loop)
 
         return _least_loaded(capable, submit)

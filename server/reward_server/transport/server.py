@@ -23,7 +23,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from ..dispatch import RewardCore
+from ..core import RewardCore
 from ..errors import RewardServerError
 from ..http import HttpFront, start_http
 from ..kserve import KServeCore

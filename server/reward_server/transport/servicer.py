@@ -10,8 +10,8 @@ import grpc
 from reward_api.v1 import reward_pb2
 from reward_api.v1 import reward_pb2 as pb
 
+from ..core import RewardCore, deadline_from
 from ..datatypes import RankRequest, ScoreRequest
-from ..dispatch import RewardCore, deadline_from
 from . import codec
 from .guard import Decoder
 

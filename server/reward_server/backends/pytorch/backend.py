@@ -17,8 +17,8 @@ from ..plan import ForwardPlan
 from ..settings import PYTORCH_DEFAULTS, PyTorchSettings
 from .model import TORCH_DTYPES, RewardModel, load_reward_model
 from .scorers import PaddedScorer, choose_scorers
-from .shared_prompt import shared_prefix_refusal, shared_prefix_scores
-from .tensors import on_device, runs_unpadded
+from .shared_prompt import shared_prompt_refusal, shared_prompt_scores
+from .tensors import on_device, runs_unmasked
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class PyTorchBackend(Backend):
     trace of LastPositionScorer (PaddedScorer where the layers do not allow it), or eagerly when tracing
     is off or fails; `forward_plan` says which."""
 
-    supports_shared_prefix = True  # score_shared_prefix: see shared_prompt.py; refused at load where it differs
+    supports_shared_prompt = True  # score_shared_prompt: see shared_prompt.py; refused at load where it differs
 
     def __init__(self, checkpoint: Checkpoint, device: str, dtype: str,
                  settings: PyTorchSettings = PYTORCH_DEFAULTS) -> None:
@@ -49,13 +49,13 @@ class PyTorchBackend(Backend):
         self.traced = scorers.padded.traced
         # Each returns (scores, inputs...): see scorers.InputsKept.
         self._scorer: Any = scorers.padded.run
-        self._unpadded: Any = scorers.unpadded.run if scorers.unpadded else None
+        self._unmasked: Any = scorers.unmasked.run if scorers.unmasked else None
         self._packed: Any = scorers.packed.run if scorers.packed else None
-        self.unpadded_causal = self._unpadded is not None
+        self.unmasked_causal = self._unmasked is not None
         self.packs_batches = self._packed is not None
-        why = shared_prefix_refusal(PaddedScorer(self._model, self.sliding_window), device, self.last_position,
+        why = shared_prompt_refusal(PaddedScorer(self._model, self.sliding_window), device, self.last_position,
                                     tolerance)
-        self.supports_shared_prefix = not why
+        self.supports_shared_prompt = not why
         if why:
             log.info("%s: Rank candidates run whole, not as one shared prompt: %s", checkpoint.folder, why)
 
@@ -80,8 +80,8 @@ class PyTorchBackend(Backend):
         if layout is not None:
             scorer, arrays = self._packed, layout.arrays()
         else:
-            unpadded = self._unpadded is not None and runs_unpadded(batch, self.sliding_window)
-            scorer, arrays = (self._unpadded if unpadded else self._scorer), right_padded(batch)
+            unmasked = self._unmasked is not None and runs_unmasked(batch, self.sliding_window)
+            scorer, arrays = (self._unmasked if unmasked else self._scorer), right_padded(batch)
         inputs = on_device(arrays, self.device)
         with torch.jit.optimized_execution(False):  # no fusion passes: the same kernels, the same digits as eager
             return scorer(*inputs)[0].cpu().tolist()
@@ -92,13 +92,13 @@ class PyTorchBackend(Backend):
             return computed_tokens(lengths)
         return len(lengths) * max(lengths)
 
-    def score_shared_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
+    def score_shared_prompt(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
         """Scores of prefix + each suffix, the prefix computed once and its KV cache reused."""
         self._use_threads()
-        return shared_prefix_scores(self._model, prefix, suffixes, self.device, self.sliding_window,
+        return shared_prompt_scores(self._model, prefix, suffixes, self.device, self.sliding_window,
                                     self.last_position)
 
     def close(self) -> None:
-        del self._model, self._scorer, self._unpadded, self._packed
+        del self._model, self._scorer, self._unmasked, self._packed
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()

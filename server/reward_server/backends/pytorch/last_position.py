@@ -96,20 +96,20 @@ class LastPositionScorer(nn.Module):
     """Scores of a right-padded batch given its 4D mask (like PaddedScorer), the last layer computed
     only at each row's last real position.
 
-    unpadded: for batches whose rows all have the same length, shorter than any sliding window (every
+    unmasked: for batches whose rows all have the same length, shorter than any sliding window (every
     batch of one row, on most models). No mask is built and attention runs as causal (transformers'
     SDPA path with no mask), which lets the attention kernel skip the blocks above the diagonal
     instead of masking them (docs/pytorch-backend.md, "Unmasked batches of one length").
     """
 
-    def __init__(self, reward_model: Any, sliding_window: int | None, unpadded: bool = False) -> None:
+    def __init__(self, reward_model: Any, sliding_window: int | None, unmasked: bool = False) -> None:
         super().__init__()
         self.reward_model = reward_model
         self.sliding_window = sliding_window
-        self.unpadded = unpadded
+        self.unmasked = unmasked
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = None if self.unpadded else padded_causal_mask(attention_mask, self.sliding_window)
+        mask = None if self.unmasked else padded_causal_mask(attention_mask, self.sliding_window)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]  # shared by every row
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         return scores_at_last_positions(self.reward_model, input_ids, mask, positions, rows,

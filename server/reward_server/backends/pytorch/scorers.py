@@ -6,7 +6,7 @@ summed up as a ForwardPlan (reported in metadata, the load log line and a metric
 
 - PaddedScorer: the full forward of a right-padded batch (always available, the reference).
 - LastPositionScorer: the last decoder layer only where the head reads (last_position.py); its
-  `unpadded` form runs batches of one length without a mask.
+  `unmasked` form runs batches of one length without a mask.
 - PackedScorer: inputs of different lengths share rows (packing.py).
 - each of them as a TorchScript trace (`pytorch { torchscript: true }`) or eagerly.
 """
@@ -78,7 +78,7 @@ class Probes:
     @classmethod
     def make(cls, vocab_size: int, one_length_up_to: int | None = None) -> Probes:
         """Rows of different lengths (padded batches); or, given a length, rows of one length up to it
-        (for the unpadded scorer)."""
+        (for the unmasked scorer)."""
         def ids(length: int, seed: int) -> list[int]:
             return synthetic_ids(vocab_size, length, seed)
         if one_length_up_to is None:
@@ -110,12 +110,12 @@ def _probe_difference(scorer: Any, reference: nn.Module, device: str, probes: Pr
 
 
 def last_position_scorer(full: PaddedScorer, device: str, probes: Probes, tolerance: float,
-                         unpadded: bool = False) -> tuple[nn.Module, str]:
+                         unmasked: bool = False) -> tuple[nn.Module, str]:
     """(LastPositionScorer, "") when the backbone's layers allow it and its scores match `full` within
-    `tolerance` on the probe batches (of one length for the unpadded scorer); else (full, why not)."""
+    `tolerance` on the probe batches (of one length for the unmasked scorer); else (full, why not)."""
     if not supports_last_position(full.reward_model.model):
         return full, "decoder layers other than " + ", ".join(LLAMA_SHAPED_LAYERS)
-    candidate = LastPositionScorer(full.reward_model, full.sliding_window, unpadded)
+    candidate = LastPositionScorer(full.reward_model, full.sliding_window, unmasked)
     return _checked(candidate, full, device, probes, tolerance)
 
 
@@ -188,20 +188,20 @@ def serving_form(scorer: nn.Module, settings: PyTorchSettings, device: str, fold
 
 @dataclass(frozen=True)
 class Scorers:
-    """What a loaded version serves with: `padded` for every batch the others do not take, `unpadded`
+    """What a loaded version serves with: `padded` for every batch the others do not take, `unmasked`
     for batches of one length, `packed` for batches that pack (None where refused or switched off)."""
     padded: ServingForm
-    unpadded: ServingForm | None
+    unmasked: ServingForm | None
     packed: ServingForm | None
     last_position: bool  # the padded scorer runs the last layer only where the head reads
 
     @property
     def plan(self) -> ForwardPlan:
-        forms = [form for form in (self.padded, self.unpadded, self.packed) if form is not None]
+        forms = [form for form in (self.padded, self.unmasked, self.packed) if form is not None]
         traced = sum(form.traced for form in forms)
         execution = "traced" if traced == len(forms) else "eager" if not traced else "partly-traced"
         return ForwardPlan("packed" if self.packed else "padded", execution, self.last_position,
-                           self.unpadded is not None)
+                           self.unmasked is not None)
 
 
 def choose_scorers(model: RewardModel, sliding_window: int | None, settings: PyTorchSettings, device: str,
@@ -221,14 +221,14 @@ def choose_scorers(model: RewardModel, sliding_window: int | None, settings: PyT
     if padded.traced:
         log.info("%s on %s: serving a TorchScript trace of the forward (checked against eager)", folder, device)
     # Batches of one length (every batch of one row) skip the mask: see LastPositionScorer.
-    unpadded_form = None
+    unmasked_form = None
     if last_position:
         probes = Probes.make(vocab_size, one_length_up_to=sliding_window or 17)
-        unpadded, why = last_position_scorer(full, device, probes, tolerance, unpadded=True)
-        if unpadded is full:
+        unmasked, why = last_position_scorer(full, device, probes, tolerance, unmasked=True)
+        if unmasked is full:
             log.info("%s: batches of one length run with a mask too: %s", folder, why)
         else:
-            unpadded_form = serving_form(unpadded, settings, device, folder, probes, tolerance, structure=structure)
+            unmasked_form = serving_form(unmasked, settings, device, folder, probes, tolerance, structure=structure)
     # Batches of different lengths share rows where that saves some: see packing.py.
     packed_form = None
     if last_position and settings.packed_batches:
@@ -238,4 +238,4 @@ def choose_scorers(model: RewardModel, sliding_window: int | None, settings: PyT
         else:
             packed_form = serving_form(scorer, settings, device, folder, Probes.packing(vocab_size), tolerance,
                                        packed_tensors, structure)
-    return Scorers(padded, unpadded_form, packed_form, last_position)
+    return Scorers(padded, unmasked_form, packed_form, last_position)

@@ -36,7 +36,7 @@ def run_layers(backbone: nn.Module, layers: Sequence[nn.Module], input_ids: torc
                start: int, cache: DynamicCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`layers` over input_ids at positions start, start + 1, ... after the cache's keys and values
     (to which theirs are appended); mask: [batch, 1, length, start + length], or None for causal
-    attention over a cache-less, unpadded batch. Returns the hidden states and the rotary cos, sin of
+    attention over a cache-less batch of one length. Returns the hidden states and the rotary cos, sin of
     those positions."""
     hidden = backbone.embed_tokens(input_ids)
     positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)[None]
@@ -48,7 +48,7 @@ def run_layers(backbone: nn.Module, layers: Sequence[nn.Module], input_ids: torc
 
 
 @torch.inference_mode()
-def shared_prefix_scores(model: RewardModel, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], device: str,
+def shared_prompt_scores(model: RewardModel, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], device: str,
                          sliding_window: int | None, last_position: bool) -> list[float]:
     """One score per `prefix + suffix`; every suffix holds at least one token (the score is read there).
     last_position: the backbone's layers are Llama-shaped and the last one runs only where it is read."""
@@ -77,8 +77,8 @@ def shared_prefix_scores(model: RewardModel, prefix: Sequence[int], suffixes: Se
     return model.score(backbone.norm(pooled)).squeeze(-1).float().cpu().tolist()
 
 
-def shared_prefix_refusal(full: PaddedScorer, device: str, last_position: bool, tolerance: float) -> str:
-    """Why shared_prefix_scores cannot serve this model ("" when it can): it runs the decoder layers one by
+def shared_prompt_refusal(full: PaddedScorer, device: str, last_position: bool, tolerance: float) -> str:
+    """Why shared_prompt_scores cannot serve this model ("" when it can): it runs the decoder layers one by
     one, so it needs layers that return a tensor, embeddings used as embed_tokens gives them and one mask
     for every layer; checked on a probe (a prefix past any short window, suffixes of different lengths)
     against the full forward of each whole sequence."""
@@ -88,7 +88,7 @@ def shared_prefix_refusal(full: PaddedScorer, device: str, last_position: bool, 
     prefix = [(5 + 7 * i) % vocab_size for i in range(min((full.sliding_window or 12) + 5, 40))]
     suffixes = [[(11 + 3 * i) % vocab_size for i in range(length)] for length in (1, 4, 9)]
     try:
-        got = shared_prefix_scores(full.reward_model, prefix, suffixes, device, full.sliding_window, last_position)
+        got = shared_prompt_scores(full.reward_model, prefix, suffixes, device, full.sliding_window, last_position)
     except Exception as e:  # a layer the loop above cannot drive
         return f"{type(e).__name__}: {e}"
     with torch.inference_mode():

@@ -30,7 +30,7 @@ def packed_tensors(batch: Sequence[Sequence[int]], device: str) -> tuple[torch.T
     return on_device(layout.arrays(), device)
 
 
-def runs_unpadded(batch: Sequence[Sequence[int]], sliding_window: int | None) -> bool:
-    """Whether a batch may take the unpadded scorer: rows of one length, inside any sliding window."""
+def runs_unmasked(batch: Sequence[Sequence[int]], sliding_window: int | None) -> bool:
+    """Whether a batch may take the unmasked scorer: rows of one length, inside any sliding window."""
     length = len(batch[0])
     return all(len(row) == length for row in batch) and not (sliding_window and length > sliding_window)

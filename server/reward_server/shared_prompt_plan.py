@@ -1,4 +1,6 @@
-"""Which Rank candidates can share a prompt's computation: the longest token prefix common to all.
+"""The shared-prompt plan: which Rank candidates can share a prompt's computation, the longest token
+prefix common to all. The core plans here; a backend that declares `supports_shared_prompt` computes
+the group (PyTorch: backends/pytorch/shared_prompt.py).
 
 The prefix is taken from the encoded candidates themselves, not from the prompt tokenized alone: a
 prompt format or tokenizer that merges tokens across the prompt/response boundary, left truncation
@@ -17,7 +19,7 @@ MIN_SHARED_TOKENS = 32
 
 
 @dataclass(frozen=True)
-class SharedPrefix:
+class SharedPromptGroup:
     prefix: tuple[int, ...]
     suffixes: tuple[tuple[int, ...], ...]  # one per candidate, each at least one token
 
@@ -32,7 +34,8 @@ class SharedPrefix:
         return len(self.prefix) + len(self.suffixes) * max(len(suffix) for suffix in self.suffixes)
 
 
-def plan_shared_prefix(sequences: Sequence[tuple[int, ...]], min_shared: int = MIN_SHARED_TOKENS) -> SharedPrefix | None:
+def plan_shared_prompt(sequences: Sequence[tuple[int, ...]],
+                       min_shared: int = MIN_SHARED_TOKENS) -> SharedPromptGroup | None:
     """The common prefix and each sequence's rest, or None when fewer than 2 sequences or the prefix is short.
     The prefix stops one token before the end of the shortest sequence: the score is read at a suffix's last token."""
     if len(sequences) < 2:
@@ -41,4 +44,4 @@ def plan_shared_prefix(sequences: Sequence[tuple[int, ...]], min_shared: int = M
     common = min(common, min(len(ids) for ids in sequences) - 1)
     if common < min_shared:
         return None
-    return SharedPrefix(tuple(sequences[0][:common]), tuple(tuple(ids[common:]) for ids in sequences))
+    return SharedPromptGroup(tuple(sequences[0][:common]), tuple(tuple(ids[common:]) for ids in sequences))

@@ -1,5 +1,11 @@
-"""The core of a request: resolve (model, version), encode off the event loop, queue on the batcher,
-reassemble one result per input. Rank scores its candidates and orders them (ties: lower index first)."""
+"""The protocol-neutral data plane: every front (RewardService's servicer, the KServe v2 gRPC front via
+kserve/service.py, the HTTP front) translates its wire format into calls on one RewardCore.
+
+The request path through it: refuse when draining or over the item limit, resolve (model, version) and
+hold a lease on it, encode (inline when small, else on the encode pool), compute identical inputs once,
+queue the distinct inputs on the batcher (or one shared-prompt group for a Rank of one prompt and N
+responses), reassemble one result per input in request order. Rank orders the scores (ties: lower
+index first)."""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from .encoding import candidate_conversations
 from .errors import InvalidArgument, ModelLoadFailed, Unavailable
 from .repository import LoadedVersion, ModelRepository
 from .request_record import current_request
-from .shared_prefix import plan_shared_prefix
+from .shared_prompt_plan import plan_shared_prompt
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ class RewardCore:
         self.draining = False
 
     async def _score_inputs(
-        self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None, share_prefix: bool = False
+        self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None, share_prompt: bool = False
     ) -> tuple[str, int, tuple[ScoreResult, ...]]:
         if self.draining:
             raise Unavailable("server is shutting down")
@@ -69,7 +75,7 @@ class RewardCore:
             # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
             # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
             unique = list(dict.fromkeys(e.ids for e in encoded))
-            scored = await self._compute(loaded, unique, deadline, share_prefix)
+            scored = await self._compute(loaded, unique, deadline, share_prompt)
         computed = dict(zip(unique, scored))
         if record is not None:
             record.tokens = sum(len(ids) for ids in unique)
@@ -80,11 +86,11 @@ class RewardCore:
 
     @staticmethod
     async def _compute(loaded: LoadedVersion, unique: list[tuple[int, ...]], deadline: float | None,
-                       share_prefix: bool) -> list[Scored]:
+                       share_prompt: bool) -> list[Scored]:
         """The distinct inputs' scores: as one shared-prompt group when they share a long enough prefix
         and the backend can reuse its KV cache, else as inputs of the dynamic batcher."""
         loop = asyncio.get_running_loop()
-        group = plan_shared_prefix(unique) if share_prefix else None
+        group = plan_shared_prompt(unique) if share_prompt else None
         future = loaded.submit_shared(group, deadline, loop) if group else None
         if future is not None and group is not None:
             log.debug("%s/%d: shared-prompt group: %d prefix tokens, %d candidates", loaded.name, loaded.version,
@@ -103,7 +109,7 @@ class RewardCore:
         shared = isinstance(items, Candidates)  # one prompt, N responses: the prompt may be computed once
         inputs = candidate_conversations(items) if isinstance(items, Candidates) else items
         name, version, results = await self._score_inputs(request.model, request.version, inputs, deadline,
-                                                          share_prefix=shared)
+                                                          share_prompt=shared)
         rank, order = rank_of([r.score for r in results])
         return RankResponse(name, version, results, rank, order)
 
