@@ -228,16 +228,22 @@ def test_oversize_bursts_leave_no_lasting_memory_when_repeated(demo_process):
     baseline = demo_process.memory_rss_bytes()
     payload = score_bytes(model="demo", inputs=[pb.ScoreInput(text="x" * (8 * MIB))])
     options = [("grpc.max_send_message_length", 64 * MIB)]
+    growths = []
     with grpc.insecure_channel(demo_process.target, options=options) as ch:
-        for _ in range(2):
+        for _ in range(3):
             with ThreadPoolExecutor(32) as pool:
                 codes = set(pool.map(lambda _: raw_call(ch, "Score", payload)[0], range(48)))
             assert codes == {grpc.StatusCode.INVALID_ARGUMENT}
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and demo_process.memory_rss_bytes() - baseline > 128 * MIB:
+            while time.monotonic() < deadline and demo_process.memory_rss_bytes() - baseline > 96 * MIB:
                 time.sleep(0.25)
-            growth = demo_process.memory_rss_bytes() - baseline
-            assert growth < 128 * MIB, f"RSS stayed {growth / MIB:.0f} MiB above its floor after a 384 MiB burst"
+            growths.append(demo_process.memory_rss_bytes() - baseline)
+    # Without the trim each 384 MiB burst left most of itself behind, more after each burst. Allocator
+    # fragmentation may keep part of one burst (how much depends on what ran before): the bound is half a
+    # burst, and the floor must not rise from burst to burst.
+    shown = ", ".join(f"{g / MIB:.0f}" for g in growths)
+    assert max(growths) < 192 * MIB, f"RSS stayed {shown} MiB above its floor after each 384 MiB burst"
+    assert growths[2] < growths[0] + 64 * MIB, f"the floor rose burst after burst: {shown} MiB"
     assert_serves_demo(demo_process.target)
 
 

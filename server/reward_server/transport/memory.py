@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # At most one trim per this many seconds: a stream of large requests trims once per interval.
 TRIM_INTERVAL_S = 1.0
+# A trim waits this long after the latest large request ended: the request's own buffers (its bytes,
+# gRPC's receive buffers, the handler's frames) are freed only after the guard has seen it end, and a
+# trim that ran before they were would leave them in malloc's arenas until the next large request.
+SETTLE_S = 0.2
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -40,29 +44,41 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 class AllocatorTrim:
-    """`after_large_request()` schedules gc.collect() and malloc_trim(0) on a thread, at most once per
-    TRIM_INTERVAL_S; a request that ends while one is scheduled joins it."""
+    """`after_large_request()` schedules gc.collect() and malloc_trim(0) on a thread: SETTLE_S after the
+    latest large request ended (a burst is trimmed once, after its last request), at most TRIM_INTERVAL_S
+    after the first one (a steady stream of large requests is trimmed once per interval), and never twice
+    within TRIM_INTERVAL_S."""
 
-    def __init__(self, interval_s: float = TRIM_INTERVAL_S) -> None:
+    def __init__(self, interval_s: float = TRIM_INTERVAL_S, settle_s: float = SETTLE_S) -> None:
         self._trim = _malloc_trim()
         self._interval = interval_s
+        self._settle = settle_s
         self._lock = threading.Lock()
         self._pending = False
+        self._first = self._due = float("-inf")
         self._last = float("-inf")
 
     def after_large_request(self) -> None:
         with self._lock:
+            now = time.monotonic()
+            self._due = now + self._settle
             if self._pending:
                 return
             self._pending = True
+            self._first = now
         threading.Thread(target=self._run, name="malloc-trim", daemon=True).start()
 
+    def _run_at(self) -> float:
+        return max(min(self._due, self._first + self._interval), self._last + self._interval)
+
     def _run(self) -> None:
-        wait = self._last + self._interval - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)  # later requests of the same burst end meanwhile: one trim covers them
-        with self._lock:
-            self._pending = False
+        while True:
+            with self._lock:
+                wait = self._run_at() - time.monotonic()
+                if wait <= 0:
+                    self._pending = False  # a request ending from now on schedules the next trim
+                    break
+            time.sleep(wait)
         started = time.monotonic()
         gc.collect()
         if self._trim is not None:
