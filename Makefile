@@ -61,4 +61,4 @@ stubs: $(STAMP)
 	$(PY) tools/generate_protos.py
 
 demo-model: $(STAMP)
-	$(PY) -m reward_server.tiny_models $(REPO)
+	$(PY) -m reward_server.offline.tiny_models $(REPO)

@@ -12,8 +12,8 @@ import platform
 import tempfile
 from pathlib import Path
 
-from .report import plot, table
-from .suite import SHAPES, SuiteOptions, run_suite
+from bench.report import plot, table
+from bench.suite import SHAPES, SuiteOptions, run_suite
 
 
 def device_name() -> str:

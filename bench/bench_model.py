@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from reward_server.offline.tiny_models import TinyShape, write_tiny_checkpoint
 from reward_server.repository.config import RewardDefaults, config_pbtxt
-from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
 
 SHAPE = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
                   num_key_value_heads=4, max_position_embeddings=1024)

@@ -16,11 +16,10 @@ import asyncio
 import statistics
 from pathlib import Path
 
+from bench.suite import ROOT, SuiteOptions, drive
+from bench.workloads import score_workload
+from reward_server.server import build_server
 from reward_server.settings import ServerSettings
-from reward_server.transport import build_server
-
-from .suite import ROOT, SuiteOptions, drive
-from .workloads import score_workload
 
 DEMO = ROOT / "model_repository"
 

@@ -19,12 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.suite import BENCH_SHAPE, ROOT, SuiteOptions, drive, make_workload
+from reward_server.offline.tiny_models import write_tiny_checkpoint
 from reward_server.repository.config import RewardDefaults, config_pbtxt
+from reward_server.server import build_server
 from reward_server.settings import ServerSettings
-from reward_server.tiny_models import write_tiny_checkpoint
-from reward_server.transport import build_server
-
-from .suite import BENCH_SHAPE, ROOT, SuiteOptions, drive, make_workload
 
 
 async def serve_once(count: int, threads: int, concurrency: int, options: SuiteOptions) -> float:

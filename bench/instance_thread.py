@@ -1,7 +1,7 @@
 """Benchmark work on a served model instance's own thread, between its batches.
 
 Why there: torch's OpenMP gives each thread that computes a team of its own, and more teams than
-CPUs slow every forward (reward_server/openmp.py), so the naive peer's and the floor's reference
+CPUs slow every forward (reward_server/runtime/openmp.py), so the naive peer's and the floor's reference
 forwards run on the thread where the served ones do. Such work counts in no batch statistic of the
 instance (a failure counts as a failed batch, as any error on that thread does).
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from reward_server.batching import AloneTask, DynamicBatcher
+from reward_server.runtime.batching import AloneTask, DynamicBatcher
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,10 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from bench.load import closed_loop
+from bench.suite import ROOT, WORKLOAD_MODEL, SuiteOptions, make_workload, write_repository
 from reward_api.v1 import reward_pb2, reward_pb2_grpc
-from reward_server.kserve import encode_bytes_raw
-
-from .load import closed_loop
-from .suite import ROOT, WORKLOAD_MODEL, SuiteOptions, make_workload, write_repository
+from reward_server.fronts.kserve import encode_bytes_raw
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +177,8 @@ async def drive_protocol(protocol: str, target: str, http_target: str | None, mo
 async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, ...], concurrency: int,
                        rounds: int, protocols: tuple[str, ...] = ("grpc", "http")) -> dict:
     """`rounds` rounds per workload of Score then each of `protocols` (keys of PROTOCOLS)."""
+    from reward_server.server import build_server
     from reward_server.settings import ServerSettings
-    from reward_server.transport import build_server
 
     measured = tuple(PROTOCOLS[p] for p in protocols)
     write_repository(repo, options)
@@ -257,8 +256,8 @@ def perf_analyzer_input(path: Path, chat: list[dict]) -> Path:
 
 async def perf_analyzer_runs(binary: str, options: SuiteOptions, repo: Path, protocols: tuple[str, ...],
                              concurrency: tuple[int, ...], window_ms: int) -> list[dict]:
+    from reward_server.server import build_server
     from reward_server.settings import ServerSettings
-    from reward_server.transport import build_server
 
     write_repository(repo, options)
     running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=None))

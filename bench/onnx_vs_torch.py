@@ -25,9 +25,9 @@ from pathlib import Path
 from bench_model import SHAPE, write_bench_model
 
 from reward_client import AsyncRewardClient
-from reward_server.openmp import on_passing_thread
+from reward_server.runtime.openmp import on_passing_thread
+from reward_server.server import build_server
 from reward_server.settings import ServerSettings
-from reward_server.transport import build_server
 
 
 def workload(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
@@ -72,12 +72,12 @@ async def run(args: argparse.Namespace) -> dict:
     from reward_server.backends.ort_session import OnnxRuntimeBackend
     from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.checkpoint import read_checkpoint
-    from reward_server.onnx_export import export_version
+    from reward_server.offline.onnx_export import export_version
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         # Torch work before serving runs on threads that end with it: an OpenMP team left on this thread
-        # would slow the served forwards beside it (reward_server/openmp.py).
+        # would slow the served forwards beside it (reward_server/runtime/openmp.py).
         on_passing_thread(lambda: (write_bench_model(repo, "rm"), export_version(repo, "rm")), "bench-setup")
         sequences = workload(args.requests, SHAPE.vocab_size)
         torch_ckpt = read_checkpoint(repo / "rm" / "1")

@@ -5,7 +5,7 @@
 Each round starts two fresh processes. Both load the bench's `rm` model and time batch-1 forwards over
 `mixed`'s lengths from a worker thread (as a batcher does). In `lingering` the loading thread is the
 main thread, which lives on with the OpenMP team it made while loading. In `passing` the model is
-loaded on a thread that exits before the forwards: the server's way (reward_server/openmp.py).
+loaded on a thread that exits before the forwards: the server's way (reward_server/runtime/openmp.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def child(mode: str) -> None:
 
     from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.checkpoint import read_checkpoint
-    from reward_server.openmp import on_passing_thread
-    from reward_server.tiny_models import write_tiny_checkpoint
+    from reward_server.offline.tiny_models import write_tiny_checkpoint
+    from reward_server.runtime.openmp import on_passing_thread
 
     rng = random.Random(0)
     sequences = [[rng.randrange(5, SHAPE.vocab_size) for _ in range(rng.randint(16, 1024))] for _ in range(24)]

@@ -47,9 +47,9 @@ import types
 from contextlib import nullcontext
 from pathlib import Path
 
-from .load import closed_loop
-from .suite import ROOT, SuiteOptions, write_repository
-from .workloads import score_workload
+from bench.load import closed_loop
+from bench.suite import ROOT, SuiteOptions, write_repository
+from bench.workloads import score_workload
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,8 @@ async def side_by_side(args: argparse.Namespace, root: Path) -> dict:
 
 async def _measure(args: argparse.Namespace, repo: Path, their_url: str) -> dict:
     from reward_server.datatypes import Text
+    from reward_server.server import build_server
     from reward_server.settings import ServerSettings
-    from reward_server.transport import build_server
 
     folder = repo / "rm" / "1"
     running, _ = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=0))

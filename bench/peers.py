@@ -4,7 +4,7 @@
   requests. It reuses the server's servicer, codec, encoder and backend (the same ids, the same model),
   and replaces only the core: each request is encoded and run alone, one at a time, on the model
   instance's thread (a card's model object behind a web handler; the thread the server's own forwards
-  use, so that no second OpenMP team slows either: see reward_server/openmp.py), never on the event loop.
+  use, so that no second OpenMP team slows either: see reward_server/runtime/openmp.py), never on the event loop.
 - BareServicer: answers Score with zeros without a model: the ceiling of grpc.aio itself.
 """
 
@@ -16,6 +16,7 @@ from functools import partial
 import grpc
 import grpc.aio
 
+from bench.instance_thread import run_alone
 from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
 from reward_server.core import rank_of
@@ -28,11 +29,9 @@ from reward_server.datatypes import (
     ScoreResponse,
     ScoreResult,
 )
-from reward_server.encoding import candidate_conversations
+from reward_server.fronts.grpc.servicer import RewardServicer
 from reward_server.repository import ModelRepository
-from reward_server.transport.servicer import RewardServicer
-
-from .instance_thread import run_alone
+from reward_server.runtime.encoding import candidate_conversations
 
 
 class NaiveCore:

@@ -23,7 +23,7 @@ import torch
 from reward_server.backends.pytorch import PyTorchBackend
 from reward_server.backends.settings import PyTorchSettings
 from reward_server.checkpoint import read_checkpoint
-from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
+from reward_server.offline.tiny_models import TinyShape, write_tiny_checkpoint
 
 # (label, dtype, last_position_only); the first is the reference
 RUNS = [("float32", "float32", True), ("float32, full last layer", "float32", False),

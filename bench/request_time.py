@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.load import SENT_AT_KEY
+from bench.peers import BareServicer, start_grpc
+from bench.suite import SuiteOptions, drive, make_workload, write_repository
+from reward_server.fronts.grpc.servicer import RewardServicer
+from reward_server.server import build_server
 from reward_server.settings import ServerSettings
-from reward_server.transport import build_server
-from reward_server.transport.servicer import RewardServicer
-
-from .load import SENT_AT_KEY
-from .peers import BareServicer, start_grpc
-from .suite import SuiteOptions, drive, make_workload, write_repository
 
 # (sent_at, handler start, handler end) of every stamped Score call, both servers.
 CALLS: list[tuple[float, float, float]] = []

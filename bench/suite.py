@@ -18,16 +18,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from bench import profiling
+from bench.floor import GPU_EXTRA_BUDGETS, TOKEN_BUDGETS, measure_floor, shape_rate
+from bench.instance_thread import run_alone
+from bench.peers import BareServicer, start_grpc, start_naive_peer
+from bench.workloads import Workload, rank_workload, score_workload
+from reward_server.offline.tiny_models import TinyShape, write_tiny_checkpoint
 from reward_server.repository.config import RewardDefaults, config_pbtxt
+from reward_server.server import RewardServer, build_server
 from reward_server.settings import ServerSettings
-from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
-from reward_server.transport import RewardServer, build_server
-
-from . import profiling
-from .floor import GPU_EXTRA_BUDGETS, TOKEN_BUDGETS, measure_floor, shape_rate
-from .instance_thread import run_alone
-from .peers import BareServicer, start_grpc, start_naive_peer
-from .workloads import Workload, rank_workload, score_workload
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +240,7 @@ def non_embedding_params(backend) -> int | None:
 
 async def on_instance_thread(instance, work):
     """work() on the served instance's own thread, where its forwards run (one OpenMP team: see
-    reward_server/openmp.py), between its batches."""
+    reward_server/runtime/openmp.py), between its batches."""
     return await asyncio.wrap_future(run_alone(instance, work))
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from reward_server.datatypes import Candidates, Conversation, Message
-from reward_server.encoding import InputEncoder, candidate_conversations
-from reward_server.tiny_models import CORPUS
+from reward_server.offline.tiny_models import CORPUS
+from reward_server.runtime.encoding import InputEncoder, candidate_conversations
 
 WORDS = " ".join(CORPUS).split()
 

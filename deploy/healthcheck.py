@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from reward_server.cli import build_parser
-from reward_server.transport.server import READY_SERVICE_NAME
+from reward_server.server import READY_SERVICE_NAME
 
 ANY_ADDRESS = ("[::]", "::", "0.0.0.0", "")
 

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from reward_server.tiny_models import TinyShape, write_tiny_checkpoint  # noqa: E402
+from reward_server.offline.tiny_models import TinyShape, write_tiny_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +35,7 @@ def seed_originals(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def seed_repository(seed_originals, tmp_path_factory) -> Path:
     """Every seed family imported into one repository, scoring in fp32. Tests must not modify it."""
-    from reward_server.importers import import_checkpoint
+    from reward_server.offline.importers import import_checkpoint
 
     repo = tmp_path_factory.mktemp("seed_repo")
     for name, (folder, _) in seed_originals.items():

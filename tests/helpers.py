@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from reward_server.server import RewardServer, build_server
 from reward_server.settings import ServerSettings
-from reward_server.transport import RewardServer, build_server
 
 CHAT_1 = [{"role": "user", "content": "Hello! What's your name?"},
           {"role": "assistant", "content": "My name is InternLM2! A helpful AI assistant. What can I do for you?"}]

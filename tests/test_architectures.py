@@ -18,8 +18,8 @@ import torch
 
 from helpers import random_chat, serve_repo
 from reward_client import RewardClient
-from reward_server.importers import import_checkpoint
-from reward_server.tiny_models import train_tokenizer
+from reward_server.offline.importers import import_checkpoint
+from reward_server.offline.tiny_models import train_tokenizer
 
 RELATIVE = 1e-5
 WINDOW = 8  # tokens; the random chats run to ~80

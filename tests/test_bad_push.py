@@ -155,8 +155,8 @@ def test_reloads_trace_no_new_torchscript_graphs_and_each_model_scores_with_its_
     the new weights, never trace (and keep) another one."""
     from torch.jit._state import _python_cu
 
+    from reward_server.offline.tiny_models import write_tiny_checkpoint
     from reward_server.repository import ModelRepository
-    from reward_server.tiny_models import write_tiny_checkpoint
 
     other = write_tiny_checkpoint(tmp_path / "other-weights", seed=3)  # the same structure, other weights
     for name, checkpoint in (("a", tiny_checkpoint), ("b", other)):

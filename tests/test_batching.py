@@ -13,9 +13,9 @@ from bench.instance_thread import run_alone
 
 from reward_server.backends import Backend
 from reward_server.backends.pytorch import PyTorchBackend
-from reward_server.batching import DynamicBatcher
 from reward_server.checkpoint import read_checkpoint
 from reward_server.errors import BackendFailure, DeadlineExceeded, ResourceExhausted, Unavailable
+from reward_server.runtime.batching import DynamicBatcher
 
 
 class Recording(Backend):

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from reward_server.batch_policy import ALONE, BatchPolicy, expired
+from reward_server.runtime.batch_policy import ALONE, BatchPolicy, expired
 
 
 def test_size_ready_is_max_batch_size_when_the_queue_holds_a_full_batch():

@@ -17,7 +17,7 @@ from bench.workloads import rank_workload, score_workload
 
 from helpers import CHAT_1, CHAT_2, add_model, random_chat, serve_repo
 from reward_client import RewardClient
-from reward_server.tiny_models import TinyShape
+from reward_server.offline.tiny_models import TinyShape
 
 
 def test_naive_peer_scores_equal_server_when_same_inputs(tiny_checkpoint, tmp_path):

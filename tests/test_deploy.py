@@ -40,7 +40,7 @@ from reward_client import RewardClient, UnavailableError
 from reward_client._calls import READY_SERVICE
 from reward_server.cli import build_parser
 from reward_server.metrics import ServerMetrics
-from reward_server.transport.server import READY_SERVICE_NAME
+from reward_server.server import READY_SERVICE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"

@@ -169,7 +169,7 @@ def test_client_splits_a_large_batch_into_chunks_over_every_replica_in_order(rep
 def test_client_sends_no_new_calls_to_a_replica_when_its_health_is_not_serving(replicas):
     from grpc_health.v1 import health_pb2
 
-    from reward_server.transport.server import READY_SERVICE_NAME
+    from reward_server.server import READY_SERVICE_NAME
 
     chat = random_chat(random.Random(5))
     with RewardClient([s.target for s in replicas], model="tiny") as client:

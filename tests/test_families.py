@@ -17,7 +17,7 @@ from helpers import random_chat, serve_repo
 from reference_forward import internlm2_score, llama_score
 from reward_client import RewardClient
 from reward_server.datatypes import Conversation, Message
-from reward_server.importers import import_checkpoint
+from reward_server.offline.importers import import_checkpoint
 
 TOLERANCE = 1e-4
 PROBES = {

@@ -12,7 +12,7 @@ import pytest
 from helpers import add_model, config_text, serve_repo
 from reward_client import RewardClient
 from reward_server.backends import Backend, ForwardPlan
-from reward_server.onnx_export import export_version
+from reward_server.offline.onnx_export import export_version
 
 DEFAULT = "packed+traced+last-position+unmasked"
 CONFIGS = {  # model name -> (pytorch block, the forward it must report)
@@ -90,7 +90,7 @@ def test_backend_default_plan_names_the_class_when_a_backend_describes_none():
 
 
 def test_synthetic_batch_rows_differ_and_stay_in_the_vocabulary_when_the_vocabulary_is_small():
-    from reward_server.synthetic_ids import synthetic_batch
+    from reward_server.runtime.synthetic_ids import synthetic_batch
 
     batch = synthetic_batch(5, [4, 4, 3])
     assert [len(row) for row in batch] == [4, 4, 3]

@@ -88,7 +88,7 @@ def test_malformed_requests_log_one_short_line_without_traceback_when_many_arriv
             code, _, _ = raw_call(ch, METHODS[index % len(METHODS)], BROKEN["random-bytes"])
             assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert_serves(server.target)
-    about = [r for r in caplog.records if r.name == "reward_server.transport.guard"]
+    about = [r for r in caplog.records if r.name == "reward_server.fronts.grpc.guard"]
     assert len(about) == 1, [r.getMessage() for r in about]
     assert about[0].exc_info is None and len(about[0].getMessage()) < 200
     assert not any(r.exc_info for r in caplog.records)

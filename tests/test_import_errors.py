@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from originals import write_internlm2, write_starling, write_ziya
 from reward_server.errors import ImportRefused
-from reward_server.importers import import_checkpoint
+from reward_server.offline.importers import import_checkpoint
 
 
 def snapshot(root: Path) -> list[str]:

@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from helpers import CHAT_1, CHAT_2, add_model, config_text, serve_repo
 from reward_client import RewardClient
-from reward_server.kserve import EXTENSIONS, encode_bytes_raw
+from reward_server.fronts.kserve import EXTENSIONS, encode_bytes_raw
 
 TEXTS = ["The reward model reads this text.", "A second, longer text to score, with more words in it."]
 TOKENS = [[5, 9, 13, 2, 7], [3, 4], [11, 12, 13]]

@@ -437,7 +437,7 @@ def test_http_mutual_tls_admits_a_client_certificate_of_the_ca_and_refuses_none(
 def test_build_server_refuses_to_start_when_the_http_port_is_taken(repo):
     import socket
 
-    from reward_server.transport import StartupError
+    from reward_server.server import StartupError
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -450,7 +450,7 @@ def test_http_package_imports_first_when_nothing_else_is_loaded():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "import reward_server.http"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", "import reward_server.fronts.http"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import random_chat, serve_repo
 from reward_client import RewardClient
 from reward_server.errors import ExportRefused
-from reward_server.onnx_export import export_version
+from reward_server.offline.onnx_export import export_version
 
 FAMILIES = ["internlm2", "ziya", "starling", "mistral"]
 TOLERANCE = 1e-4

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from helpers import add_model, config_text
-from reward_server.openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
 from reward_server.repository.config import parse_model_config
 from reward_server.repository.loader import load_version, with_cpu_threads_shared
+from reward_server.runtime.openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
 
 
 def os_thread_ids() -> set[str]:

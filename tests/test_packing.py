@@ -13,8 +13,8 @@ import pytest
 from reward_server.backends.packing import computed_tokens, packed, packed_rows
 from reward_server.backends.pytorch import PyTorchBackend
 from reward_server.backends.settings import PyTorchSettings
-from reward_server.batching import DynamicBatcher
 from reward_server.checkpoint import read_checkpoint
+from reward_server.runtime.batching import DynamicBatcher
 from test_serving_forward import plain_forward_scores, tiny_architecture
 
 

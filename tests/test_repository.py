@@ -12,7 +12,7 @@ from reference import close
 from reward_client import RewardClient
 from reward_server.errors import ConfigError
 from reward_server.repository.config import parse_model_config
-from reward_server.transport import StartupError
+from reward_server.server import StartupError
 
 
 def write_config(tmp_path, text: str, name: str = "m"):

@@ -139,8 +139,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_import_and_export_refuse_a_model_folder_that_is_a_symlink_and_write_nothing_outside(
         tiny_checkpoint, tmp_path):
-    from reward_server.importers import import_checkpoint
-    from reward_server.onnx_export import export_version
+    from reward_server.offline.importers import import_checkpoint
+    from reward_server.offline.onnx_export import export_version
 
     repo, outside = tmp_path / "repo", tmp_path / "outside"
     add_model(outside, "evil", tiny_checkpoint, config_text("evil"))

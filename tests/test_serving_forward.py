@@ -22,9 +22,9 @@ from reward_server.backends.pytorch import PyTorchBackend
 from reward_server.backends.settings import PyTorchSettings
 from reward_server.checkpoint import read_checkpoint
 from reward_server.datatypes import Conversation, Message, Text, TokenIds
-from reward_server.encoding import InputEncoder
 from reward_server.formats import make_format
-from reward_server.tiny_models import TinyShape, write_tiny_checkpoint
+from reward_server.offline.tiny_models import TinyShape, write_tiny_checkpoint
+from reward_server.runtime.encoding import InputEncoder
 
 
 def plain_forward_scores(backend: PyTorchBackend, batch: list[list[int]]) -> list[float]:

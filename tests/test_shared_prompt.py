@@ -12,8 +12,8 @@ import pytest
 
 from helpers import WORDS, add_model, config_text, serve_repo
 from reward_client import RewardClient
-from reward_server.batching import GroupTask
-from reward_server.shared_prompt_plan import MIN_SHARED_TOKENS, plan_shared_prompt
+from reward_server.runtime.batching import GroupTask
+from reward_server.runtime.shared_prompt_plan import MIN_SHARED_TOKENS, plan_shared_prompt
 
 TOLERANCE = 1e-4
 

@@ -14,8 +14,8 @@ from originals import MISTRAL_TEMPLATE
 from reward_client import RewardClient
 from reward_server.errors import InvalidArgument, LoadError
 from reward_server.formats.sandbox import BoundedChatTemplate, RenderBounds
-from reward_server.tiny_models import CHAT_TEMPLATE, train_tokenizer
-from reward_server.transport import StartupError
+from reward_server.offline.tiny_models import CHAT_TEMPLATE, train_tokenizer
+from reward_server.server import StartupError
 
 NESTED_RANGES = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ bos_token }}"
 # Fine on a short conversation, quadratic in the length of a message.

@@ -7,7 +7,7 @@ import time
 
 from helpers import add_model, config_text, serve_repo
 from reward_server.repository.config import parse_model_config
-from reward_server.tuning import BUDGETS, tune_token_budget
+from reward_server.runtime.tuning import BUDGETS, tune_token_budget
 
 
 def cliff_device(batch):

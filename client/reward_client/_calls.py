@@ -17,7 +17,7 @@ from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, Score
 T = TypeVar("T")
 
 SERVICE = "reward_api.v1.RewardService"
-# The server's readiness health name (reward_server.transport.server.READY_SERVICE_NAME).
+# The server's readiness health name (reward_server.server.READY_SERVICE_NAME).
 READY_SERVICE = "reward.ready"
 
 # Calls are spread over every address of the target with gRPC's round_robin policy. Only UNAVAILABLE

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from reward_server import __version__
 
 log = logging.getLogger("reward_server")
 
@@ -21,8 +21,8 @@ DEFAULT_LOG_LEVEL = "INFO"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .settings import settings_from_options
-    from .transport import StartupError, serve
+    from reward_server.server import StartupError, serve
+    from reward_server.settings import settings_from_options
 
     try:
         settings = settings_from_options(vars(args), os.environ)
@@ -38,8 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .errors import ImportRefused
-    from .importers import import_checkpoint
+    from reward_server.errors import ImportRefused
+    from reward_server.offline.importers import import_checkpoint
 
     try:
         folder, version = import_checkpoint(
@@ -54,8 +54,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .errors import ExportRefused
-    from .onnx_export import export_version
+    from reward_server.errors import ExportRefused
+    from reward_server.offline.onnx_export import export_version
 
     try:
         folder, version = export_version(Path(args.repository), args.model, version=args.version, fp16=args.fp16,
@@ -83,7 +83,7 @@ _METAVARS: dict[type, str] = {int: "N", float: "SECONDS", str: "TEXT", Path: "PA
 def add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
     """The flags of `serve`, one per option declared in settings.ServerSettings. With `environ`, an
     option whose variable is set defaults to it (parsed, and refused if bad, when settings are built)."""
-    from .settings import env_defaults, serve_options
+    from reward_server.settings import env_defaults, serve_options
 
     env = env_defaults(environ or {})
     for opt in serve_options():
@@ -130,7 +130,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     add_serve_options(serve, environ)
     serve.set_defaults(run=_serve)
 
-    from .importers import DTYPES, FAMILIES
+    from reward_server.offline.importers import DTYPES, FAMILIES
 
     imp = commands.add_parser("import", parents=[after], help="import an original reward-model checkpoint as a new model version",
                               description="Convert a checkpoint in its authors' layout (local folder or hub id) into "

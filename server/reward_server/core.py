@@ -1,5 +1,5 @@
 """The protocol-neutral data plane: every front (RewardService's servicer, the KServe v2 gRPC front via
-kserve/service.py, the HTTP front) translates its wire format into calls on one RewardCore.
+fronts/kserve/service.py, the HTTP front) translates its wire format into calls on one RewardCore.
 
 The request path through it: refuse when draining or over the item limit, resolve (model, version) and
 hold a lease on it, encode (inline when small, else on the encode pool), compute identical inputs once,
@@ -15,8 +15,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
-from .batching import Scored
-from .datatypes import (
+from reward_server.datatypes import (
     Candidates,
     ModelMetadata,
     RankRequest,
@@ -27,11 +26,12 @@ from .datatypes import (
     ScoreResponse,
     ScoreResult,
 )
-from .encoding import candidate_conversations
-from .errors import InvalidArgument, ModelLoadFailed, Unavailable
-from .repository import LoadedVersion, ModelRepository
-from .request_record import current_request
-from .shared_prompt_plan import plan_shared_prompt
+from reward_server.errors import InvalidArgument, ModelLoadFailed, Unavailable
+from reward_server.repository import LoadedVersion, ModelRepository
+from reward_server.request_record import current_request
+from reward_server.runtime.batching import Scored
+from reward_server.runtime.encoding import candidate_conversations
+from reward_server.runtime.shared_prompt_plan import plan_shared_prompt
 
 log = logging.getLogger(__name__)
 

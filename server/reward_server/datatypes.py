@@ -1,4 +1,4 @@
-"""Frozen dataclasses passed between the layers: transport decodes into these, the core answers with these."""
+"""Frozen dataclasses passed between the layers: the fronts decode into these, the core answers with these."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One error hierarchy for the server: each class carries the gRPC status it maps to.
 
-The guard around every call (transport/guard.py, http/guard.py) turns a RewardServerError into its
+The guard around every call (fronts/grpc/guard.py, fronts/http/guard.py) turns a RewardServerError into its
 status with the message as details; any other exception becomes INTERNAL with its traceback logged once.
 """
 

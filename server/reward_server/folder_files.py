@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import LoadError, ModelFolderError
+from reward_server.errors import LoadError, ModelFolderError
 
 MiB = 1024 * 1024
 CONFIG_PBTXT_LIMIT = 1 * MiB

@@ -1,6 +1,6 @@
-"""What one RPC did, filled in by the core as it goes and logged / counted by the transport when it ends.
+"""What one RPC did, filled in by the core as it goes and logged / counted by the front when it ends.
 
-A context variable carries it, so the core needs no transport types and the guard no core types.
+A context variable carries it, so the core needs no front types and the guard no core types.
 """
 
 from __future__ import annotations

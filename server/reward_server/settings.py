@@ -91,7 +91,7 @@ class ServerSettings:
     health_port: int | None = option(
         None, "also serve grpc.health.v1 alone, in plaintext, on this port (for probes that cannot speak TLS; "
               "0 picks one)", minimum=0, maximum=65535, default_text="off", metavar="PORT")
-    # Limits against abuse (see transport/limits.py); each over-limit request gets a clear status.
+    # Limits against abuse (see fronts/grpc/limits.py); each over-limit request gets a clear status.
     max_message_bytes: int = option(64 * 1024 * 1024, "largest request or response message (larger -> "
                                     "RESOURCE_EXHAUSTED)", minimum=1, default_text="64 MiB")
     max_chars_per_message: int = option(1_000_000, "most characters in one chat message or text input (more -> "

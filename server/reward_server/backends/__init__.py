@@ -5,25 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..checkpoint import Checkpoint
-from ..errors import LoadError
-from .base import Backend, is_out_of_memory
-from .plan import ForwardPlan
-from .settings import OnnxRuntimeSettings, PyTorchSettings, onnxruntime_settings, pytorch_settings
+from reward_server.backends.base import Backend, is_out_of_memory
+from reward_server.backends.plan import ForwardPlan
+from reward_server.backends.settings import OnnxRuntimeSettings, PyTorchSettings, onnxruntime_settings, pytorch_settings
+from reward_server.checkpoint import Checkpoint
+from reward_server.errors import LoadError
 
 if TYPE_CHECKING:
-    from ..repository.config import ModelConfig
+    from reward_server.repository.config import ModelConfig
 
 
 def _pytorch(checkpoint: Checkpoint, device: str, dtype: str, config: ModelConfig) -> Backend:
-    from .pytorch import PyTorchBackend  # torch is imported only when a model needs it
+    from reward_server.backends.pytorch import PyTorchBackend  # torch is imported only when a model needs it
 
     return PyTorchBackend(checkpoint, device, dtype, pytorch_settings(config))
 
 
 def _onnxruntime(checkpoint: Checkpoint, device: str, dtype: str, config: ModelConfig) -> Backend:
     try:
-        from .ort_session import OnnxRuntimeBackend
+        from reward_server.backends.ort_session import OnnxRuntimeBackend
     except ImportError as e:
         raise LoadError(f"backend 'onnxruntime' needs the onnxruntime package ({e})") from e
     return OnnxRuntimeBackend(checkpoint, device, dtype, onnxruntime_settings(config))

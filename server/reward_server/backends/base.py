@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from .plan import ForwardPlan
+from reward_server.backends.plan import ForwardPlan
 
 
 class Backend(ABC):

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..checkpoint import Checkpoint
-from ..errors import LoadError
-from .base import Backend
-from .padding import right_padded
-from .plan import ForwardPlan
-from .settings import ONNXRUNTIME_DEFAULTS, OnnxRuntimeSettings
+from reward_server.backends.base import Backend
+from reward_server.backends.padding import right_padded
+from reward_server.backends.plan import ForwardPlan
+from reward_server.backends.settings import ONNXRUNTIME_DEFAULTS, OnnxRuntimeSettings
+from reward_server.checkpoint import Checkpoint
+from reward_server.errors import LoadError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..repository.config import ModelConfig
+    from reward_server.repository.config import ModelConfig
 
 # onnxruntime's GraphOptimizationLevel by the names config.pbtxt uses.
 ORT_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import PromptFormat
-from .chat_template import ChatTemplateFormat
-from .internlm2 import InternLM2Format
-from .llama2 import Llama2Format
-from .ziya import ZiyaFormat
+from reward_server.formats.base import PromptFormat
+from reward_server.formats.chat_template import ChatTemplateFormat
+from reward_server.formats.internlm2 import InternLM2Format
+from reward_server.formats.llama2 import Llama2Format
+from reward_server.formats.ziya import ZiyaFormat
 
 FORMATS: dict[str, type] = {cls.name: cls for cls in (ChatTemplateFormat, InternLM2Format, ZiyaFormat, Llama2Format)}
 

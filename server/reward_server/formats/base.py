@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..datatypes import Message
+from reward_server.datatypes import Message
 
 
 class PromptFormat(Protocol):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..datatypes import Message
-from ..errors import LoadError
-from .sandbox import BoundedChatTemplate
+from reward_server.datatypes import Message
+from reward_server.errors import LoadError
+from reward_server.formats.sandbox import BoundedChatTemplate
 
 
 class ChatTemplateFormat:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import LoadError
-from .chat_template import ChatTemplateFormat
+from reward_server.errors import LoadError
+from reward_server.formats.chat_template import ChatTemplateFormat
 
 
 class InternLM2Format(ChatTemplateFormat):

@@ -40,7 +40,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ..errors import InvalidArgument, LoadError
+from reward_server.errors import InvalidArgument, LoadError
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..datatypes import Message
-from ..errors import InvalidArgument, LoadError
+from reward_server.datatypes import Message
+from reward_server.errors import InvalidArgument, LoadError
 
 KEEP, ESCAPE, REFUSE = "keep", "escape", "refuse"
 MODES = (KEEP, ESCAPE, REFUSE)

@@ -9,11 +9,10 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from reward_api.v1 import model_config_pb2 as mc
-
-from ..backends.settings import ONNXRUNTIME_DEFAULTS, ORT_OPTIMIZATION_LEVELS, PYTORCH_DEFAULTS
-from ..errors import ConfigError
-from ..folder_files import CONFIG_PBTXT_LIMIT, read_file
-from ..formats import FORMATS
+from reward_server.backends.settings import ONNXRUNTIME_DEFAULTS, ORT_OPTIMIZATION_LEVELS, PYTORCH_DEFAULTS
+from reward_server.errors import ConfigError
+from reward_server.folder_files import CONFIG_PBTXT_LIMIT, read_file
+from reward_server.formats import FORMATS
 
 CONFIG_FILENAME = "config.pbtxt"
 BACKENDS = ("pytorch", "onnxruntime")

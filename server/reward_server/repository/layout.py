@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from .config import CONFIG_FILENAME
+from reward_server.errors import ConfigError
+from reward_server.repository.config import CONFIG_FILENAME
 
 log = logging.getLogger(__name__)
 

@@ -12,22 +12,22 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ..backends import create_backend
-from ..batching import AnyFuture, DynamicBatcher, GroupTask
-from ..checkpoint import Checkpoint, read_checkpoint
-from ..encoding import InputEncoder, special_token_frame
-from ..errors import LoadError, ResourceExhausted
-from ..formats import make_format
-from ..formats.special_tokens import ContentSpecialTokens
-from ..openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
-from ..shared_prompt_plan import SharedPromptGroup
-from ..synthetic_ids import synthetic_batch
-from ..tuning import tune_token_budget
-from .config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
+from reward_server.backends import create_backend
+from reward_server.checkpoint import Checkpoint, read_checkpoint
+from reward_server.errors import LoadError, ResourceExhausted
+from reward_server.formats import make_format
+from reward_server.formats.special_tokens import ContentSpecialTokens
+from reward_server.repository.config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
+from reward_server.runtime.batching import AnyFuture, DynamicBatcher, GroupTask
+from reward_server.runtime.encoding import InputEncoder, special_token_frame
+from reward_server.runtime.openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
+from reward_server.runtime.shared_prompt_plan import SharedPromptGroup
+from reward_server.runtime.synthetic_ids import synthetic_batch
+from reward_server.runtime.tuning import tune_token_budget
 
 if TYPE_CHECKING:
-    from ..backends import Backend
-    from ..metrics import ServerMetrics
+    from reward_server.backends import Backend
+    from reward_server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..datatypes import ModelMetadata, RepositoryModel, VersionStatus
-from ..errors import (
+from reward_server.datatypes import ModelMetadata, RepositoryModel, VersionStatus
+from reward_server.errors import (
     ConfigError,
     FailedPrecondition,
     InvalidArgument,
@@ -33,14 +33,14 @@ from ..errors import (
     NotFound,
     Unavailable,
 )
-from ..folder_files import CONFIG_PBTXT_LIMIT, check_version_folder, read_file
-from ..settings import ModelControlMode, TextEnum
-from .config import CONFIG_FILENAME, ModelConfig, parse_model_config
-from .layout import MODEL_NAME, ModelFolder, inside, scan_models, version_folders
-from .loader import LoadedVersion, load_version
+from reward_server.folder_files import CONFIG_PBTXT_LIMIT, check_version_folder, read_file
+from reward_server.repository.config import CONFIG_FILENAME, ModelConfig, parse_model_config
+from reward_server.repository.layout import MODEL_NAME, ModelFolder, inside, scan_models, version_folders
+from reward_server.repository.loader import LoadedVersion, load_version
+from reward_server.settings import ModelControlMode, TextEnum
 
 if TYPE_CHECKING:
-    from ..metrics import ServerMetrics
+    from reward_server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 

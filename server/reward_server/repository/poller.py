@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from .manager import ModelRepository
+from reward_server.repository.manager import ModelRepository
 
 log = logging.getLogger(__name__)
 

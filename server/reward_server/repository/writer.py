@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ConfigError
-from .config import CONFIG_FILENAME, ModelConfig, parse_model_config
-from .layout import MODEL_NAME, ModelFolder, inside, version_folders
+from reward_server.errors import ConfigError
+from reward_server.repository.config import CONFIG_FILENAME, ModelConfig, parse_model_config
+from reward_server.repository.layout import MODEL_NAME, ModelFolder, inside, version_folders
 
 log = logging.getLogger(__name__)
 

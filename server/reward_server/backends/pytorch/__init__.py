@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from .backend import PyTorchBackend
-from .model import RewardModel
+from reward_server.backends.pytorch.backend import PyTorchBackend
+from reward_server.backends.pytorch.model import RewardModel
 
 __all__ = ["PyTorchBackend", "RewardModel"]

@@ -9,16 +9,16 @@ from typing import Any
 
 import torch
 
-from ...checkpoint import Checkpoint
-from ..base import Backend
-from ..packing import computed_tokens, packed
-from ..padding import right_padded
-from ..plan import ForwardPlan
-from ..settings import PYTORCH_DEFAULTS, PyTorchSettings
-from .model import TORCH_DTYPES, RewardModel, load_reward_model
-from .scorers import PaddedScorer, choose_scorers
-from .shared_prompt import shared_prompt_refusal, shared_prompt_scores
-from .tensors import on_device, runs_unmasked
+from reward_server.backends.base import Backend
+from reward_server.backends.packing import computed_tokens, packed
+from reward_server.backends.padding import right_padded
+from reward_server.backends.plan import ForwardPlan
+from reward_server.backends.pytorch.model import TORCH_DTYPES, RewardModel, load_reward_model
+from reward_server.backends.pytorch.scorers import PaddedScorer, choose_scorers
+from reward_server.backends.pytorch.shared_prompt import shared_prompt_refusal, shared_prompt_scores
+from reward_server.backends.pytorch.tensors import on_device, runs_unmasked
+from reward_server.backends.settings import PYTORCH_DEFAULTS, PyTorchSettings
+from reward_server.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 

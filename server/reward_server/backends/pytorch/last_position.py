@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masks import last_token_positions, packed_causal_mask, padded_causal_mask
+from reward_server.backends.pytorch.masks import last_token_positions, packed_causal_mask, padded_causal_mask
 
 # Pre-norm layers with input_layernorm -> self_attn (q/k/v/o_proj, rotate-half RoPE) -> residual,
 # post_attention_layernorm -> mlp -> residual: what the code below computes for one query per row.

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ...checkpoint import Checkpoint, weight_files
-from ...errors import LoadError
-from .masks import last_token_positions
+from reward_server.backends.pytorch.masks import last_token_positions
+from reward_server.checkpoint import Checkpoint, weight_files
+from reward_server.errors import LoadError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

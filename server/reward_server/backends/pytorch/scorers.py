@@ -21,14 +21,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...synthetic_ids import synthetic_ids
-from .. import trace_cache
-from ..plan import ForwardPlan
-from ..settings import PyTorchSettings
-from .last_position import LLAMA_SHAPED_LAYERS, LastPositionScorer, PackedScorer, supports_last_position
-from .masks import last_token_positions, padded_causal_mask
-from .model import RewardModel
-from .tensors import Inputs, packed_tensors, padded_tensors
+from reward_server.backends import trace_cache
+from reward_server.backends.plan import ForwardPlan
+from reward_server.backends.pytorch.last_position import (
+    LLAMA_SHAPED_LAYERS,
+    LastPositionScorer,
+    PackedScorer,
+    supports_last_position,
+)
+from reward_server.backends.pytorch.masks import last_token_positions, padded_causal_mask
+from reward_server.backends.pytorch.model import RewardModel
+from reward_server.backends.pytorch.tensors import Inputs, packed_tensors, padded_tensors
+from reward_server.backends.settings import PyTorchSettings
+from reward_server.runtime.synthetic_ids import synthetic_ids
 
 log = logging.getLogger(__name__)
 

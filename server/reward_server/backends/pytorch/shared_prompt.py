@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from ..padding import right_padded
-from .last_position import last_layer_at, rotated_keys_values
-from .masks import last_token_positions, padded_causal_mask
-from .model import RewardModel
-from .scorers import PaddedScorer
-from .tensors import on_device
+from reward_server.backends.padding import right_padded
+from reward_server.backends.pytorch.last_position import last_layer_at, rotated_keys_values
+from reward_server.backends.pytorch.masks import last_token_positions, padded_causal_mask
+from reward_server.backends.pytorch.model import RewardModel
+from reward_server.backends.pytorch.scorers import PaddedScorer
+from reward_server.backends.pytorch.tensors import on_device
 
 
 def expanded_cache(cache: DynamicCache, rows: int) -> DynamicCache:

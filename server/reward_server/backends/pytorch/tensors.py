@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ..packing import packed
-from ..padding import right_padded
+from reward_server.backends.packing import packed
+from reward_server.backends.padding import right_padded
 
 Inputs = Callable[[Sequence[Sequence[int]], str], tuple[torch.Tensor, ...]]  # a batch -> a scorer's inputs
 
