@@ -51,6 +51,7 @@ tools: $(TOOLS)/.installed
 # The gates (pyproject.toml [tool.ruff], [tool.mypy]) run before the tests.
 lint: $(STAMP)
 	$(PY) -m ruff check server client/reward_client tests bench tools deploy
+	$(PY) -m ruff format --check server client/reward_client tests bench tools deploy
 	$(PY) -m mypy --strict -p reward_client
 	$(PY) -m mypy -p reward_server
 

@@ -1,4 +1,5 @@
-"""Many callers: served rate and latency of the demo model at 64, 256 and 1024 concurrent callers, side by side.
+"""Many callers: served rate and latency of the demo model at 64, 256 and 1024 concurrent callers,
+side by side.
 
     .venv/bin/python -m bench.callers [--callers 64,256,1024] [--rounds 2] [--duration 5]
 
@@ -24,7 +25,9 @@ from reward_server.settings import ServerSettings
 DEMO = ROOT / "model_repository"
 
 
-async def run(callers: tuple[int, ...], rounds: int, options: SuiteOptions, repository: Path) -> dict[int, list[dict]]:
+async def run(
+    callers: tuple[int, ...], rounds: int, options: SuiteOptions, repository: Path
+) -> dict[int, list[dict]]:
     running, port = await build_server(ServerSettings(repository, host="127.0.0.1", port=0))
     try:
         encoder = running.repository.resolve("demo", "").encoder
@@ -34,29 +37,41 @@ async def run(callers: tuple[int, ...], rounds: int, options: SuiteOptions, repo
             for count in callers:
                 result = await drive(f"127.0.0.1:{port}", "demo", "score", workload, count, options)
                 runs[count].append(result)
-                print(f"round {round_}: {count:5d} callers: {result['requests_per_s']:7.0f} req/s  "
-                      f"p50 {result['latency_p50_ms']:7.1f} ms  p99 {result['latency_p99_ms']:7.1f} ms  "
-                      f"errors {result['errors']}  caller cores {result['client_cores']:.2f}", flush=True)
+                print(
+                    f"round {round_}: {count:5d} callers: {result['requests_per_s']:7.0f} req/s  "
+                    f"p50 {result['latency_p50_ms']:7.1f} ms  p99 {result['latency_p99_ms']:7.1f} ms  "
+                    f"errors {result['errors']}  caller cores {result['client_cores']:.2f}",
+                    flush=True,
+                )
         return runs
     finally:
         await running.stop(0)
 
 
 def table(runs: dict[int, list[dict]]) -> str:
-    lines = ["| callers | req/s (median) | p50 ms | p99 ms | errors | req/s per round |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| callers | req/s (median) | p50 ms | p99 ms | errors | req/s per round |",
+        "|---|---|---|---|---|---|",
+    ]
     for count, results in runs.items():
+
         def median(key: str, results: list[dict] = results) -> float:
             return statistics.median(r[key] for r in results)
 
-        lines.append(f"| {count} | {median('requests_per_s'):.0f} | {median('latency_p50_ms'):.1f} | "
-                     f"{median('latency_p99_ms'):.1f} | {sum(r['errors'] for r in results)} | "
-                     f"{', '.join(format(r['requests_per_s'], '.0f') for r in results)} |")
+        lines.append(
+            f"| {count} | {median('requests_per_s'):.0f} | {median('latency_p50_ms'):.1f} | "
+            f"{median('latency_p99_ms'):.1f} | {sum(r['errors'] for r in results)} | "
+            f"{', '.join(format(r['requests_per_s'], '.0f') for r in results)} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.callers", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.callers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--callers", default="64,256,1024", help="concurrent callers, comma-separated")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (after warmup)")

@@ -31,25 +31,37 @@ async def serve_once(count: int, threads: int, concurrency: int, options: SuiteO
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "rm"
         model.mkdir()
-        text = config_pbtxt("rm", RewardDefaults(max_sequence_length=BENCH_SHAPE.max_position_embeddings),
-                            max_batch_size=64, max_queue_delay_us=2000, max_queue_size=0)
+        text = config_pbtxt(
+            "rm",
+            RewardDefaults(max_sequence_length=BENCH_SHAPE.max_position_embeddings),
+            max_batch_size=64,
+            max_queue_delay_us=2000,
+            max_queue_size=0,
+        )
         text = text.replace("kind: KIND_AUTO count: 1", f"kind: KIND_CPU count: {count}")
         text = text.replace("dynamic_batching {", "dynamic_batching {\n  max_batch_tokens: 1024")
         if threads:
             text += f"\npytorch {{ intra_op_threads: {threads} }}\n"
         (model / "config.pbtxt").write_text(text)
         write_tiny_checkpoint(model / "1", shape=BENCH_SHAPE, seed=0)
-        running, port = await build_server(ServerSettings(Path(tmp), host="127.0.0.1", port=0, http_port=None))
+        running, port = await build_server(
+            ServerSettings(Path(tmp), host="127.0.0.1", port=0, http_port=None)
+        )
         try:
             workload = make_workload("mixed", running, options)
-            return (await drive(f"127.0.0.1:{port}", "rm", "score", workload, concurrency, options))["tokens_per_s"]
+            return (await drive(f"127.0.0.1:{port}", "rm", "score", workload, concurrency, options))[
+                "tokens_per_s"
+            ]
         finally:
             await running.stop(0)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.cpu_instances", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cpu_instances",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--settings", default="1x0,2x0,2x2", help="COUNTxTHREADS, comma-separated")
     parser.add_argument("--concurrency", type=int, default=64)
@@ -57,14 +69,30 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         count, threads = (int(x) for x in args.one.split("x"))
-        print(json.dumps(asyncio.run(serve_once(count, threads, args.concurrency, SuiteOptions(duration_s=6.0)))))
+        print(
+            json.dumps(
+                asyncio.run(serve_once(count, threads, args.concurrency, SuiteOptions(duration_s=6.0)))
+            )
+        )
         return
     rates: dict[str, list[float]] = {setting: [] for setting in args.settings.split(",")}
     for round_ in range(args.rounds):
         for setting in rates:
-            out = subprocess.run([sys.executable, "-m", "bench.cpu_instances", "--one", setting,
-                                  "--concurrency", str(args.concurrency)],
-                                 cwd=ROOT, capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.cpu_instances",
+                    "--one",
+                    setting,
+                    "--concurrency",
+                    str(args.concurrency),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             rates[setting].append(json.loads(out.strip().splitlines()[-1]))
             print(f"round {round_}: {setting}: {rates[setting][-1]:.0f} tokens/s", flush=True)
     for setting, values in rates.items():

@@ -65,7 +65,9 @@ def infer_request(model: str, chat: list[dict]) -> pb.ModelInferRequest:
 
 
 def score_request(model: str, chat: list[dict]) -> reward_pb2.ScoreRequest:
-    conversation = reward_pb2.Conversation(messages=[reward_pb2.Message(role=m["role"], content=m["content"]) for m in chat])
+    conversation = reward_pb2.Conversation(
+        messages=[reward_pb2.Message(role=m["role"], content=m["content"]) for m in chat]
+    )
     return reward_pb2.ScoreRequest(model=model, inputs=[reward_pb2.ScoreInput(conversation=conversation)])
 
 
@@ -80,16 +82,27 @@ def http_infer_body(chat: list[dict]) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of one /infer request in the binary tensor extension: a JSON header describing the
     `messages` row and asking for raw outputs, then the row as raw (length-prefixed) bytes."""
     raw = encode_bytes_raw([json.dumps(chat)])
-    header = json.dumps({
-        "inputs": [{"name": "messages", "datatype": "BYTES", "shape": [1, 1],
-                    "parameters": {"binary_data_size": len(raw)}}],
-        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in ("rewards", "num_tokens")],
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "messages",
+                    "datatype": "BYTES",
+                    "shape": [1, 1],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [
+                {"name": name, "parameters": {"binary_data": True}} for name in ("rewards", "num_tokens")
+            ],
+        }
+    ).encode()
     return header + raw, {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"}
 
 
 def http_infer_outputs(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:
-    """The outputs of an /infer response: raw ones in the order the JSON header lists them, else its `data`."""
+    """The outputs of an /infer response: raw ones in the order the JSON header lists them,
+    else its `data`."""
     length = len(body) if header_length is None else int(header_length)
     offset, outputs = length, {}
     for output in json.loads(body[:length])["outputs"]:
@@ -97,17 +110,23 @@ def http_infer_outputs(body: bytes, header_length: str | None) -> dict[str, np.n
         if size is None:
             outputs[output["name"]] = np.asarray(output["data"])
         else:
-            outputs[output["name"]] = np.frombuffer(body[offset:offset + size], RAW_DTYPES[output["datatype"]])
+            outputs[output["name"]] = np.frombuffer(
+                body[offset : offset + size], RAW_DTYPES[output["datatype"]]
+            )
             offset += size
     return outputs
 
 
 async def _model_infer(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> tuple[float, int]:
-    response = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(model, chat), timeout=600)
+    response = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+        infer_request(model, chat), timeout=600
+    )
     names = [o.name for o in response.outputs]
     raw = response.raw_output_contents
-    return (float(np.frombuffer(raw[names.index("rewards")], "<f4")[0]),
-            int(np.frombuffer(raw[names.index("num_tokens")], "<i4").sum()))
+    return (
+        float(np.frombuffer(raw[names.index("rewards")], "<f4")[0]),
+        int(np.frombuffer(raw[names.index("num_tokens")], "<i4").sum()),
+    )
 
 
 async def _score(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> tuple[float, int]:
@@ -125,7 +144,10 @@ async def _http_infer(session: aiohttp.ClientSession, model: str, chat: list[dic
 
 # Each protocol's call: (session, model, chat) -> (reward, tokens read).
 CALLS: dict[str, Callable[[Any, str, list[dict]], Awaitable[tuple[float, int]]]] = {
-    "score": _score, "model_infer": _model_infer, "http_infer": _http_infer}
+    "score": _score,
+    "model_infer": _model_infer,
+    "http_infer": _http_infer,
+}
 
 
 def _session(protocol: str, target: str, http_target: str | None):
@@ -142,13 +164,20 @@ async def run_load(spec: dict) -> dict:
     async def call(session, request: dict) -> tuple[int, int]:
         return 1, (await CALLS[protocol](session, model, request["chat"]))[1]
 
-    return await closed_loop(spec["requests"], spec["concurrency"], spec["warmup_s"], spec["duration_s"],
-                             lambda: _session(protocol, spec["target"], spec.get("http_target")), call,
-                             (grpc.aio.AioRpcError, aiohttp.ClientError))
+    return await closed_loop(
+        spec["requests"],
+        spec["concurrency"],
+        spec["warmup_s"],
+        spec["duration_s"],
+        lambda: _session(protocol, spec["target"], spec.get("http_target")),
+        call,
+        (grpc.aio.AioRpcError, aiohttp.ClientError),
+    )
 
 
-async def same_rewards(protocols: tuple[str, ...], target: str, http_target: str | None, model: str,
-                       chat: list[dict]) -> dict[str, float]:
+async def same_rewards(
+    protocols: tuple[str, ...], target: str, http_target: str | None, model: str, chat: list[dict]
+) -> dict[str, float]:
     """One chat's reward by each protocol; RuntimeError unless all equal Score's (the same core computes
     them one at a time, so they agree to float rounding)."""
     rewards = {}
@@ -160,52 +189,99 @@ async def same_rewards(protocols: tuple[str, ...], target: str, http_target: str
     return rewards
 
 
-async def drive_protocol(protocol: str, target: str, http_target: str | None, model: str, workload,
-                         concurrency: int, options: SuiteOptions) -> dict:
-    spec = {"protocol": protocol, "target": target, "http_target": http_target, "model": model,
-            "requests": workload.requests, "concurrency": concurrency, "warmup_s": options.warmup_s,
-            "duration_s": options.duration_s}
+async def drive_protocol(
+    protocol: str,
+    target: str,
+    http_target: str | None,
+    model: str,
+    workload,
+    concurrency: int,
+    options: SuiteOptions,
+) -> dict:
+    spec = {
+        "protocol": protocol,
+        "target": target,
+        "http_target": http_target,
+        "model": model,
+        "requests": workload.requests,
+        "concurrency": concurrency,
+        "warmup_s": options.warmup_s,
+        "duration_s": options.duration_s,
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.kserve", "load", cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bench.kserve",
+        "load",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await process.communicate(json.dumps(spec).encode())
     if process.returncode:
         raise RuntimeError(f"load process failed ({process.returncode}): {err.decode()[-2000:]}")
     return json.loads(out)
 
 
-async def side_by_side(options: SuiteOptions, repo: Path, workloads: tuple[str, ...], concurrency: int,
-                       rounds: int, protocols: tuple[str, ...] = ("grpc", "http")) -> dict:
+async def side_by_side(
+    options: SuiteOptions,
+    repo: Path,
+    workloads: tuple[str, ...],
+    concurrency: int,
+    rounds: int,
+    protocols: tuple[str, ...] = ("grpc", "http"),
+) -> dict:
     """`rounds` rounds per workload of Score then each of `protocols` (keys of PROTOCOLS)."""
     from reward_server.server import build_server
     from reward_server.settings import ServerSettings
 
     measured = tuple(PROTOCOLS[p] for p in protocols)
     write_repository(repo, options)
-    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0,
-                                                      http_port=0 if "http_infer" in measured else None))
+    running, port = await build_server(
+        ServerSettings(
+            model_repository=repo, host="127.0.0.1", port=0, http_port=0 if "http_infer" in measured else None
+        )
+    )
     target = f"127.0.0.1:{port}"
     http_target = f"127.0.0.1:{running.http.port}" if running.http is not None else None
-    results: dict = {"concurrency": concurrency, "duration_s": options.duration_s, "protocols": list(measured),
-                     "workloads": {}}
+    results: dict = {
+        "concurrency": concurrency,
+        "duration_s": options.duration_s,
+        "protocols": list(measured),
+        "workloads": {},
+    }
     try:
         for name in workloads:
             workload, model = make_workload(name, running, options), WORKLOAD_MODEL[name]
-            rewards = await same_rewards(("score", *measured), target, http_target, model,
-                                         workload.requests[0]["chat"])
+            rewards = await same_rewards(
+                ("score", *measured), target, http_target, model, workload.requests[0]["chat"]
+            )
             log.info("%s: one chat's reward by each protocol: %s", name, rewards)
             factor = MIXED_DURATION_FACTOR if name == "mixed" else 1.0
-            windows = replace(options, duration_s=options.duration_s * factor, warmup_s=options.warmup_s * factor)
+            windows = replace(
+                options, duration_s=options.duration_s * factor, warmup_s=options.warmup_s * factor
+            )
             runs = []
             for index in range(rounds):
-                run = {p: await drive_protocol(p, target, http_target, model, workload, concurrency, windows)
-                       for p in ("score", *measured)}
+                run = {
+                    p: await drive_protocol(p, target, http_target, model, workload, concurrency, windows)
+                    for p in ("score", *measured)
+                }
                 score_rate = run["score"]["requests_per_s"]
-                run["ratios"] = {p: run[p]["requests_per_s"] / score_rate if score_rate else float("nan")
-                                 for p in measured}
-                log.info("%s round %d: %s", name, index + 1, "; ".join(
-                    f"{LABELS[p]} {run[p]['requests_per_s']:.1f} req/s ({run[p]['errors']} errors)"
-                    + (f" {run['ratios'][p]:.3f}x" if p != "score" else "") for p in ("score", *measured)))
+                run["ratios"] = {
+                    p: run[p]["requests_per_s"] / score_rate if score_rate else float("nan") for p in measured
+                }
+                log.info(
+                    "%s round %d: %s",
+                    name,
+                    index + 1,
+                    "; ".join(
+                        f"{LABELS[p]} {run[p]['requests_per_s']:.1f} req/s ({run[p]['errors']} errors)"
+                        + (f" {run['ratios'][p]:.3f}x" if p != "score" else "")
+                        for p in ("score", *measured)
+                    ),
+                )
                 runs.append(run)
             medians = {}
             for p in measured:
@@ -233,19 +309,29 @@ def summary(results: dict) -> str:
         lines.append(f"{name} at {results['concurrency']} clients, {len(entry['rounds'])} rounds:")
         for p in ("score", *results["protocols"]):
             rates = ", ".join(_rate(r[p]["requests_per_s"]) for r in entry["rounds"])
-            latency = ", ".join(f"{r[p]['latency_p50_ms']:.0f}/{r[p]['latency_p99_ms']:.0f}" for r in entry["rounds"])
+            latency = ", ".join(
+                f"{r[p]['latency_p50_ms']:.0f}/{r[p]['latency_p99_ms']:.0f}" for r in entry["rounds"]
+            )
             errors = sum(r[p]["errors"] for r in entry["rounds"])
             line = f"  {LABELS[p]:<22} req/s {rates}; p50/p99 ms {latency}; {errors} errors"
             if p != "score":
                 ratios = ", ".join(f"{r['ratios'][p]:.3f}" for r in entry["rounds"])
-                line += (f"; / Score {ratios}; median {entry['median_ratios'][p]:.3f}x"
-                         f" (target >= {TARGETS[p]}x)")
+                line += (
+                    f"; / Score {ratios}; median {entry['median_ratios'][p]:.3f}x (target >= {TARGETS[p]}x)"
+                )
             lines.append(line)
     return "\n".join(lines)
 
 
-PERF_LINE_KEYS = ("Throughput:", "Avg latency:", "p99 latency:", "Inference count:", "Execution count:",
-                  "Successful request count:", "Avg request latency:")
+PERF_LINE_KEYS = (
+    "Throughput:",
+    "Avg latency:",
+    "p99 latency:",
+    "Inference count:",
+    "Execution count:",
+    "Successful request count:",
+    "Avg request latency:",
+)
 
 
 def perf_analyzer_input(path: Path, chat: list[dict]) -> Path:
@@ -254,30 +340,76 @@ def perf_analyzer_input(path: Path, chat: list[dict]) -> Path:
     return path
 
 
-async def perf_analyzer_runs(binary: str, options: SuiteOptions, repo: Path, protocols: tuple[str, ...],
-                             concurrency: tuple[int, ...], window_ms: int) -> list[dict]:
+async def perf_analyzer_runs(
+    binary: str,
+    options: SuiteOptions,
+    repo: Path,
+    protocols: tuple[str, ...],
+    concurrency: tuple[int, ...],
+    window_ms: int,
+) -> list[dict]:
     from reward_server.server import build_server
     from reward_server.settings import ServerSettings
 
     write_repository(repo, options)
-    running, port = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=None))
+    running, port = await build_server(
+        ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=None)
+    )
     workload = make_workload("tiny", running, options)
     data = perf_analyzer_input(repo / "input.json", workload.requests[0]["chat"])
     runs = []
     try:
         for protocol in protocols:
             for level in concurrency:
-                command = [binary, "-m", "tiny", "-i", protocol, "-u", f"127.0.0.1:{port}", "--input-data", str(data),
-                           "--concurrency-range", str(level), "--measurement-interval", str(window_ms),
-                           "--stability-percentage", "100", "--max-trials", "4"]
-                done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=300)
-                lines = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith(PERF_LINE_KEYS)]
-                errors = [line for line in (done.stdout + done.stderr).splitlines()
-                          if "rror" in line or "Failed" in line]
-                runs.append({"protocol": protocol, "concurrency": level, "returncode": done.returncode,
-                             "lines": lines, "errors": errors, "command": " ".join(command)})
-                log.info("perf_analyzer -i %s, concurrency %d: exit %d\n  %s", protocol, level, done.returncode,
-                         "\n  ".join(lines + errors))
+                command = [
+                    binary,
+                    "-m",
+                    "tiny",
+                    "-i",
+                    protocol,
+                    "-u",
+                    f"127.0.0.1:{port}",
+                    "--input-data",
+                    str(data),
+                    "--concurrency-range",
+                    str(level),
+                    "--measurement-interval",
+                    str(window_ms),
+                    "--stability-percentage",
+                    "100",
+                    "--max-trials",
+                    "4",
+                ]
+                done = await asyncio.to_thread(
+                    subprocess.run, command, capture_output=True, text=True, timeout=300
+                )
+                lines = [
+                    line.strip()
+                    for line in done.stdout.splitlines()
+                    if line.strip().startswith(PERF_LINE_KEYS)
+                ]
+                errors = [
+                    line
+                    for line in (done.stdout + done.stderr).splitlines()
+                    if "rror" in line or "Failed" in line
+                ]
+                runs.append(
+                    {
+                        "protocol": protocol,
+                        "concurrency": level,
+                        "returncode": done.returncode,
+                        "lines": lines,
+                        "errors": errors,
+                        "command": " ".join(command),
+                    }
+                )
+                log.info(
+                    "perf_analyzer -i %s, concurrency %d: exit %d\n  %s",
+                    protocol,
+                    level,
+                    done.returncode,
+                    "\n  ".join(lines + errors),
+                )
     finally:
         await running.stop(0)
     return runs
@@ -288,19 +420,29 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["load"]:
         print(json.dumps(asyncio.run(run_load(json.load(sys.stdin)))))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.kserve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.kserve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--workloads", default="tiny,mixed")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run (after warmup)")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (Score, then each protocol) per workload")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds (Score, then each protocol) per workload"
+    )
     parser.add_argument("--mixed-requests", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    parser.add_argument("--perf-analyzer", default=None, metavar="PATH", help="run Triton's perf_analyzer instead")
-    parser.add_argument("--protocols", default=None,
-                        help="grpc (ModelInfer), http (/infer, binary): measured against Score (default grpc,http); "
-                             "with --perf-analyzer, its -i values (default grpc)")
+    parser.add_argument(
+        "--perf-analyzer", default=None, metavar="PATH", help="run Triton's perf_analyzer instead"
+    )
+    parser.add_argument(
+        "--protocols",
+        default=None,
+        help="grpc (ModelInfer), http (/infer, binary): measured against Score (default grpc,http); "
+        "with --perf-analyzer, its -i values (default grpc)",
+    )
     parser.add_argument("--perf-concurrency", default="1,8,64")
     parser.add_argument("--perf-window-ms", type=int, default=3000)
     args = parser.parse_args(argv)
@@ -308,9 +450,16 @@ def main(argv: list[str] | None = None) -> int:
     options = SuiteOptions(warmup_s=args.warmup, duration_s=args.duration, mixed_requests=args.mixed_requests)
     if args.perf_analyzer:
         with tempfile.TemporaryDirectory() as tmp:
-            runs = asyncio.run(perf_analyzer_runs(
-                args.perf_analyzer, options, Path(tmp), tuple((args.protocols or "grpc").split(",")),
-                tuple(int(c) for c in args.perf_concurrency.split(",")), args.perf_window_ms))
+            runs = asyncio.run(
+                perf_analyzer_runs(
+                    args.perf_analyzer,
+                    options,
+                    Path(tmp),
+                    tuple((args.protocols or "grpc").split(",")),
+                    tuple(int(c) for c in args.perf_concurrency.split(",")),
+                    args.perf_window_ms,
+                )
+            )
         if args.out:
             args.out.write_text(json.dumps(runs, indent=1))
         return 0 if all(r["returncode"] == 0 for r in runs) else 1
@@ -318,8 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     if not set(protocols) <= set(PROTOCOLS):
         parser.error(f"--protocols: choose from {', '.join(PROTOCOLS)}, got {args.protocols!r}")
     with tempfile.TemporaryDirectory() as tmp:
-        results = asyncio.run(side_by_side(options, Path(tmp), tuple(args.workloads.split(",")), args.concurrency,
-                                           args.rounds, protocols))
+        results = asyncio.run(
+            side_by_side(
+                options, Path(tmp), tuple(args.workloads.split(",")), args.concurrency, args.rounds, protocols
+            )
+        )
     print(summary(results))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

@@ -33,10 +33,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def closed_loop(items: list, concurrency: int, warmup_s: float, duration_s: float,
-                      session: Callable[[], AbstractAsyncContextManager[S]],
-                      call: Callable[[S, Any], Awaitable[tuple[int, int]]],
-                      errors: tuple[type[BaseException], ...]) -> dict:
+async def closed_loop(
+    items: list,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    session: Callable[[], AbstractAsyncContextManager[S]],
+    call: Callable[[S, Any], Awaitable[tuple[int, int]]],
+    errors: tuple[type[BaseException], ...],
+) -> dict:
     """The closed loop: `concurrency` clients, each inside its own `session()` (a channel, an HTTP session),
     each awaiting `call(session, item)` -> (inputs, tokens) one at a time, round-robin over `items`, for
     warmup_s + duration_s. A call raising one of `errors` counts as an error; only calls that complete
@@ -73,11 +78,14 @@ async def closed_loop(items: list, concurrency: int, warmup_s: float, duration_s
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return {
-        "requests": len(latencies), "errors": failed,
-        "requests_per_s": len(latencies) / duration_s, "inputs_per_s": inputs / duration_s,
+        "requests": len(latencies),
+        "errors": failed,
+        "requests_per_s": len(latencies) / duration_s,
+        "inputs_per_s": inputs / duration_s,
         "tokens_per_s": tokens / duration_s,
         "latency_mean_ms": 1e3 * sum(latencies) / len(latencies) if latencies else float("nan"),
-        "latency_p50_ms": 1e3 * percentile(latencies, 0.5), "latency_p99_ms": 1e3 * percentile(latencies, 0.99),
+        "latency_p50_ms": 1e3 * percentile(latencies, 0.5),
+        "latency_p99_ms": 1e3 * percentile(latencies, 0.99),
         "client_cores": client_cores,  # CPU the clients themselves used during the window (1.0 = one core)
     }
 
@@ -97,9 +105,15 @@ async def run(spec: dict) -> dict:
             results = await rm.score([request["chat"]])
         return len(results), sum(r.num_tokens for r in results)
 
-    return await closed_loop(spec["requests"], spec["concurrency"], spec["warmup_s"], spec["duration_s"],
-                             lambda: AsyncRewardClient(spec["target"], model=spec["model"], timeout=600), call,
-                             (RewardError,))
+    return await closed_loop(
+        spec["requests"],
+        spec["concurrency"],
+        spec["warmup_s"],
+        spec["duration_s"],
+        lambda: AsyncRewardClient(spec["target"], model=spec["model"], timeout=600),
+        call,
+        (RewardError,),
+    )
 
 
 def main() -> None:

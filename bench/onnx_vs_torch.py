@@ -40,7 +40,7 @@ def bare(backend, sequences: list[list[int]], batch: int = 8) -> dict:
     backend.score_batch(ordered[:batch])  # warm up
     start = time.perf_counter()
     for i in range(0, len(ordered), batch):
-        backend.score_batch(ordered[i:i + batch])
+        backend.score_batch(ordered[i : i + batch])
     elapsed = time.perf_counter() - start
     return {"sequences_per_s": len(ordered) / elapsed, "tokens_per_s": sum(map(len, ordered)) / elapsed}
 
@@ -63,9 +63,12 @@ async def served(target: str, model: str, sequences: list[list[int]], clients: i
     await asyncio.gather(*(client() for _ in range(clients)))
     elapsed = time.perf_counter() - start
     latencies.sort()
-    return {"sequences_per_s": len(sequences) / elapsed, "tokens_per_s": sum(map(len, sequences)) / elapsed,
-            "latency_p50_ms": 1e3 * statistics.median(latencies),
-            "latency_p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+    return {
+        "sequences_per_s": len(sequences) / elapsed,
+        "tokens_per_s": sum(map(len, sequences)) / elapsed,
+        "latency_p50_ms": 1e3 * statistics.median(latencies),
+        "latency_p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -82,13 +85,19 @@ async def run(args: argparse.Namespace) -> dict:
         sequences = workload(args.requests, SHAPE.vocab_size)
         torch_ckpt = read_checkpoint(repo / "rm" / "1")
         onnx_ckpt = read_checkpoint(repo / "rm-onnx" / "1")
-        results: dict = {"model": "llama 4 layers x 256 (random)", "requests": args.requests, "clients": args.clients,
-                         "tokens": sum(map(len, sequences))}
+        results: dict = {
+            "model": "llama 4 layers x 256 (random)",
+            "requests": args.requests,
+            "clients": args.clients,
+            "tokens": sum(map(len, sequences)),
+        }
         results["bare"] = {
             "pytorch": on_passing_thread(
-                lambda: bare(PyTorchBackend(torch_ckpt, "cpu", "float32"), sequences), "bare-pytorch"),
+                lambda: bare(PyTorchBackend(torch_ckpt, "cpu", "float32"), sequences), "bare-pytorch"
+            ),
             "onnxruntime": on_passing_thread(
-                lambda: bare(OnnxRuntimeBackend(onnx_ckpt, "cpu", "float32"), sequences), "bare-onnxruntime"),
+                lambda: bare(OnnxRuntimeBackend(onnx_ckpt, "cpu", "float32"), sequences), "bare-onnxruntime"
+            ),
         }
         running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0, http_port=None))
         try:
@@ -102,12 +111,15 @@ async def run(args: argparse.Namespace) -> dict:
             await running.stop(1)
     for kind in ("bare", "served"):
         results[kind]["ratio_onnxruntime_over_pytorch"] = (
-            results[kind]["onnxruntime"]["tokens_per_s"] / results[kind]["pytorch"]["tokens_per_s"])
+            results[kind]["onnxruntime"]["tokens_per_s"] / results[kind]["pytorch"]["tokens_per_s"]
+        )
     return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(".bench/onnx_vs_torch.json"))
@@ -119,9 +131,11 @@ def main() -> None:
     for kind in ("bare", "served"):
         for backend in ("pytorch", "onnxruntime"):
             r = results[kind][backend]
-            print(f"{kind:10} {backend:12} {r['sequences_per_s']:8.1f} {r['tokens_per_s']:10.0f} "
-                  f"{r.get('latency_p50_ms', float('nan')):8.1f} {r.get('latency_p99_ms', float('nan')):8.1f} "
-                  f"{r.get('padding_efficiency', float('nan')):8.2f}")
+            print(
+                f"{kind:10} {backend:12} {r['sequences_per_s']:8.1f} {r['tokens_per_s']:10.0f} "
+                f"{r.get('latency_p50_ms', float('nan')):8.1f} {r.get('latency_p99_ms', float('nan')):8.1f} "
+                f"{r.get('padding_efficiency', float('nan')):8.2f}"
+            )
         print(f"{kind:10} ORT / PyTorch tokens/s: {results[kind]['ratio_onnxruntime_over_pytorch']:.2f}")
     print(f"wrote {args.out}")
 

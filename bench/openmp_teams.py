@@ -29,12 +29,15 @@ def child(mode: str) -> None:
     from reward_server.runtime.openmp import on_passing_thread
 
     rng = random.Random(0)
-    sequences = [[rng.randrange(5, SHAPE.vocab_size) for _ in range(rng.randint(16, 1024))] for _ in range(24)]
+    sequences = [
+        [rng.randrange(5, SHAPE.vocab_size) for _ in range(rng.randint(16, 1024))] for _ in range(24)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = read_checkpoint(write_tiny_checkpoint(Path(tmp) / "rm", shape=SHAPE, seed=0))
 
         def load() -> PyTorchBackend:
             return PyTorchBackend(checkpoint, "cpu", "float32")
+
         backend = load() if mode == "lingering" else on_passing_thread(load, name="load")
         rates: list[float] = []
 
@@ -44,6 +47,7 @@ def child(mode: str) -> None:
                 for ids in sequences:
                     backend.score_batch([ids])
                 rates.append(sum(map(len, sequences)) / (time.perf_counter() - start))
+
         worker = threading.Thread(target=forwards)
         worker.start()
         worker.join()
@@ -51,7 +55,9 @@ def child(mode: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--child", choices=("lingering", "passing"))
     args = parser.parse_args()
@@ -59,7 +65,9 @@ def main() -> None:
         return child(args.child)
     for _ in range(args.rounds):
         for mode in ("lingering", "passing"):
-            out = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", mode], capture_output=True, text=True, check=True
+            )
             print(out.stdout.strip())
 
 

@@ -24,7 +24,8 @@ registers an import-only placeholder for each of those that is not installed (an
 serve_rm's own `__main__` (its argparse, RewardModelProxy, FastAPI app and uvicorn.run) with
 `--ds.attn_implementation sdpa` (its default, flash_attention_2, needs flash-attn). None of the
 placeholders is reached on its reward path (no LoRA, no ZeRO-3, no sample packing). serve_rm's dtypes are
-bf16 / fp16 only; `--dtype float32` makes its dtype helper answer float32 (the one code change, off by default).
+bf16 / fp16 only; `--dtype float32` makes its dtype helper answer float32 (the one code change, off
+by default).
 """
 
 from __future__ import annotations
@@ -54,13 +55,21 @@ from bench.workloads import score_workload
 log = logging.getLogger(__name__)
 
 # Imported by openrlhf.models at module import; unused on serve_rm's reward path.
-IMPORT_ONLY = ("deepspeed", "peft", "peft.tuners", "peft.tuners.lora", "flash_attn", "flash_attn.bert_padding",
-               "flash_attn.utils", "flash_attn.utils.distributed")
+IMPORT_ONLY = (
+    "deepspeed",
+    "peft",
+    "peft.tuners",
+    "peft.tuners.lora",
+    "flash_attn",
+    "flash_attn.bert_padding",
+    "flash_attn.utils",
+    "flash_attn.utils.distributed",
+)
 SERVE_RM_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "bf16"}  # float32: see _force_float32
 # How far the two servers' rewards of one query may differ, relative to max(1, |reward|). serve_rm answers
 # its reward tensor as it is: in bf16 that is 8 significant bits (a reward of 20 is read to 1/8), so the
 # half dtypes allow a few of their units in the last place; float32 the reordering of its sums only.
-AGREEMENT = {"float32": 1e-4, "float16": 2.0 ** -8, "bfloat16": 2.0 ** -5}
+AGREEMENT = {"float32": 1e-4, "float16": 2.0**-8, "bfloat16": 2.0**-5}
 
 
 class _Absent(types.ModuleType):
@@ -72,7 +81,9 @@ class _Absent(types.ModuleType):
         module = self.__name__
 
         def absent(*args, **kwargs):
-            raise RuntimeError(f"{module}.{name} is not installed (an import-only placeholder of bench.openrlhf_rm)")
+            raise RuntimeError(
+                f"{module}.{name} is not installed (an import-only placeholder of bench.openrlhf_rm)"
+            )
 
         return type(name, (), {"__new__": absent, "__init_subclass__": absent})
 
@@ -103,7 +114,9 @@ def serve_rm(argv: list[str]) -> None:
     force_float32 = argv[:1] == ["--float32"]
     argv = argv[1:] if force_float32 else argv
     missing = install_placeholders()
-    logging.getLogger(__name__).info("serve_rm: import-only placeholders for %s", ", ".join(missing) or "nothing")
+    logging.getLogger(__name__).info(
+        "serve_rm: import-only placeholders for %s", ", ".join(missing) or "nothing"
+    )
     if force_float32:
         _force_float32()
     sys.argv = ["serve_rm", *argv]
@@ -132,17 +145,36 @@ async def run_load(spec: dict) -> dict:
 
     # One executor per rollout worker, as vllm_engine builds it; any exception is an error: its
     # RuntimeError after 5 tries, or a malformed answer.
-    result = await closed_loop(spec["samples"], spec["concurrency"], spec["warmup_s"], spec["duration_s"],
-                               lambda: nullcontext(SingleTurnAgentExecutor(url)), call, (Exception,))
+    result = await closed_loop(
+        spec["samples"],
+        spec["concurrency"],
+        spec["warmup_s"],
+        spec["duration_s"],
+        lambda: nullcontext(SingleTurnAgentExecutor(url)),
+        call,
+        (Exception,),
+    )
     return {**result, "retries": retries}
 
 
 async def drive(url: str, samples: list[dict], concurrency: int, warmup_s: float, duration_s: float) -> dict:
-    spec = {"url": url, "samples": samples, "concurrency": concurrency, "warmup_s": warmup_s,
-            "duration_s": duration_s}
+    spec = {
+        "url": url,
+        "samples": samples,
+        "concurrency": concurrency,
+        "warmup_s": warmup_s,
+        "duration_s": duration_s,
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.openrlhf_rm", "load", cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bench.openrlhf_rm",
+        "load",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await process.communicate(json.dumps(spec).encode())
     if process.returncode:
         raise RuntimeError(f"load process failed ({process.returncode}): {err.decode()[-2000:]}")
@@ -171,17 +203,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_serve_rm(folder: Path, dtype: str, log_path: Path, threads: int | None = None,
-                         timeout_s: float = 600.0):
+async def start_serve_rm(
+    folder: Path, dtype: str, log_path: Path, threads: int | None = None, timeout_s: float = 600.0
+):
     """serve_rm on `folder` in a subprocess (`threads`: its OMP_NUM_THREADS, else torch's default); returns
     (process, url) once it answers."""
     import aiohttp
 
     port = _free_port()
-    command = [sys.executable, "-m", "bench.openrlhf_rm", "serve-rm", *(["--float32"] if dtype == "float32" else []),
-               "--reward.model_name_or_path", str(folder), "--ds.param_dtype", SERVE_RM_DTYPE[dtype],
-               "--ds.attn_implementation", "sdpa", "--data.max_len", "2048", "--host", "127.0.0.1",
-               "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.openrlhf_rm",
+        "serve-rm",
+        *(["--float32"] if dtype == "float32" else []),
+        "--reward.model_name_or_path",
+        str(folder),
+        "--ds.param_dtype",
+        SERVE_RM_DTYPE[dtype],
+        "--ds.attn_implementation",
+        "sdpa",
+        "--data.max_len",
+        "2048",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with log_path.open("wb") as sink:  # it logs every query and answer: a file, not a pipe that could fill
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env=env)
@@ -215,8 +263,10 @@ async def rewards_of(url: str, samples: list[dict]) -> list[float]:
 
 
 def _summary(runs: list[dict]) -> dict[str, float]:
-    return {key: statistics.median(float(r[key]) for r in runs)
-            for key in ("tokens_per_s", "requests_per_s", "latency_p50_ms", "latency_p99_ms")}
+    return {
+        key: statistics.median(float(r[key]) for r in runs)
+        for key in ("tokens_per_s", "requests_per_s", "latency_p50_ms", "latency_p99_ms")
+    }
 
 
 async def side_by_side(args: argparse.Namespace, root: Path) -> dict:
@@ -224,7 +274,9 @@ async def side_by_side(args: argparse.Namespace, root: Path) -> dict:
     options = SuiteOptions(rm_dtype=args.dtype, max_batch_tokens=args.max_batch_tokens)
     repo = write_repository(root / "repo", options)
     folder = repo / "rm" / "1"
-    serving, their_url = await start_serve_rm(folder, args.dtype, root / "serve_rm.log", args.serve_rm_threads)
+    serving, their_url = await start_serve_rm(
+        folder, args.dtype, root / "serve_rm.log", args.serve_rm_threads
+    )
     try:
         return await _measure(args, repo, their_url)
     finally:
@@ -242,20 +294,31 @@ async def _measure(args: argparse.Namespace, repo: Path, their_url: str) -> dict
     from reward_server.settings import ServerSettings
 
     folder = repo / "rm" / "1"
-    running, _ = await build_server(ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=0))
+    running, _ = await build_server(
+        ServerSettings(model_repository=repo, host="127.0.0.1", port=0, http_port=0)
+    )
     assert running.http is not None
     our_url = f"http://127.0.0.1:{running.http.port}/get_reward?model=rm"
     try:
         loaded = running.repository.resolve("rm", "")
-        workload = score_workload("openrlhf", loaded.encoder, args.requests, args.min_tokens, args.max_tokens, seed=1)
+        workload = score_workload(
+            "openrlhf", loaded.encoder, args.requests, args.min_tokens, args.max_tokens, seed=1
+        )
         samples, their_ids = render_samples(folder, [request["chat"] for request in workload.requests])
         if [list(e.ids) for e in loaded.encoder.encode([Text(s["query"]) for s in samples])] != their_ids:
-            raise RuntimeError("our `rm` reads other token ids than serve_rm's tokenizer call for the same queries")
+            raise RuntimeError(
+                "our `rm` reads other token ids than serve_rm's tokenizer call for the same queries"
+            )
         checked = samples[: args.check]
         ours, theirs = await rewards_of(our_url, checked), await rewards_of(their_url, checked)
         differences = [abs(a - b) for a, b in zip(ours, theirs)]
-        log.info("rewards of %d queries, ours vs serve_rm: max |difference| %.3g (rewards span %.3g..%.3g)",
-                 len(checked), max(differences), min(ours), max(ours))
+        log.info(
+            "rewards of %d queries, ours vs serve_rm: max |difference| %.3g (rewards span %.3g..%.3g)",
+            len(checked),
+            max(differences),
+            min(ours),
+            max(ours),
+        )
         if any(d > AGREEMENT[args.dtype] * max(1.0, abs(b)) for d, b in zip(differences, theirs)):
             raise RuntimeError(f"the servers disagree on the same queries: ours {ours}, serve_rm {theirs}")
         stats = loaded.instances[0].stats
@@ -267,37 +330,62 @@ async def _measure(args: argparse.Namespace, repo: Path, their_url: str) -> dict
             batches, computed = stats.batches - before[0], stats.computed - before[1]
             our_run["mean_batch_size"] = computed / batches if batches else 0.0
             their_run = await drive(their_url, samples, args.concurrency, args.warmup, args.duration)
-            # serve_rm computes what it has read even after its client left: this answer waits for that backlog.
+            # serve_rm computes what it has read even after its client left:
+            # this answer waits for that backlog.
             await rewards_of(their_url, samples[:1])
-            ratio = our_run["tokens_per_s"] / their_run["tokens_per_s"] if their_run["tokens_per_s"] else float("nan")
-            log.info("round %d: ours %.0f tokens/s (p50 %.0f ms, p99 %.0f ms, batch %.1f, %d errors), serve_rm %.0f "
-                     "tokens/s (p50 %.0f ms, p99 %.0f ms, %d errors): %.2fx", index + 1, our_run["tokens_per_s"],
-                     our_run["latency_p50_ms"], our_run["latency_p99_ms"], our_run["mean_batch_size"],
-                     our_run["errors"], their_run["tokens_per_s"], their_run["latency_p50_ms"],
-                     their_run["latency_p99_ms"], their_run["errors"], ratio)
+            ratio = (
+                our_run["tokens_per_s"] / their_run["tokens_per_s"]
+                if their_run["tokens_per_s"]
+                else float("nan")
+            )
+            log.info(
+                "round %d: ours %.0f tokens/s (p50 %.0f ms, p99 %.0f ms, batch %.1f, %d errors), "
+                "serve_rm %.0f tokens/s (p50 %.0f ms, p99 %.0f ms, %d errors): %.2fx",
+                index + 1,
+                our_run["tokens_per_s"],
+                our_run["latency_p50_ms"],
+                our_run["latency_p99_ms"],
+                our_run["mean_batch_size"],
+                our_run["errors"],
+                their_run["tokens_per_s"],
+                their_run["latency_p50_ms"],
+                their_run["latency_p99_ms"],
+                their_run["errors"],
+                ratio,
+            )
             pairs.append({"ours": our_run, "serve_rm": their_run, "ratio": ratio})
     finally:
         await running.stop(0)
-    return {"concurrency": args.concurrency, "duration_s": args.duration, "dtype": args.dtype,
-            "serve_rm_threads": args.serve_rm_threads,
-            "samples": len(samples), "sample_tokens": [s["tokens"] for s in samples],
-            "rewards": {"ours": ours, "serve_rm": theirs, "max_abs_difference": max(differences)},
-            "pairs": pairs, "ours": _summary([p["ours"] for p in pairs]),
-            "serve_rm": _summary([p["serve_rm"] for p in pairs]),
-            "median_ratio": statistics.median(p["ratio"] for p in pairs)}
+    return {
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "dtype": args.dtype,
+        "serve_rm_threads": args.serve_rm_threads,
+        "samples": len(samples),
+        "sample_tokens": [s["tokens"] for s in samples],
+        "rewards": {"ours": ours, "serve_rm": theirs, "max_abs_difference": max(differences)},
+        "pairs": pairs,
+        "ours": _summary([p["ours"] for p in pairs]),
+        "serve_rm": _summary([p["serve_rm"] for p in pairs]),
+        "median_ratio": statistics.median(p["ratio"] for p in pairs),
+    }
 
 
 def table(results: dict) -> str:
     lines = ["| system | tokens/s | requests/s | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, label in (("ours", "reward-server `/get_reward`"), ("serve_rm", "OpenRLHF `serve_rm`")):
         s = results[name]
-        lines.append(f"| {label} | {s['tokens_per_s']:.0f} | {s['requests_per_s']:.1f} | {s['latency_p50_ms']:.0f} | "
-                     f"{s['latency_p99_ms']:.0f} |")
+        lines.append(
+            f"| {label} | {s['tokens_per_s']:.0f} | {s['requests_per_s']:.1f} | {s['latency_p50_ms']:.0f} | "
+            f"{s['latency_p99_ms']:.0f} |"
+        )
     ratios = ", ".join(f"{p['ratio']:.2f}" for p in results["pairs"])
     batch = statistics.median(p["ours"]["mean_batch_size"] for p in results["pairs"])
-    lines.append(f"\nours / serve_rm tokens/s: median {results['median_ratio']:.2f}x (pairs: {ratios}); "
-                 f"{results['concurrency']} workers, {results['duration_s']:g} s windows, {results['dtype']}; "
-                 f"our mean batch {batch:.1f}; rewards max |difference| {results['rewards']['max_abs_difference']:.3g}")
+    lines.append(
+        f"\nours / serve_rm tokens/s: median {results['median_ratio']:.2f}x (pairs: {ratios}); "
+        f"{results['concurrency']} workers, {results['duration_s']:g} s windows, {results['dtype']}; "
+        f"our mean batch {batch:.1f}; rewards max |difference| {results['rewards']['max_abs_difference']:.3g}"
+    )
     return "\n".join(lines)
 
 
@@ -310,8 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO)
         serve_rm(argv[1:])
         return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.openrlhf_rm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.openrlhf_rm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--concurrency", type=int, default=64, help="rollout workers, one sample per request")
     # A closed loop of C workers reaches its steady state after about one round of C requests: serve_rm
     # answers one at a time, so at 64 workers a round is 64 forwards; the warmup covers it.
@@ -321,13 +412,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=64, help="distinct seeded samples, sent round-robin")
     parser.add_argument("--min-tokens", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=1024)
-    parser.add_argument("--dtype", choices=sorted(SERVE_RM_DTYPE), default="bfloat16",
-                        help="both servers' weights (serve_rm offers bf16 and fp16; float32 changes its dtype helper)")
-    parser.add_argument("--max-batch-tokens", type=int, default=None, help="our `rm`'s budget (default: tuned at load)")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(SERVE_RM_DTYPE),
+        default="bfloat16",
+        help="both servers' weights (serve_rm offers bf16 and fp16; float32 changes its dtype helper)",
+    )
+    parser.add_argument(
+        "--max-batch-tokens", type=int, default=None, help="our `rm`'s budget (default: tuned at load)"
+    )
     # On a CPU shared with other work, torch's default team (one OpenMP thread per core) waits at every
     # operator for threads the OS has descheduled: serve_rm's one-sample forwards pay that per request.
-    parser.add_argument("--serve-rm-threads", type=int, default=None,
-                        help="serve_rm's OMP_NUM_THREADS (default: unset, torch's default of one per core)")
+    parser.add_argument(
+        "--serve-rm-threads",
+        type=int,
+        default=None,
+        help="serve_rm's OMP_NUM_THREADS (default: unset, torch's default of one per core)",
+    )
     parser.add_argument("--check", type=int, default=8, help="queries whose rewards are compared first")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)

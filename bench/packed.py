@@ -30,7 +30,9 @@ def tokens_per_s(score: Callable[[list[list[int]]], object], batches: list[list[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--sizes", default="2,4,8")
@@ -52,16 +54,22 @@ def main() -> None:
             return [backend.score_batch([ids]) for ids in batch]
 
         for size in map(int, args.sizes.split(",")):
-            batches = [sequences[i:i + size] for i in range(0, len(sequences), size)]
+            batches = [sequences[i : i + size] for i in range(0, len(sequences), size)]
             rows = sum(computed_tokens([len(s) for s in b]) for b in batches) / sum(
-                len(b) * max(map(len, b)) for b in batches)
+                len(b) * max(map(len, b)) for b in batches
+            )
             tokens_per_s(backend.score_batch, batches[:2])  # untimed: first calls at new shapes allocate
             ratios = []
             for _ in range(args.rounds):
-                on, off, alone = (tokens_per_s(f, batches) for f in (backend.score_batch, padded, one_at_a_time))
+                on, off, alone = (
+                    tokens_per_s(f, batches) for f in (backend.score_batch, padded, one_at_a_time)
+                )
                 ratios.append(on / off)
-                print(f"batch {size}: packed {on:,.0f} tokens/s, padded {off:,.0f}, one at a time {alone:,.0f}; "
-                      f"packed / padded {on / off:.2f}, packed / one at a time {on / alone:.2f} (rows {rows:.2f})")
+                print(
+                    f"batch {size}: packed {on:,.0f} tokens/s, padded {off:,.0f}, "
+                    f"one at a time {alone:,.0f}; packed / padded {on / off:.2f}, "
+                    f"packed / one at a time {on / alone:.2f} (rows {rows:.2f})"
+                )
             print(f"batch {size}: median packed / padded {statistics.median(ratios):.2f}")
 
 

@@ -4,7 +4,8 @@
   requests. It reuses the server's servicer, codec, encoder and backend (the same ids, the same model),
   and replaces only the core: each request is encoded and run alone, one at a time, on the model
   instance's thread (a card's model object behind a web handler; the thread the server's own forwards
-  use, so that no second OpenMP team slows either: see reward_server/runtime/openmp.py), never on the event loop.
+  use, so that no second OpenMP team slows either: see reward_server/runtime/openmp.py), never on the
+  event loop.
 - BareServicer: answers Score with zeros without a model: the ceiling of grpc.aio itself.
 """
 
@@ -49,7 +50,9 @@ class NaiveCore:
 
     async def _alone(self, model: str, version: str, inputs) -> tuple[str, int, tuple[ScoreResult, ...]]:
         loaded = self.repository.resolve(model, version)
-        return await asyncio.wrap_future(run_alone(loaded.instances[0], partial(self._forward, loaded, inputs)))
+        return await asyncio.wrap_future(
+            run_alone(loaded.instances[0], partial(self._forward, loaded, inputs))
+        )
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
         return ScoreResponse(*await self._alone(request.model, request.version, request.inputs))
@@ -75,8 +78,9 @@ class BareServicer(reward_pb2_grpc.RewardServiceServicer):
     """Score without a model: one zero per input."""
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
-        return pb.ScoreResponse(model=request.model, version="1",
-                                results=[pb.ScoreResult(score=0.0) for _ in request.inputs])
+        return pb.ScoreResponse(
+            model=request.model, version="1", results=[pb.ScoreResult(score=0.0) for _ in request.inputs]
+        )
 
 
 async def start_grpc(servicer: reward_pb2_grpc.RewardServiceServicer) -> tuple[grpc.aio.Server, int]:

@@ -26,8 +26,12 @@ from reward_server.checkpoint import read_checkpoint
 from reward_server.offline.tiny_models import TinyShape, write_tiny_checkpoint
 
 # (label, dtype, last_position_only); the first is the reference
-RUNS = [("float32", "float32", True), ("float32, full last layer", "float32", False),
-        ("bfloat16", "bfloat16", True), ("float16", "float16", True)]
+RUNS = [
+    ("float32", "float32", True),
+    ("float32, full last layer", "float32", False),
+    ("bfloat16", "bfloat16", True),
+    ("float16", "float16", True),
+]
 
 
 def rel(a: float, b: float) -> float:
@@ -35,22 +39,36 @@ def rel(a: float, b: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n", type=int, default=48)
     args = parser.parse_args()
     rng = random.Random(0)
-    shape = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                      num_key_value_heads=4, max_position_embeddings=1024)
+    shape = TinyShape(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = read_checkpoint(write_tiny_checkpoint(Path(tmp) / "m", shape=shape, seed=0))
-        sequences = [[rng.randrange(5, shape.vocab_size) for _ in range(rng.randint(16, 512))] for _ in range(args.n)]
+        sequences = [
+            [rng.randrange(5, shape.vocab_size) for _ in range(rng.randint(16, 512))] for _ in range(args.n)
+        ]
         results = {}
         for label, dtype, last_position_only in RUNS:
-            config = PyTorchSettings(torchscript=True, intra_op_threads=0, last_position_only=last_position_only)
+            config = PyTorchSettings(
+                torchscript=True, intra_op_threads=0, last_position_only=last_position_only
+            )
             backend = PyTorchBackend(checkpoint, args.device, dtype, config)
             alone = [backend.score_batch([s])[0] for s in sequences]
-            batched = [x for i in range(0, len(sequences), 16) for x in backend.score_batch(sequences[i:i + 16])]
+            batched = [
+                x for i in range(0, len(sequences), 16) for x in backend.score_batch(sequences[i : i + 16])
+            ]
             results[label] = (alone, batched)
             backend.close()
     reference = results["float32"][0]
@@ -59,7 +77,8 @@ def main() -> None:
         vs_fp32 = [rel(a, r) for a, r in zip(alone, reference)]
         batch_effect = [rel(b, a) for b, a in zip(batched, alone)]
         report[label] = {
-            "vs_fp32_median": f"{statistics.median(vs_fp32):.2e}", "vs_fp32_max": f"{max(vs_fp32):.2e}",
+            "vs_fp32_median": f"{statistics.median(vs_fp32):.2e}",
+            "vs_fp32_max": f"{max(vs_fp32):.2e}",
             "batched_vs_alone_median": f"{statistics.median(batch_effect):.2e}",
             "batched_vs_alone_max": f"{max(batch_effect):.2e}",
         }

@@ -23,16 +23,31 @@ def py_spy() -> str | None:
 
 
 async def record(seconds: float, raw_path: Path, rate: int = 100) -> bool:
-    """Sample this process for `seconds` into a collapsed-stack file; False when py-spy is missing or fails."""
+    """Sample this process for `seconds` into a collapsed-stack file;
+    False when py-spy is missing or fails."""
     exe = py_spy()
     if exe is None:
         return False
     process = await asyncio.create_subprocess_exec(
-        exe, "record", "--pid", str(os.getpid()), "--duration", str(max(1, round(seconds))), "--rate", str(rate),
+        exe,
+        "record",
+        "--pid",
+        str(os.getpid()),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        str(rate),
         # --nonblocking: sample without pausing the process (paused 100 times a second, the profiled run
         # lost a good part of its throughput); the stacks may be a little less exact.
-        "--threads", "--nonblocking", "--format", "raw", "-o", str(raw_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        "--threads",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "-o",
+        str(raw_path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     return await process.wait() == 0 and raw_path.exists()
 
 

@@ -2,7 +2,8 @@
 with round_robin) vs several processes sharing one port with SO_REUSEPORT (the kernel balances).
 Measured with CPU processes standing in for devices, side by side in one run.
 
-    .venv/bin/python bench/replicas.py [--processes 2] [--callers 8] [--requests 400] [--out .bench/replicas.json]
+    .venv/bin/python bench/replicas.py [--processes 2] [--callers 8] [--requests 400] \
+        [--out .bench/replicas.json]
 
 Each server process is `reward-server serve` with OMP_NUM_THREADS=1 (one core = one "device") and a
 random 4-layer, 256-wide Llama; each request scores one 128-token sequence. For each layout, C callers
@@ -73,11 +74,16 @@ def load(clients: list[RewardClient], requests: list[list[int]], callers: int) -
         thread.join()
     elapsed = time.perf_counter() - start
     latencies.sort()
-    return {"requests_per_s": len(requests) / elapsed, "latency_p50_ms": 1e3 * statistics.median(latencies),
-            "latency_p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+    return {
+        "requests_per_s": len(requests) / elapsed,
+        "latency_p50_ms": 1e3 * statistics.median(latencies),
+        "latency_p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }
 
 
-def measure(servers: list[ServerProcess], clients: list[RewardClient], requests: list[list[int]], callers: int) -> dict:
+def measure(
+    servers: list[ServerProcess], clients: list[RewardClient], requests: list[list[int]], callers: int
+) -> dict:
     before = [cpu_seconds(s.proc.pid) for s in servers]
     result = load(clients, requests, callers)
     used = [cpu_seconds(s.proc.pid) - b for s, b in zip(servers, before)]
@@ -89,8 +95,13 @@ def run(args: argparse.Namespace) -> dict:
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the server processes: one core each
     rng = random.Random(0)
     requests = [[rng.randrange(5, SHAPE.vocab_size) for _ in range(128)] for _ in range(args.requests)]
-    results: dict = {"processes": args.processes, "callers": args.callers, "requests": args.requests,
-                     "model": "llama 4 layers x 256 (random), 128 tokens per request", "layouts": {}}
+    results: dict = {
+        "processes": args.processes,
+        "callers": args.callers,
+        "requests": args.requests,
+        "model": "llama 4 layers x 256 (random), 128 tokens per request",
+        "layouts": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         write_bench_model(repo, "rm")
@@ -119,14 +130,21 @@ def run(args: argparse.Namespace) -> dict:
                 server.wait_started()
             target = f"127.0.0.1:{port}"
             with RewardClient(target, model="rm", chunk_size=None) as client:
-                layouts["shared port (SO_REUSEPORT), 1 channel"] = measure(servers, [client], requests, args.callers)
+                layouts["shared port (SO_REUSEPORT), 1 channel"] = measure(
+                    servers, [client], requests, args.callers
+                )
             # Channels of one process share one connection unless each has its own subchannel pool:
             # this stands in for callers in separate processes (RL actors), one connection each.
-            clients = [RewardClient(target, model="rm", chunk_size=None, options=[("grpc.use_local_subchannel_pool", 1)])
-                       for _ in range(args.callers)]
+            clients = [
+                RewardClient(
+                    target, model="rm", chunk_size=None, options=[("grpc.use_local_subchannel_pool", 1)]
+                )
+                for _ in range(args.callers)
+            ]
             try:
                 layouts[f"shared port (SO_REUSEPORT), {args.callers} channels"] = measure(
-                    servers, clients, requests, args.callers)
+                    servers, clients, requests, args.callers
+                )
             finally:
                 for client in clients:
                     client.close()
@@ -137,7 +155,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400)
@@ -148,8 +168,10 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2))
     print(f"{'layout':42} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}  cpu share per process")
     for name, r in results["layouts"].items():
-        print(f"{name:42} {r['requests_per_s']:7.1f} {r['latency_p50_ms']:7.1f} {r['latency_p99_ms']:7.1f}  "
-              f"{r['cpu_share_per_process']}")
+        print(
+            f"{name:42} {r['requests_per_s']:7.1f} {r['latency_p50_ms']:7.1f} {r['latency_p99_ms']:7.1f}  "
+            f"{r['cpu_share_per_process']}"
+        )
     print(f"wrote {args.out}")
 
 

@@ -6,31 +6,48 @@ from __future__ import annotations
 from pathlib import Path
 
 # What "throughput" means per workload: tokens for the compute-bound ones, RPCs where overhead dominates.
-THROUGHPUT = {"mixed": ("tokens_per_s", "tokens/s"), "rank": ("inputs_per_s", "candidates/s"),
-              "tiny": ("requests_per_s", "RPC/s")}
+THROUGHPUT = {
+    "mixed": ("tokens_per_s", "tokens/s"),
+    "rank": ("inputs_per_s", "candidates/s"),
+    "tiny": ("requests_per_s", "RPC/s"),
+}
 
 
 def table(results: dict) -> str:
-    lines = [f"{'workload':8} {'system':12} {'C':>4} {'req/s':>8} {'inputs/s':>9} {'tokens/s':>9} {'p50 ms':>8} "
-             f"{'p99 ms':>8} {'batch':>6} {'pad eff':>7} {'client cores':>12}"]
+    lines = [
+        f"{'workload':8} {'system':12} {'C':>4} {'req/s':>8} {'inputs/s':>9} {'tokens/s':>9} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'batch':>6} {'pad eff':>7} {'client cores':>12}"
+    ]
     for name, entry in results["workloads"].items():
         floor = entry.get("floor")
         if floor:
-            lines.append(f"{name:8} {'floor':12} {'':>4} {'':>8} {floor['inputs_per_s']:9.1f} {floor['tokens_per_s']:9.0f}"
-                         f"   best shape: {floor['best_shape']}; server max_batch_tokens: {entry['server_max_batch_tokens']}")
+            lines.append(
+                f"{name:8} {'floor':12} {'':>4} {'':>8} {floor['inputs_per_s']:9.1f} "
+                f"{floor['tokens_per_s']:9.0f}   best shape: {floor['best_shape']}; "
+                f"server max_batch_tokens: {entry['server_max_batch_tokens']}"
+            )
         for system, runs in entry["systems"].items():
             for r in runs:
                 batching = r.get("batching", {})
-                size, efficiency = batching.get("mean_batch_size", float("nan")), batching.get("padding_efficiency", float("nan"))
+                size, efficiency = (
+                    batching.get("mean_batch_size", float("nan")),
+                    batching.get("padding_efficiency", float("nan")),
+                )
                 lines.append(
-                    f"{name:8} {system:12} {r['concurrency']:4d} {r['requests_per_s']:8.1f} {r['inputs_per_s']:9.1f} "
-                    f"{r['tokens_per_s']:9.0f} {r['latency_p50_ms']:8.1f} {r['latency_p99_ms']:8.1f} "
-                    f"{size:6.1f} {efficiency:7.2f} {r.get('client_cores', float('nan')):12.2f}")
+                    f"{name:8} {system:12} {r['concurrency']:4d} {r['requests_per_s']:8.1f} "
+                    f"{r['inputs_per_s']:9.1f} {r['tokens_per_s']:9.0f} {r['latency_p50_ms']:8.1f} "
+                    f"{r['latency_p99_ms']:8.1f} {size:6.1f} {efficiency:7.2f} "
+                    f"{r.get('client_cores', float('nan')):12.2f}"
+                )
         paired = entry.get("paired")
         if paired:
-            lines.append(f"{name:8} server / {paired['reference']} at C={paired['concurrency']}, pairs back to back: "
-                         + ", ".join(f"{p['server']:.0f} / {p['reference']:.0f} = {p['ratio']:.2f}" for p in paired["pairs"])
-                         + f"; median {paired['median_ratio']:.2f}")
+            lines.append(
+                f"{name:8} server / {paired['reference']} at C={paired['concurrency']}, pairs back to back: "
+                + ", ".join(
+                    f"{p['server']:.0f} / {p['reference']:.0f} = {p['ratio']:.2f}" for p in paired["pairs"]
+                )
+                + f"; median {paired['median_ratio']:.2f}"
+            )
     lines += [f"{key}: {value:.2f}" for key, value in results.get("summary", {}).items()]
     return "\n".join(lines)
 

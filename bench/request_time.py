@@ -32,6 +32,7 @@ CALLS: list[tuple[float, float, float]] = []
 
 def handler_timed(score):
     """A servicer's Score that records its start and end for stamped calls."""
+
     async def timed(self, request, context):
         start = time.time()
         try:
@@ -40,6 +41,7 @@ def handler_timed(score):
             sent = dict(context.invocation_metadata()).get(SENT_AT_KEY)
             if sent is not None:
                 CALLS.append((float(sent), start, time.time()))
+
     return timed
 
 
@@ -48,16 +50,22 @@ def split(run: dict, window: tuple[float, float]) -> dict:
     calls = [c for c in CALLS if window[0] <= c[0] <= window[1]]
     before = 1e3 * statistics.mean(start - sent for sent, start, _ in calls)
     handler = 1e3 * statistics.mean(end - start for _, start, end in calls)
-    return {"rpc_per_s": run["requests_per_s"], "latency_ms": run["latency_mean_ms"], "before_ms": before,
-            "handler_ms": handler, "after_ms": run["latency_mean_ms"] - before - handler}
+    return {
+        "rpc_per_s": run["requests_per_s"],
+        "latency_ms": run["latency_mean_ms"],
+        "before_ms": before,
+        "handler_ms": handler,
+        "after_ms": run["latency_mean_ms"] - before - handler,
+    }
 
 
 async def measure(rounds: int, concurrency: int, options: SuiteOptions) -> dict[str, list[dict]]:
     RewardServicer.Score = handler_timed(RewardServicer.Score)  # before the server wraps its methods
     BareServicer.Score = handler_timed(BareServicer.Score)
     with tempfile.TemporaryDirectory() as tmp:
-        running, port = await build_server(ServerSettings(write_repository(Path(tmp), options), host="127.0.0.1",
-                                                          port=0, http_port=None))
+        running, port = await build_server(
+            ServerSettings(write_repository(Path(tmp), options), host="127.0.0.1", port=0, http_port=None)
+        )
         bare, bare_port = await start_grpc(BareServicer())
         workload = make_workload("tiny", running, options)
         instance = running.repository.resolve("tiny", "").instances[0]
@@ -67,11 +75,15 @@ async def measure(rounds: int, concurrency: int, options: SuiteOptions) -> dict[
                 for system, target in (("bare-grpc", bare_port), ("server", port)):
                     CALLS.clear()
                     batches, computed = instance.stats.batches, instance.stats.computed
-                    run = await drive(f"127.0.0.1:{target}", "tiny", "score", workload, concurrency, options, stamp=True)
+                    run = await drive(
+                        f"127.0.0.1:{target}", "tiny", "score", workload, concurrency, options, stamp=True
+                    )
                     end = time.time()
                     row = split(run, (end - options.duration_s, end))
                     if system == "server":
-                        row["mean_batch"] = (instance.stats.computed - computed) / max(1, instance.stats.batches - batches)
+                        row["mean_batch"] = (instance.stats.computed - computed) / max(
+                            1, instance.stats.batches - batches
+                        )
                     out[system].append(row)
                     print(system, {k: round(v, 1) for k, v in row.items()}, flush=True)
         finally:
@@ -81,8 +93,11 @@ async def measure(rounds: int, concurrency: int, options: SuiteOptions) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.request_time", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.request_time",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=5.0)
@@ -90,9 +105,15 @@ def main() -> None:
     results = asyncio.run(measure(args.rounds, args.concurrency, SuiteOptions(duration_s=args.duration)))
     print(f"\nmedians over {args.rounds} rounds, tiny, {args.concurrency} clients:")
     for system, rows in results.items():
-        print(f"  {system:9s}", "  ".join(f"{key} {statistics.median(r[key] for r in rows):.1f}" for key in rows[0]))
+        print(
+            f"  {system:9s}",
+            "  ".join(f"{key} {statistics.median(r[key] for r in rows):.1f}" for key in rows[0]),
+        )
     ratios = [s["rpc_per_s"] / b["rpc_per_s"] for s, b in zip(results["server"], results["bare-grpc"])]
-    print(f"  server / bare grpc.aio RPC/s: median {statistics.median(ratios):.2f} {[round(r, 2) for r in ratios]}")
+    print(
+        f"  server / bare grpc.aio RPC/s: median {statistics.median(ratios):.2f} "
+        f"{[round(r, 2) for r in ratios]}"
+    )
 
 
 if __name__ == "__main__":

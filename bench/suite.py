@@ -32,27 +32,44 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Compute-bound on a 2-core CPU: ~12k tokens/s bare, so one `mixed` request of ~500 tokens is ~40 ms.
-BENCH_SHAPE = TinyShape(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                        num_key_value_heads=4, max_position_embeddings=2048)
+BENCH_SHAPE = TinyShape(
+    hidden_size=256,
+    intermediate_size=688,
+    num_hidden_layers=4,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+)
 TINY_SHAPE = TinyShape()
 # The issue's GPU shape: InternLM2-1.8B's backbone as a Llama (hidden 2048, 24 layers, 16 heads, 8 kv heads,
 # MLP 8192, as in the published internlm2-1_8b config.json; ~1.5B parameters outside the embeddings). The
 # vocabulary is the bench tokenizer's, so the embedding table is small; it does no FLOPs either way.
 SHAPES = {
     "bench": BENCH_SHAPE,
-    "internlm2-1.8b": TinyShape(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
-                                num_key_value_heads=8, max_position_embeddings=4096, vocab_size=92544),
+    "internlm2-1.8b": TinyShape(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        max_position_embeddings=4096,
+        vocab_size=92544,
+    ),
 }
 WORKLOAD_MODEL = {"mixed": "rm", "rank": "rm", "tiny": "tiny"}
-WORKLOAD_SYSTEMS = {"mixed": ("server", "naive"), "rank": ("server", "server-full", "naive"),
-                    "tiny": ("server", "naive", "bare-grpc")}
+WORKLOAD_SYSTEMS = {
+    "mixed": ("server", "naive"),
+    "rank": ("server", "server-full", "naive"),
+    "tiny": ("server", "naive", "bare-grpc"),
+}
 
 
 @dataclass(frozen=True)
 class SuiteOptions:
     workloads: tuple[str, ...] = ("mixed", "rank", "tiny")
     concurrency: dict[str, tuple[int, ...]] = field(
-        default_factory=lambda: {"mixed": (1, 8, 64), "rank": (1, 4, 16), "tiny": (1, 8, 64)})
+        default_factory=lambda: {"mixed": (1, 8, 64), "rank": (1, 4, 16), "tiny": (1, 8, 64)}
+    )
     systems: tuple[str, ...] = ("server", "server-full", "naive", "bare-grpc")
     warmup_s: float = 1.5
     duration_s: float = 5.0
@@ -76,7 +93,8 @@ class SuiteOptions:
     max_batch_tokens: int | None = None  # None: left unset in config.pbtxt, tuned by the server at load
     # `tiny` is served with this many intra-op threads (pytorch { intra_op_threads }; 0: torch's default).
     # On 2 cores shared with the event loop a second OpenMP thread costs a 64-wide model more than it
-    # gives: A/B, two rounds of 3 pairs, server / bare grpc.aio 0.38 / 0.32 with two threads, 0.47 / 0.49 with one.
+    # gives: A/B, two rounds of 3 pairs, server / bare grpc.aio 0.38 / 0.32 with two threads, 0.47 / 0.49
+    # with one.
     tiny_intra_op_threads: int = 1
     # After the sweeps, the two ratios measured against a reference (mixed: the floor at its best shape;
     # tiny: bare grpc.aio) again this many times, server and reference back to back, at the top
@@ -88,13 +106,23 @@ class SuiteOptions:
 def write_repository(root: Path, options: SuiteOptions) -> Path:
     """`rm` (the compute-bound model, mixed and rank; options.rm_dtype) and `tiny` (fp32), on the GPU
     when there is one (instance_group KIND_AUTO)."""
-    for name, shape, dtype in (("rm", options.bench_shape, options.rm_dtype), ("tiny", TINY_SHAPE, "float32")):
+    for name, shape, dtype in (
+        ("rm", options.bench_shape, options.rm_dtype),
+        ("tiny", TINY_SHAPE, "float32"),
+    ):
         model = root / name
         model.mkdir(parents=True)
-        text = config_pbtxt(name, RewardDefaults(max_sequence_length=shape.max_position_embeddings, dtype=dtype),
-                            max_batch_size=options.max_batch_size, max_queue_delay_us=2000, max_queue_size=0)
+        text = config_pbtxt(
+            name,
+            RewardDefaults(max_sequence_length=shape.max_position_embeddings, dtype=dtype),
+            max_batch_size=options.max_batch_size,
+            max_queue_delay_us=2000,
+            max_queue_size=0,
+        )
         if options.max_batch_tokens is not None:
-            text = text.replace("dynamic_batching {", f"dynamic_batching {{\n  max_batch_tokens: {options.max_batch_tokens}")
+            text = text.replace(
+                "dynamic_batching {", f"dynamic_batching {{\n  max_batch_tokens: {options.max_batch_tokens}"
+            )
         if name == "tiny" and options.tiny_intra_op_threads:
             text += f"\npytorch {{ intra_op_threads: {options.tiny_intra_op_threads} }}\n"
         (model / "config.pbtxt").write_text(text)
@@ -107,20 +135,47 @@ def make_workload(name: str, running: RewardServer, options: SuiteOptions) -> Wo
     if name == "mixed":
         return score_workload("mixed", encoder, options.mixed_requests, 16, 1024, seed=1)
     if name == "rank":
-        return rank_workload(encoder, options.rank_requests, options.rank_prompt_tokens, options.rank_responses,
-                             options.rank_response_tokens, seed=2)
+        return rank_workload(
+            encoder,
+            options.rank_requests,
+            options.rank_prompt_tokens,
+            options.rank_responses,
+            options.rank_response_tokens,
+            seed=2,
+        )
     return score_workload("tiny", encoder, options.tiny_requests, 8, 48, seed=3)
 
 
-async def drive(target: str, model: str, kind: str, workload: Workload, concurrency: int, options: SuiteOptions,
-                stamp: bool = False) -> dict:
+async def drive(
+    target: str,
+    model: str,
+    kind: str,
+    workload: Workload,
+    concurrency: int,
+    options: SuiteOptions,
+    stamp: bool = False,
+) -> dict:
     """One closed-loop run by the load process (bench/load.py); `stamp`: Score calls carry their send time."""
     duration = options.duration_s * (options.rank_duration_factor if workload.name == "rank" else 1.0)
-    spec = {"target": target, "model": model, "kind": kind, "requests": workload.requests,
-            "concurrency": concurrency, "warmup_s": options.warmup_s, "duration_s": duration, "stamp": stamp}
+    spec = {
+        "target": target,
+        "model": model,
+        "kind": kind,
+        "requests": workload.requests,
+        "concurrency": concurrency,
+        "warmup_s": options.warmup_s,
+        "duration_s": duration,
+        "stamp": stamp,
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.load", cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bench.load",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await process.communicate(json.dumps(spec).encode())
     if process.returncode:
         raise RuntimeError(f"load process failed ({process.returncode}): {err.decode()[-2000:]}")
@@ -155,13 +210,16 @@ def batcher_delta(before, after) -> dict:
     padded = after.padded_tokens - before.padded_tokens
     batches = after.batches - before.batches
     sizes = after.batch_sizes - before.batch_sizes
-    return {"batches": batches, "mean_batch_size": (after.computed - before.computed) / batches if batches else 0.0,
-            "max_batch_size": max(sizes) if sizes else 0,
-            "shared_prompt_groups": after.shared_groups - before.shared_groups,  # which Rank path ran
-            # The model's own rate inside its forwards during this run: served tokens/s over this is the
-            # share of the time the model computed (less sensitive to a shared machine than the floor ratio).
-            "forward_tokens_per_s": real / compute_s if compute_s else 0.0,
-            "padding_efficiency": real / padded if padded else 1.0}
+    return {
+        "batches": batches,
+        "mean_batch_size": (after.computed - before.computed) / batches if batches else 0.0,
+        "max_batch_size": max(sizes) if sizes else 0,
+        "shared_prompt_groups": after.shared_groups - before.shared_groups,  # which Rank path ran
+        # The model's own rate inside its forwards during this run: served tokens/s over this is the
+        # share of the time the model computed (less sensitive to a shared machine than the floor ratio).
+        "forward_tokens_per_s": real / compute_s if compute_s else 0.0,
+        "padding_efficiency": real / padded if padded else 1.0,
+    }
 
 
 async def paired_ratios(name: str, target: str, workload: Workload, reference, options: SuiteOptions) -> dict:
@@ -173,9 +231,13 @@ async def paired_ratios(name: str, target: str, workload: Workload, reference, o
         ref = await reference()
         served = (await drive(target, WORKLOAD_MODEL[name], workload.kind, workload, top, options))[rate]
         pairs.append({"reference": ref, "server": served, "ratio": served / ref if ref else 0.0})
-    return {"rate": rate, "reference": "floor" if name == "mixed" else "bare-grpc",
-            "concurrency": top, "pairs": pairs,
-            "median_ratio": statistics.median(p["ratio"] for p in pairs)}
+    return {
+        "rate": rate,
+        "reference": "floor" if name == "mixed" else "bare-grpc",
+        "concurrency": top,
+        "pairs": pairs,
+        "median_ratio": statistics.median(p["ratio"] for p in pairs),
+    }
 
 
 def _best(runs: list[dict], key: str, concurrency: int | None = None) -> float | None:
@@ -194,7 +256,9 @@ def _mixed_ratios(mixed: dict) -> dict:
     if server:
         top = max(server, key=lambda r: r["concurrency"])
         if top["batching"]["forward_tokens_per_s"]:
-            out["mixed_server_over_own_forward"] = top["tokens_per_s"] / top["batching"]["forward_tokens_per_s"]
+            out["mixed_server_over_own_forward"] = (
+                top["tokens_per_s"] / top["batching"]["forward_tokens_per_s"]
+            )
     if server:  # at the highest concurrency: the most inputs to choose batch companions from
         top = max(server, key=lambda r: r["concurrency"])
         out["mixed_padding_efficiency"] = top["batching"]["padding_efficiency"]
@@ -217,14 +281,20 @@ def summarize(results: dict) -> dict:
         server, bare = tiny["systems"].get("server", []), tiny["systems"].get("bare-grpc", [])
         c = max(r["concurrency"] for r in server) if server else None
         if server and bare and at(bare, "requests_per_s", c):
-            out[f"tiny_server_over_bare_grpc_at_{c}"] = at(server, "requests_per_s", c) / at(bare, "requests_per_s", c)
+            out[f"tiny_server_over_bare_grpc_at_{c}"] = at(server, "requests_per_s", c) / at(
+                bare, "requests_per_s", c
+            )
     peak, params = results["options"].get("peak_tflops"), results["models"]["rm"].get("non_embedding_params")
     if mixed and peak and params and mixed["systems"].get("server"):
-        out["mixed_model_flops_utilisation"] = 2 * params * at(mixed["systems"]["server"], "tokens_per_s") / (peak * 1e12)
+        out["mixed_model_flops_utilisation"] = (
+            2 * params * at(mixed["systems"]["server"], "tokens_per_s") / (peak * 1e12)
+        )
     if mixed and mixed.get("paired"):
         out["mixed_server_over_floor_median_of_pairs"] = mixed["paired"]["median_ratio"]
     if tiny and tiny.get("paired"):
-        out[f"tiny_server_over_bare_grpc_at_{tiny['paired']['concurrency']}_median_of_pairs"] = tiny["paired"]["median_ratio"]
+        out[f"tiny_server_over_bare_grpc_at_{tiny['paired']['concurrency']}_median_of_pairs"] = tiny[
+            "paired"
+        ]["median_ratio"]
     return out
 
 
@@ -250,20 +320,34 @@ def floor_budgets(instance) -> tuple[int, ...]:
 
 
 async def floor_of(instance, floor_inputs: list) -> dict:
-    return await on_instance_thread(instance, partial(measure_floor, instance.backend.score_batch, floor_inputs,
-                                                      floor_budgets(instance)))
+    return await on_instance_thread(
+        instance, partial(measure_floor, instance.backend.score_batch, floor_inputs, floor_budgets(instance))
+    )
 
 
-def _reference(name: str, entry: dict, loaded, floor_inputs: list, bare_target: str, workload: Workload,
-               options: SuiteOptions):
+def _reference(
+    name: str,
+    entry: dict,
+    loaded,
+    floor_inputs: list,
+    bare_target: str,
+    workload: Workload,
+    options: SuiteOptions,
+):
     """What the server is paired with: the floor at its best shape (mixed), bare grpc.aio (tiny), or None."""
     if name == "mixed" and entry.get("floor"):
         instance, shape = loaded.instances[0], entry["floor"]["best_shape"]
-        return lambda: on_instance_thread(instance, partial(shape_rate, instance.backend.score_batch, floor_inputs, shape))
+        return lambda: on_instance_thread(
+            instance, partial(shape_rate, instance.backend.score_batch, floor_inputs, shape)
+        )
     if name == "tiny" and "bare-grpc" in entry["systems"]:
+
         async def bare() -> float:
             top = max(options.concurrency[name])
-            return (await drive(bare_target, WORKLOAD_MODEL[name], workload.kind, workload, top, options))["requests_per_s"]
+            return (await drive(bare_target, WORKLOAD_MODEL[name], workload.kind, workload, top, options))[
+                "requests_per_s"
+            ]
+
         return bare
     return None
 
@@ -273,23 +357,42 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
     running, port = await build_server(ServerSettings(repo, host="127.0.0.1", port=0, http_port=None))
     naive_server, naive_port, naive_core = await start_naive_peer(running.repository)
     bare_server, bare_port = await start_grpc(BareServicer())
-    targets = {"server": f"127.0.0.1:{port}", "server-full": f"127.0.0.1:{port}",
-               "naive": f"127.0.0.1:{naive_port}", "bare-grpc": f"127.0.0.1:{bare_port}"}
-    results: dict = {"options": {k: v if not isinstance(v, Path) else str(v) for k, v in options.__dict__.items()
-                                 if k != "bench_shape"},
-                     "models": {"rm": dict(options.bench_shape.__dict__), "tiny": TINY_SHAPE.__dict__}, "workloads": {}}
+    targets = {
+        "server": f"127.0.0.1:{port}",
+        "server-full": f"127.0.0.1:{port}",
+        "naive": f"127.0.0.1:{naive_port}",
+        "bare-grpc": f"127.0.0.1:{bare_port}",
+    }
+    results: dict = {
+        "options": {
+            k: v if not isinstance(v, Path) else str(v)
+            for k, v in options.__dict__.items()
+            if k != "bench_shape"
+        },
+        "models": {"rm": dict(options.bench_shape.__dict__), "tiny": TINY_SHAPE.__dict__},
+        "workloads": {},
+    }
     rm = running.repository.resolve("rm", "").instances[0].backend
-    results["models"]["rm"].update(device=rm.device, dtype=rm.dtype, non_embedding_params=non_embedding_params(rm))
+    results["models"]["rm"].update(
+        device=rm.device, dtype=rm.dtype, non_embedding_params=non_embedding_params(rm)
+    )
     try:
         for name in options.workloads:
             workload = make_workload(name, running, options)
             model = WORKLOAD_MODEL[name]
             loaded = running.repository.resolve(model, "")
-            entry: dict = {"model": model, "requests": len(workload.requests), "tokens": workload.tokens,
-                           "inputs_per_request": len(workload.sequences[0]),
-                           "server_max_batch_tokens": loaded.instances[0].max_batch_tokens, "systems": {}}
+            entry: dict = {
+                "model": model,
+                "requests": len(workload.requests),
+                "tokens": workload.tokens,
+                "inputs_per_request": len(workload.sequences[0]),
+                "server_max_batch_tokens": loaded.instances[0].max_batch_tokens,
+                "systems": {},
+            }
             floor_tokens = max(options.floor_tokens, 2 * max(floor_budgets(loaded.instances[0])))
-            floor_inputs = _first_tokens([ids for request in workload.sequences for ids in request], floor_tokens)
+            floor_inputs = _first_tokens(
+                [ids for request in workload.sequences for ids in request], floor_tokens
+            )
             measure = options.floor and name != "tiny"
             if measure:
                 log.info("%s: measuring the floor over %d inputs", name, len(floor_inputs))
@@ -303,7 +406,11 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
                     stats = loaded.instances[0].stats
                     before = copy.deepcopy(stats)
                     driving = drive(targets[system], model, kind, workload, concurrency, options)
-                    if options.profile_to and system == "server" and concurrency == max(options.concurrency[name]):
+                    if (
+                        options.profile_to
+                        and system == "server"
+                        and concurrency == max(options.concurrency[name])
+                    ):
                         summary = options.profile_to / f"profile_{name}_server.txt"
                         run = (await asyncio.gather(driving, _profiled(options, summary)))[0]
                     else:
@@ -311,8 +418,15 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
                     run["concurrency"] = concurrency
                     if system.startswith("server"):
                         run["batching"] = batcher_delta(before, stats)
-                    log.info("%s %s c=%d: %.1f req/s, %.0f tokens/s, p99 %.0f ms", name, system, concurrency,
-                             run["requests_per_s"], run["tokens_per_s"], run["latency_p99_ms"])
+                    log.info(
+                        "%s %s c=%d: %.1f req/s, %.0f tokens/s, p99 %.0f ms",
+                        name,
+                        system,
+                        concurrency,
+                        run["requests_per_s"],
+                        run["tokens_per_s"],
+                        run["latency_p99_ms"],
+                    )
                     runs.append(run)
             if measure:  # again after the served runs: on a shared machine the better of the two is the floor
                 again = await floor_of(loaded.instances[0], floor_inputs)
@@ -321,8 +435,13 @@ async def run_suite(options: SuiteOptions, repo: Path) -> dict:
             reference = _reference(name, entry, loaded, floor_inputs, targets["bare-grpc"], workload, options)
             if options.repeats and reference and "server" in entry["systems"]:
                 entry["paired"] = await paired_ratios(name, targets["server"], workload, reference, options)
-                log.info("%s: server / %s, %d pairs: %s", name, entry["paired"]["reference"], options.repeats,
-                         [round(p["ratio"], 3) for p in entry["paired"]["pairs"]])
+                log.info(
+                    "%s: server / %s, %d pairs: %s",
+                    name,
+                    entry["paired"]["reference"],
+                    options.repeats,
+                    [round(p["ratio"], 3) for p in entry["paired"]["pairs"]],
+                )
             results["workloads"][name] = entry
     finally:
         await bare_server.stop(0)

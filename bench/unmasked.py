@@ -27,7 +27,9 @@ def tokens_per_s(backend: PyTorchBackend, sequences: list[list[int]]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=48)
     args = parser.parse_args()
@@ -42,8 +44,10 @@ def main() -> None:
             backend._unmasked = None  # every batch through the masked trace
             off = tokens_per_s(backend, sequences)
             backend._unmasked = unmasked
-            print(f"batch 1, {sum(map(len, sequences))} tokens: unmasked {on:,.0f} tokens/s, "
-                  f"masked {off:,.0f} tokens/s, unmasked / masked {on / off:.2f}")
+            print(
+                f"batch 1, {sum(map(len, sequences))} tokens: unmasked {on:,.0f} tokens/s, "
+                f"masked {off:,.0f} tokens/s, unmasked / masked {on / off:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ WORDS = " ".join(CORPUS).split()
 class Workload:
     name: str
     kind: str  # "score" (one conversation per request) | "rank" (prompt + responses per request)
-    requests: list[dict]  # JSON-able, what a client sends: {"chat": [...]} or {"prompt": [...], "responses": [...]}
+    requests: list[
+        dict
+    ]  # JSON-able, what a client sends: {"chat": [...]} or {"prompt": [...], "responses": [...]}
     sequences: list[list[tuple[int, ...]]]  # per request, the token ids of each input the model computes
 
     @property
@@ -68,9 +70,11 @@ def _reply_length(encoder: InputEncoder, user: str, base: int, reply: str) -> in
     return len(_ids(encoder, [_conversation(_chat(user, reply))])[0]) - base
 
 
-def score_workload(name: str, encoder: InputEncoder, count: int, min_tokens: int, max_tokens: int,
-                   seed: int = 0) -> Workload:
-    """`count` single-conversation requests with token lengths spread uniformly over [min_tokens, max_tokens]."""
+def score_workload(
+    name: str, encoder: InputEncoder, count: int, min_tokens: int, max_tokens: int, seed: int = 0
+) -> Workload:
+    """`count` single-conversation requests with token lengths spread uniformly over
+    [min_tokens, max_tokens]."""
     rng = random.Random(seed)
     requests, sequences = [], []
     for _ in range(count):
@@ -83,17 +87,29 @@ def score_workload(name: str, encoder: InputEncoder, count: int, min_tokens: int
     return Workload(name, "score", requests, sequences)
 
 
-def rank_workload(encoder: InputEncoder, count: int, prompt_tokens: int = 1024, responses: int = 8,
-                  response_tokens: int = 128, seed: int = 0) -> Workload:
+def rank_workload(
+    encoder: InputEncoder,
+    count: int,
+    prompt_tokens: int = 1024,
+    responses: int = 8,
+    response_tokens: int = 128,
+    seed: int = 0,
+) -> Workload:
     """`count` Rank requests: each a prompt of ~prompt_tokens and `responses` answers of ~response_tokens."""
     rng = random.Random(seed)
     requests, sequences = [], []
     for _ in range(count):
-        user = _sized(lambda text: len(_ids(encoder, [_conversation([{"role": "user", "content": text}])])[0]),
-                      rng, prompt_tokens)
+        user = _sized(
+            lambda text: len(_ids(encoder, [_conversation([{"role": "user", "content": text}])])[0]),
+            rng,
+            prompt_tokens,
+        )
         prompt = [{"role": "user", "content": user}]
         base = len(_ids(encoder, [_conversation(_chat(user, ""))])[0])
-        answers = [_sized(partial(_reply_length, encoder, user, base), rng, response_tokens) for _ in range(responses)]
+        answers = [
+            _sized(partial(_reply_length, encoder, user, base), rng, response_tokens)
+            for _ in range(responses)
+        ]
         requests.append({"prompt": prompt, "responses": answers})
         candidates = Candidates(_conversation(prompt).messages, tuple(answers))
         sequences.append(_ids(encoder, list(candidate_conversations(candidates))))

@@ -24,8 +24,10 @@ ANY_ADDRESS = ("[::]", "::", "0.0.0.0", "")
 def server_argv(cmdline: list[str]) -> list[str] | None:
     """The arguments after the program name when `cmdline` runs `reward-server serve`, else None."""
     for i, word in enumerate(cmdline):
-        if Path(word).name == "reward-server" or (word == "reward_server" and i > 0 and cmdline[i - 1] == "-m"):
-            rest = cmdline[i + 1:]
+        if Path(word).name == "reward-server" or (
+            word == "reward_server" and i > 0 and cmdline[i - 1] == "-m"
+        ):
+            rest = cmdline[i + 1 :]
             return rest if "serve" in rest else None
     return None
 
@@ -57,9 +59,13 @@ def target(argv: list[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--service", default=READY_SERVICE_NAME, help="health name to ask for (default: %(default)s)")
+    parser.add_argument(
+        "--service", default=READY_SERVICE_NAME, help="health name to ask for (default: %(default)s)"
+    )
     parser.add_argument("--timeout", type=float, default=4.0)
-    parser.add_argument("--pid", type=int, default=None, help="the server's process (default: the first found)")
+    parser.add_argument(
+        "--pid", type=int, default=None, help="the server's process (default: the first found)"
+    )
     options = parser.parse_args()
     argv = find_server(options.pid)
     if argv is None:
@@ -69,7 +75,8 @@ def main() -> int:
     with grpc.insecure_channel(address) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=options.service), timeout=options.timeout)
+                health_pb2.HealthCheckRequest(service=options.service), timeout=options.timeout
+            )
         except grpc.RpcError as e:
             print(f"{address}: {e.code().name} {e.details()}", file=sys.stderr)
             return 1

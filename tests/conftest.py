@@ -23,7 +23,10 @@ def seed_originals(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("originals")
     return {
-        "internlm2": (root / "internlm2", write_internlm2(root / "internlm2", heads=6, kv_heads=2, hidden=72)),
+        "internlm2": (
+            root / "internlm2",
+            write_internlm2(root / "internlm2", heads=6, kv_heads=2, hidden=72),
+        ),
         "ziya": (root / "ziya", write_ziya(root / "ziya")),
         "starling": (root / "starling", write_starling(root / "starling")),
         "starling-transformer": (root / "st", write_starling(root / "st", prefixes=("transformer.",))),
@@ -49,7 +52,9 @@ def seed_repository(seed_originals, tmp_path_factory) -> Path:
 def tiny_checkpoint_b(tmp_path_factory) -> Path:
     """Another tiny model (other seed, Mistral backbone, head bias) to tell models apart."""
     shape = TinyShape(architecture="mistral", num_hidden_layers=3)
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_b") / "ckpt", shape=shape, seed=1, head_bias=0.75)
+    return write_tiny_checkpoint(
+        tmp_path_factory.mktemp("tiny_b") / "ckpt", shape=shape, seed=1, head_bias=0.75
+    )
 
 
 def pytest_collection_modifyitems(config, items):

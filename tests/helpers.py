@@ -17,10 +17,14 @@ from pathlib import Path
 from reward_server.server import RewardServer, build_server
 from reward_server.settings import ServerSettings
 
-CHAT_1 = [{"role": "user", "content": "Hello! What's your name?"},
-          {"role": "assistant", "content": "My name is InternLM2! A helpful AI assistant. What can I do for you?"}]
-CHAT_2 = [{"role": "user", "content": "Hello! What's your name?"},
-          {"role": "assistant", "content": "I have no idea."}]
+CHAT_1 = [
+    {"role": "user", "content": "Hello! What's your name?"},
+    {"role": "assistant", "content": "My name is InternLM2! A helpful AI assistant. What can I do for you?"},
+]
+CHAT_2 = [
+    {"role": "user", "content": "Hello! What's your name?"},
+    {"role": "assistant", "content": "I have no idea."},
+]
 
 
 WORDS = "the reward model reads a conversation and answers with one number 你好 😀 def f(x): return x".split()
@@ -34,21 +38,30 @@ def random_chat(rng: random.Random, turns: int = 1) -> list[dict]:
     return chat
 
 
-def config_text(name: str, *, max_batch_size: int = 8, delay_us: int = 0, queue: int = 0,
-                extra: str = "", reward: str = "", max_batch_tokens: int | None = 0) -> str:
+def config_text(
+    name: str,
+    *,
+    max_batch_size: int = 8,
+    delay_us: int = 0,
+    queue: int = 0,
+    extra: str = "",
+    reward: str = "",
+    max_batch_tokens: int | None = 0,
+) -> str:
     """A config.pbtxt; max_batch_tokens None leaves it unset (tuned at load), 0 = no token budget."""
     budget = "" if max_batch_tokens is None else f"max_batch_tokens: {max_batch_tokens} "
     return (
         f'name: "{name}"\nbackend: "pytorch"\nmax_batch_size: {max_batch_size}\n'
         f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} {budget}"
         f"default_queue_policy {{ max_queue_size: {queue} }} }}\n"
-        f'instance_group [ {{ kind: KIND_CPU count: 1 }} ]\n'
+        f"instance_group [ {{ kind: KIND_CPU count: 1 }} ]\n"
         f'reward {{ prompt_format: "chat_template" dtype: "float32" {reward} }}\n{extra}'
     )
 
 
-def add_model(repo: Path, name: str, checkpoint: Path, config: str | None = None,
-              versions: tuple[int, ...] = (1,)) -> Path:
+def add_model(
+    repo: Path, name: str, checkpoint: Path, config: str | None = None, versions: tuple[int, ...] = (1,)
+) -> Path:
     """Copy a checkpoint into `repo/name/<version>` for each version, with a config.pbtxt."""
     model = repo / name
     model.mkdir(parents=True, exist_ok=True)
@@ -117,8 +130,22 @@ class ServerProcess:
     def __init__(self, repo: Path, *extra: str, port: int = 0) -> None:
         # No HTTP port unless asked for: its default (8000) would collide between servers and test runs.
         http = () if "--http-port" in extra else ("--http-port", "-1")
-        self.proc = subprocess.Popen([*command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-                                      "--port", str(port), *http, *extra], stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                *command(),
+                "serve",
+                "--model-repository",
+                str(repo),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *http,
+                *extra,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[str] = []
         self._started = threading.Event()
         self.port = 0
@@ -181,8 +208,19 @@ def start_servers(count: int, repo: Path, *extra: str, timeout: float = 180) -> 
     return servers
 
 
-__all__ = ["CHAT_1", "CHAT_2", "WORDS", "ServerProcess", "ServerThread", "add_model", "command", "config_text",
-           "random_chat", "serve_repo", "start_servers"]
+__all__ = [
+    "CHAT_1",
+    "CHAT_2",
+    "WORDS",
+    "ServerProcess",
+    "ServerThread",
+    "add_model",
+    "command",
+    "config_text",
+    "random_chat",
+    "serve_repo",
+    "start_servers",
+]
 
 
 def close(a: object, b: object, rel: float = 1e-6) -> bool:

@@ -41,18 +41,28 @@ ARCHITECTURES = [
     Architecture("llama", "LlamaConfig", last_position=True),
     Architecture("mistral", "MistralConfig", {"sliding_window": WINDOW}, last_position=True),
     Architecture("qwen2", "Qwen2Config"),
-    Architecture("qwen2_window", "Qwen2Config",
-                 {"use_sliding_window": True, "sliding_window": WINDOW, "max_window_layers": 1}, shared_prompt=False),
+    Architecture(
+        "qwen2_window",
+        "Qwen2Config",
+        {"use_sliding_window": True, "sliding_window": WINDOW, "max_window_layers": 1},
+        shared_prompt=False,
+    ),
     Architecture("qwen3", "Qwen3Config", {"head_dim": 16}),
-    Architecture("gemma2", "Gemma2Config", {"head_dim": 16, "sliding_window": WINDOW, "query_pre_attn_scalar": 16},
-                 shared_prompt=False),
+    Architecture(
+        "gemma2",
+        "Gemma2Config",
+        {"head_dim": 16, "sliding_window": WINDOW, "query_pre_attn_scalar": 16},
+        shared_prompt=False,
+    ),
     Architecture("phi3", "Phi3Config", {"sliding_window": WINDOW}),  # Phi-3-mini-4k: a window on every layer
 ]
 # A Gemma2 whose attention softcapping bites on random weights (the default cap, 50, leaves their
 # small attention logits almost unchanged).
-SOFTCAPPED = Architecture("gemma2_softcap", "Gemma2Config", {"head_dim": 16, "sliding_window": WINDOW,
-                                                             "query_pre_attn_scalar": 16,
-                                                             "attn_logit_softcapping": 0.5})
+SOFTCAPPED = Architecture(
+    "gemma2_softcap",
+    "Gemma2Config",
+    {"head_dim": 16, "sliding_window": WINDOW, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 0.5},
+)
 
 
 def write_original(folder: Path, architecture: Architecture, tokenizer: Any, seed: int) -> Path:
@@ -60,10 +70,19 @@ def write_original(folder: Path, architecture: Architecture, tokenizer: Any, see
     import transformers
 
     config = getattr(transformers, architecture.config_class)(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, num_labels=1,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, **architecture.extra)
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **architecture.extra,
+    )
     torch.manual_seed(seed)
     model = transformers.AutoModelForSequenceClassification.from_config(config)
     torch.nn.init.normal_(model.score.weight, std=1.0)  # scores spread over a few units, like real rewards
@@ -76,8 +95,10 @@ def write_original(folder: Path, architecture: Architecture, tokenizer: Any, see
 def originals(tmp_path_factory) -> dict[str, Path]:
     tokenizer = train_tokenizer()
     root = tmp_path_factory.mktemp("originals")
-    return {a.name: write_original(root / a.name, a, tokenizer, seed)
-            for seed, a in enumerate([*ARCHITECTURES, SOFTCAPPED])}
+    return {
+        a.name: write_original(root / a.name, a, tokenizer, seed)
+        for seed, a in enumerate([*ARCHITECTURES, SOFTCAPPED])
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +109,11 @@ def repo(originals, tmp_path_factory) -> Path:
         # float32 on any device, as the reference runs; a fixed token budget (not tuned at load, which
         # costs seconds per model) that holds every batch whole, so that one batch mixes all lengths.
         config = repo / name / "config.pbtxt"
-        config.write_text(config.read_text().replace('dtype: "auto"', 'dtype: "float32"').replace(
-            "max_queue_delay_microseconds:", "max_batch_tokens: 0 max_queue_delay_microseconds:"))
+        config.write_text(
+            config.read_text()
+            .replace('dtype: "auto"', 'dtype: "float32"')
+            .replace("max_queue_delay_microseconds:", "max_batch_tokens: 0 max_queue_delay_microseconds:")
+        )
     return repo
 
 
@@ -106,7 +130,8 @@ class Reference:
         from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            folder, dtype=torch.float32, attn_implementation=attention).eval()
+            folder, dtype=torch.float32, attn_implementation=attention
+        ).eval()
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
 
     def ids(self, chat: list[dict]) -> list[int]:
@@ -127,7 +152,9 @@ def mixed_chats(seed: int, count: int) -> list[list[dict]]:
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.name)
-def test_architecture_imports_and_scores_like_transformers_when_alone_and_batched(server, originals, architecture):
+def test_architecture_imports_and_scores_like_transformers_when_alone_and_batched(
+    server, originals, architecture
+):
     reference = Reference(originals[architecture.name])
     chats = mixed_chats(seed=len(architecture.name), count=10)
     with RewardClient(server.target, model=architecture.name) as rm:
@@ -141,10 +168,17 @@ def test_architecture_imports_and_scores_like_transformers_when_alone_and_batche
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.name)
-def test_architecture_ranks_like_transformers_when_candidates_share_a_long_prompt(server, originals, architecture):
+def test_architecture_ranks_like_transformers_when_candidates_share_a_long_prompt(
+    server, originals, architecture
+):
     reference = Reference(originals[architecture.name])
-    prompt = [{"role": "user", "content": "Write an article about the artificial intelligence revolution, "
-                                          "with code: def score(chat): return model(tokenizer(chat)) 你好 😀"}]
+    prompt = [
+        {
+            "role": "user",
+            "content": "Write an article about the artificial intelligence revolution, "
+            "with code: def score(chat): return model(tokenizer(chat)) 你好 😀",
+        }
+    ]
     responses = ["It began with data.", "No.", "Reward models score answers 😀 and so do people, slowly."]
     [instance] = server.running.repository.resolve(architecture.name, "").instances
     before = instance.stats.shared_groups
@@ -152,7 +186,9 @@ def test_architecture_ranks_like_transformers_when_candidates_share_a_long_promp
         ranked = rm.rank_candidates(prompt, responses)
     assert instance.stats.shared_groups - before == int(architecture.shared_prompt)  # the path it took
     full = [prompt + [{"role": "assistant", "content": r}] for r in responses]
-    assert len(reference.ids(prompt)) > 32 + WINDOW  # a shared-prompt group (shared_prompt_plan.MIN_SHARED_TOKENS)
+    assert (
+        len(reference.ids(prompt)) > 32 + WINDOW
+    )  # a shared-prompt group (shared_prompt_plan.MIN_SHARED_TOKENS)
     want = [reference.score(chat) for chat in full]
     assert all(close(a, b) for a, b in zip(ranked.scores, want)), (list(ranked.scores), want)
 
@@ -168,11 +204,16 @@ def test_architecture_is_served_with_its_fast_paths_when_imported(server, archit
     assert backend.unmasked_causal == architecture.last_position
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the PyTorch backend runs every backbone with SDPA attention, which drops Gemma2's attn_logit_softcapping "
-    "(transformers' own default, sdpa, drops it too: the scores above match it); the eager and flash-attention-2 "
-    "forwards, which Gemma2 reward-model cards use, apply it. Serving those scores needs eager attention, which "
-    "takes an additive float mask where the scorers build a boolean one"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the PyTorch backend runs every backbone with SDPA attention, which drops Gemma2's "
+        "attn_logit_softcapping (transformers' own default, sdpa, drops it too: the scores above match it); "
+        "the eager and flash-attention-2 forwards, which Gemma2 reward-model cards use, apply it. Serving "
+        "those scores needs eager attention, which takes an additive float mask where the scorers build a "
+        "boolean one"
+    ),
+)
 def test_gemma2_scores_apply_attention_softcapping_like_the_eager_forward(server, originals):
     eager = Reference(originals[SOFTCAPPED.name], attention="eager")
     default = Reference(originals[SOFTCAPPED.name])

@@ -52,7 +52,8 @@ def failed_loads(caplog, version: int) -> int:
 
 
 def test_poll_mode_keeps_the_ready_version_serving_when_a_new_version_fails_and_retries_it_once_fixed(
-        tiny_checkpoint, tmp_path, caplog):
+    tiny_checkpoint, tmp_path, caplog
+):
     caplog.set_level(logging.ERROR, logger="reward_server.repository.manager")
     period = 0.3
     model = add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
@@ -68,8 +69,10 @@ def test_poll_mode_keeps_the_ready_version_serving_when_a_new_version_fails_and_
             assert versions_of(client)["1"] == ("READY", "")
             assert {m.name: m.state for m in client.repository_index()}["rm"] == "READY"
             assert client.get_score(CHAT_1) == before  # version 1 still answers the default request
-            with RewardClient(server.target, model="rm", version=2) as pinned, \
-                    pytest.raises(rc.UnavailableError, match="version 2"):
+            with (
+                RewardClient(server.target, model="rm", version=2) as pinned,
+                pytest.raises(rc.UnavailableError, match="version 2"),
+            ):
                 pinned.get_score(CHAT_1)
 
             time.sleep(5 * period)  # several polls over unchanged files: no reload attempt
@@ -82,7 +85,8 @@ def test_poll_mode_keeps_the_ready_version_serving_when_a_new_version_fails_and_
 
 
 def test_load_model_of_a_broken_new_version_runs_once_raises_failed_precondition_and_keeps_the_old_one(
-        tiny_checkpoint, tmp_path, caplog):
+    tiny_checkpoint, tmp_path, caplog
+):
     caplog.set_level(logging.ERROR, logger="reward_server.repository.manager")
     model = add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     with serve_repo(tmp_path, model_control_mode="explicit", load_models=("rm",)) as server:
@@ -104,11 +108,14 @@ def test_load_model_of_a_broken_new_version_runs_once_raises_failed_precondition
 
 
 def test_load_model_of_a_model_with_no_loadable_version_raises_failed_precondition_not_internal(
-        tiny_checkpoint, tmp_path):
+    tiny_checkpoint, tmp_path
+):
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     malformed_tokenizer(tmp_path / "rm" / "1")
-    with serve_repo(tmp_path, model_control_mode="explicit") as server, \
-            RewardClient(server.target, model="rm", timeout=60) as client:
+    with (
+        serve_repo(tmp_path, model_control_mode="explicit") as server,
+        RewardClient(server.target, model="rm", timeout=60) as client,
+    ):
         with pytest.raises(rc.FailedPreconditionError, match="tokenizer") as info:
             client.load_model()
         assert "keeps serving" not in str(info.value)
@@ -118,8 +125,12 @@ def test_load_model_of_a_model_with_no_loadable_version_raises_failed_preconditi
 
 def test_client_service_config_retries_scoring_and_reads_but_never_load_or_unload():
     config = json.loads(SERVICE_CONFIG)
-    retried = {(n["service"], n.get("method", "*")) for m in config["methodConfig"] if "retryPolicy" in m
-               for n in m["name"]}
+    retried = {
+        (n["service"], n.get("method", "*"))
+        for m in config["methodConfig"]
+        if "retryPolicy" in m
+        for n in m["name"]
+    }
     service = "reward_api.v1.RewardService"
     for method in ("Score", "Rank", "GetModelMetadata", "ListModels", "RepositoryIndex"):
         assert (service, method) in retried
@@ -128,7 +139,8 @@ def test_client_service_config_retries_scoring_and_reads_but_never_load_or_unloa
 
 
 def test_no_strict_server_process_serves_the_others_when_a_config_is_not_utf8_or_a_tokenizer_is_malformed(
-        tiny_checkpoint, tmp_path):
+    tiny_checkpoint, tmp_path
+):
     add_model(tmp_path, "good", tiny_checkpoint, config_text("good"))
     add_model(tmp_path, "latin1", tiny_checkpoint, config_text("latin1"))
     (tmp_path / "latin1" / "config.pbtxt").write_bytes(b'name: "latin1"\n# caf\xe9\nmax_batch_size: 4\n')
@@ -139,8 +151,10 @@ def test_no_strict_server_process_serves_the_others_when_a_config_is_not_utf8_or
         with RewardClient(server.target, model="good", timeout=30) as client:
             assert isinstance(client.get_score(CHAT_1), float)
         for name, why in (("latin1", "not UTF-8"), ("badtok", "tokenizer")):
-            with RewardClient(server.target, model=name, timeout=30) as client, \
-                    pytest.raises(rc.UnavailableError) as info:
+            with (
+                RewardClient(server.target, model=name, timeout=30) as client,
+                pytest.raises(rc.UnavailableError) as info,
+            ):
                 client.get_score(CHAT_1)
             message = str(info.value)
             assert why in message and "\n" not in message and str(tmp_path) not in message
@@ -150,7 +164,8 @@ def test_no_strict_server_process_serves_the_others_when_a_config_is_not_utf8_or
 
 
 def test_reloads_trace_no_new_torchscript_graphs_and_each_model_scores_with_its_own_weights(
-        tiny_checkpoint, tmp_path):
+    tiny_checkpoint, tmp_path
+):
     """torch keeps every traced graph for good: a reload must reuse its structure's graph, bound to
     the new weights, never trace (and keep) another one."""
     from torch.jit._state import _python_cu

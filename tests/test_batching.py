@@ -64,7 +64,9 @@ def test_batches_never_exceed_max_batch_size(real_backend):
 
 
 def test_queue_delay_gathers_requests_into_one_batch(real_backend):
-    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=2.0)  # wide: a stalled CI machine
+    batcher, backend = make(
+        real_backend, max_batch_size=8, max_queue_delay_s=2.0
+    )  # wide: a stalled CI machine
     first = batcher.submit([[5, 6]], None)
     time.sleep(0.05)
     second = batcher.submit([[7, 8, 9]], None)
@@ -74,7 +76,9 @@ def test_queue_delay_gathers_requests_into_one_batch(real_backend):
 
 
 def test_preferred_batch_size_dispatches_without_waiting(real_backend):
-    batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=30.0, preferred_batch_sizes=(2,))
+    batcher, backend = make(
+        real_backend, max_batch_size=8, max_queue_delay_s=30.0, preferred_batch_sizes=(2,)
+    )
     started = time.monotonic()
     [f.result(10) for f in batcher.submit([[5], [6]], None)]
     assert time.monotonic() - started < 10
@@ -244,7 +248,9 @@ def test_asyncio_futures_of_one_batch_resolve_with_one_wakeup_of_the_loop(real_b
     assert all(abs(a - b) <= 1e-5 * max(1, abs(b)) for a, b in zip(got, alone))
 
 
-def test_asyncio_inputs_cancelled_or_expired_never_reach_the_model_and_failures_reach_their_futures(real_backend):
+def test_asyncio_inputs_cancelled_or_expired_never_reach_the_model_and_failures_reach_their_futures(
+    real_backend,
+):
     # the delay is the window for the cancel to land before the batch forms: wide, for a stalled machine
     batcher, backend = make(real_backend, max_batch_size=8, max_queue_delay_s=1.5)
     backend.fail_on = 9

@@ -38,7 +38,8 @@ def test_batch_is_due_with_what_is_queued_when_the_oldest_input_has_waited_the_d
 
 def test_companions_are_closest_in_length_then_oldest_when_lengths_tie():
     policy = BatchPolicy(max_batch_size=3, max_queue_delay_s=0.0)
-    # head of length 10; the queue after it: lengths 30, 11, 9, 12 -> 11 (older of the distance-1 pair), then 9
+    # head of length 10; the queue after it: lengths 30, 11, 9, 12
+    # -> 11 (older of the distance-1 pair), then 9
     assert policy.companions(10, [30, 11, 9, 12], size=3) == [1, 2]
 
 
@@ -61,8 +62,9 @@ def test_companions_are_none_when_the_batch_is_one_input():
 @pytest.mark.parametrize("seed", range(20))
 def test_every_batch_chosen_fits_size_and_budget_when_queues_are_random(seed):
     rng = random.Random(seed)
-    policy = BatchPolicy(max_batch_size=rng.randint(1, 8), max_queue_delay_s=0.0,
-                         max_batch_tokens=rng.choice([0, 64, 256]))
+    policy = BatchPolicy(
+        max_batch_size=rng.randint(1, 8), max_queue_delay_s=0.0, max_batch_tokens=rng.choice([0, 64, 256])
+    )
     queue: list[int | None] = [rng.choice([ALONE, rng.randint(1, 100)]) for _ in range(rng.randint(1, 30))]
     size = rng.randint(1, policy.max_batch_size)
     head = rng.randint(1, 100)

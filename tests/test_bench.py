@@ -26,7 +26,10 @@ def test_naive_peer_scores_equal_server_when_same_inputs(tiny_checkpoint, tmp_pa
     with serve_repo(tmp_path) as server:
         naive_server, naive_port, core = server.run(start_naive_peer(server.running.repository))
         try:
-            with RewardClient(server.target, model="m") as ours, RewardClient(f"127.0.0.1:{naive_port}", model="m") as peer:
+            with (
+                RewardClient(server.target, model="m") as ours,
+                RewardClient(f"127.0.0.1:{naive_port}", model="m") as peer,
+            ):
                 served, naive = ours.score(chats), peer.score(chats)
                 ranked_ours = ours.rank_candidates(CHAT_1[:1], ["a", "bb", "ccc"])
                 ranked_peer = peer.rank_candidates(CHAT_1[:1], ["a", "bb", "ccc"])
@@ -65,10 +68,12 @@ def test_floor_reports_every_shape_when_measured():
 
 def test_profile_summary_counts_self_and_inclusive_when_given_raw_stacks(tmp_path):
     raw = tmp_path / "raw.txt"
-    raw.write_text("thread (1): batcher:m;run (b.py:1);forward (f.py:10) 6\n"
-                   "thread (1): batcher:m;run (b.py:2);forward (f.py:11) 2\n"
-                   "thread (2): encode_0;work (e.py:3) 2\n"
-                   "thread (3): asyncio-waitpid-0;wait (w.py:1) 50\n")
+    raw.write_text(
+        "thread (1): batcher:m;run (b.py:1);forward (f.py:10) 6\n"
+        "thread (1): batcher:m;run (b.py:2);forward (f.py:11) 2\n"
+        "thread (2): encode_0;work (e.py:3) 2\n"
+        "thread (3): asyncio-waitpid-0;wait (w.py:1) 50\n"
+    )
     text = summarize(raw, top=3)
     assert text.startswith("10 samples")
     assert "80.0%  batcher:m" in text and "20.0%  encode" in text and "waitpid" not in text
@@ -92,10 +97,21 @@ def test_workloads_have_the_asked_lengths_when_generated(tiny_checkpoint, tmp_pa
 
 def test_suite_reports_every_system_when_run_briefly(tmp_path):
     options = SuiteOptions(
-        concurrency={"mixed": (2,), "rank": (1,), "tiny": (2,)}, warmup_s=0.5, duration_s=1.0,
-        mixed_requests=6, rank_requests=1, rank_prompt_tokens=60, rank_responses=3, rank_response_tokens=10,
-        tiny_requests=8, floor_tokens=400, bench_shape=TinyShape(max_position_embeddings=1024),
-        max_batch_tokens=2048, repeats=1, peak_tflops=1.0)
+        concurrency={"mixed": (2,), "rank": (1,), "tiny": (2,)},
+        warmup_s=0.5,
+        duration_s=1.0,
+        mixed_requests=6,
+        rank_requests=1,
+        rank_prompt_tokens=60,
+        rank_responses=3,
+        rank_response_tokens=10,
+        tiny_requests=8,
+        floor_tokens=400,
+        bench_shape=TinyShape(max_position_embeddings=1024),
+        max_batch_tokens=2048,
+        repeats=1,
+        peak_tflops=1.0,
+    )
     results = asyncio.run(run_suite(options, tmp_path / "repo"))
     json.dumps(results)  # the result file is JSON
     workloads = results["workloads"]
@@ -107,23 +123,41 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
             assert runs[0]["requests"] > 0 and runs[0]["errors"] == 0
     batching = workloads["mixed"]["systems"]["server"][0]["batching"]
     assert batching["batches"] > 0 and batching["forward_tokens_per_s"] > 0
-    assert workloads["rank"]["systems"]["server"][0]["batching"]["shared_prompt_groups"] > 0  # shared path ran
+    assert (
+        workloads["rank"]["systems"]["server"][0]["batching"]["shared_prompt_groups"] > 0
+    )  # shared path ran
     assert workloads["rank"]["systems"]["server-full"][0]["batching"]["shared_prompt_groups"] == 0
     assert workloads["mixed"]["floor"]["tokens_per_s"] > 0
-    assert {"mixed_server_over_floor", "rank_shared_over_full", "tiny_server_over_bare_grpc_at_2",
-            "mixed_server_over_floor_median_of_pairs",
-            "tiny_server_over_bare_grpc_at_2_median_of_pairs"} <= set(results["summary"])
-    for name, reference in (("mixed", "floor"), ("tiny", "bare-grpc")):  # each pair: the server and its reference
+    assert {
+        "mixed_server_over_floor",
+        "rank_shared_over_full",
+        "tiny_server_over_bare_grpc_at_2",
+        "mixed_server_over_floor_median_of_pairs",
+        "tiny_server_over_bare_grpc_at_2_median_of_pairs",
+    } <= set(results["summary"])
+    for name, reference in (
+        ("mixed", "floor"),
+        ("tiny", "bare-grpc"),
+    ):  # each pair: the server and its reference
         (pair,) = workloads[name]["paired"]["pairs"]
-        assert workloads[name]["paired"]["reference"] == reference and pair["server"] > 0 and pair["reference"] > 0
-    shape = TinyShape()  # 2 layers: attention (q, o: h x h; k, v: h x h/2), MLP 3 x h x 128, 2 norms; final norm; head
-    per_layer = 3 * shape.hidden_size ** 2 + 3 * shape.hidden_size * shape.intermediate_size + 2 * shape.hidden_size
+        assert (
+            workloads[name]["paired"]["reference"] == reference
+            and pair["server"] > 0
+            and pair["reference"] > 0
+        )
+    shape = (
+        TinyShape()
+    )  # 2 layers: attention (q, o: h x h; k, v: h x h/2), MLP 3 x h x 128, 2 norms; final norm; head
+    per_layer = (
+        3 * shape.hidden_size**2 + 3 * shape.hidden_size * shape.intermediate_size + 2 * shape.hidden_size
+    )
     rm = results["models"]["rm"]
     assert rm["non_embedding_params"] == shape.num_hidden_layers * per_layer + 2 * shape.hidden_size
     assert (rm["device"], rm["dtype"]) == ("cpu", "float32")
     served = max(r["tokens_per_s"] for r in workloads["mixed"]["systems"]["server"])
     assert results["summary"]["mixed_model_flops_utilisation"] == pytest.approx(
-        2 * rm["non_embedding_params"] * served / 1e12)
+        2 * rm["non_embedding_params"] * served / 1e12
+    )
     assert "bare-grpc" in table(results)
     try:
         from bench.report import plot
@@ -132,8 +166,6 @@ def test_suite_reports_every_system_when_run_briefly(tmp_path):
     except ImportError:  # matplotlib comes with the bench extra only
         return
     assert (tmp_path / "suite.png").read_bytes().startswith(b"\x89PNG")
-
-
 
 
 def test_callers_bench_reports_each_caller_count_when_run_briefly():
@@ -150,14 +182,24 @@ def test_callers_bench_reports_each_caller_count_when_run_briefly():
 def test_kserve_bench_reports_every_protocol_when_run_briefly(tmp_path):
     from bench.kserve import side_by_side, summary
 
-    options = SuiteOptions(warmup_s=0.2, duration_s=0.5, tiny_requests=16, mixed_requests=4,
-                           bench_shape=TinyShape(max_position_embeddings=1024), max_batch_tokens=2048)  # no tuning
+    options = SuiteOptions(
+        warmup_s=0.2,
+        duration_s=0.5,
+        tiny_requests=16,
+        mixed_requests=4,
+        bench_shape=TinyShape(max_position_embeddings=1024),
+        max_batch_tokens=2048,
+    )  # no tuning
     results = asyncio.run(side_by_side(options, tmp_path, ("tiny",), concurrency=4, rounds=1))
     entry = results["workloads"]["tiny"]
     assert set(entry["rewards"]) == {"score", "model_infer", "http_infer"}  # checked equal before measuring
     (run,) = entry["rounds"]
     for protocol in ("score", "model_infer", "http_infer"):
-        assert run[protocol]["errors"] == 0 and run[protocol]["requests"] > 0 and run[protocol]["tokens_per_s"] > 0
+        assert (
+            run[protocol]["errors"] == 0
+            and run[protocol]["requests"] > 0
+            and run[protocol]["tokens_per_s"] > 0
+        )
         assert run[protocol]["latency_p99_ms"] >= run[protocol]["latency_p50_ms"] > 0
     for protocol in ("model_infer", "http_infer"):
         assert run["ratios"][protocol] == run[protocol]["requests_per_s"] / run["score"]["requests_per_s"]

@@ -26,8 +26,11 @@ def test_channel_target_keeps_one_target_and_joins_a_list_into_one_round_robin_t
     assert channel_target(["localhost:1", "127.0.0.1:2"]) == "ipv4:127.0.0.1:1,127.0.0.1:2"
 
 
-@pytest.mark.parametrize("bad", [[], ["no-port", "10.0.0.1:1"], ["10.0.0.1:1", "[::1]:2"]],
-                         ids=["empty", "no-port", "mixed-families"])
+@pytest.mark.parametrize(
+    "bad",
+    [[], ["no-port", "10.0.0.1:1"], ["10.0.0.1:1", "[::1]:2"]],
+    ids=["empty", "no-port", "mixed-families"],
+)
 def test_channel_target_is_refused_when_the_list_is_empty_portless_or_mixes_families(bad):
     with pytest.raises(ValueError):
         channel_target(bad)
@@ -59,7 +62,9 @@ def test_call_waits_for_a_server_that_starts_later_when_wait_for_ready(tiny_chec
         caller.start()
         time.sleep(0.5)  # the call is waiting, no server yet
         assert caller.is_alive() and not answers
-        with ServerThread(ServerSettings(model_repository=tmp_path, host="127.0.0.1", port=port, http_port=None)):
+        with ServerThread(
+            ServerSettings(model_repository=tmp_path, host="127.0.0.1", port=port, http_port=None)
+        ):
             caller.join(60)
     assert len(answers) == 1 and isinstance(answers[0], float)
 
@@ -74,8 +79,12 @@ def test_async_client_splits_a_large_batch_into_chunks_and_keeps_the_order(tiny_
             return await rm.get_scores(chats), await rm.score(chats)
 
     def score_requests(server) -> float:
-        return sum(s.value for metric in server.running.metrics.registry.collect() for s in metric.samples
-                   if s.name == "reward_request_success_total" and s.labels.get("method") == "Score")
+        return sum(
+            s.value
+            for metric in server.running.metrics.registry.collect()
+            for s in metric.samples
+            if s.name == "reward_request_success_total" and s.labels.get("method") == "Score"
+        )
 
     with serve_repo(tmp_path) as server:
         whole, whole_results = asyncio.run(scores(None))
@@ -102,7 +111,8 @@ def test_calls_succeed_across_connections_ended_by_max_connection_age(tiny_check
 
 @pytest.mark.parametrize("client_class", [RewardClient, AsyncRewardClient])
 def test_chunked_call_raises_the_typed_error_naming_the_failed_chunk_when_one_chunk_is_refused(
-        tiny_checkpoint, tmp_path, client_class):
+    tiny_checkpoint, tmp_path, client_class
+):
     add_model(tmp_path, "tiny", tiny_checkpoint)
     chats = [CHAT_1] * 5 + [[{"role": "bot", "content": "hi"}]]
 
@@ -111,7 +121,9 @@ def test_chunked_call_raises_the_typed_error_naming_the_failed_chunk_when_one_ch
             return await rm.get_scores(chats)
 
     with serve_repo(tmp_path) as server:
-        with pytest.raises(rc.InvalidArgumentError, match=r"chunk of inputs from 4 .*input 1 message 0: unknown role 'bot'"):
+        with pytest.raises(
+            rc.InvalidArgumentError, match=r"chunk of inputs from 4 .*input 1 message 0: unknown role 'bot'"
+        ):
             if client_class is RewardClient:
                 with RewardClient(server.target, model="tiny", chunk_size=2) as rm:
                     rm.get_scores(chats)

@@ -38,8 +38,13 @@ def test_client_imports_and_scores_without_torch_or_transformers(tiny_checkpoint
     with serve_repo(tmp_path) as server:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "client")
-        done = subprocess.run([sys.executable, "-c", BLOCKED_CLIENT, server.target, json.dumps(CHAT_1)],
-                              capture_output=True, text=True, timeout=120, env=env)
+        done = subprocess.run(
+            [sys.executable, "-c", BLOCKED_CLIENT, server.target, json.dumps(CHAT_1)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert close(answer["score"], reference_score(tiny_checkpoint, CHAT_1))

@@ -16,7 +16,9 @@ CLIENTS = 64
 def test_64_concurrent_clients_get_their_own_scores(tiny_checkpoint, tmp_path):
     add_model(tmp_path, "tiny", tiny_checkpoint, config_text("tiny", max_batch_size=16, delay_us=10_000))
     rng = random.Random(2024)
-    work = [[random_chat(rng, turns=rng.randint(1, 2)) for _ in range(rng.randint(1, 3))] for _ in range(CLIENTS)]
+    work = [
+        [random_chat(rng, turns=rng.randint(1, 2)) for _ in range(rng.randint(1, 3))] for _ in range(CLIENTS)
+    ]
     expected = [[reference_score(tiny_checkpoint, chat) for chat in chats] for chats in work]
 
     async def one_client(chats):

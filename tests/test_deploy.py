@@ -89,7 +89,11 @@ def named_port(container: dict, name: str) -> int:
 
 
 def pod_templates(resources) -> list[tuple[str, dict]]:
-    return [(name, d["spec"]["template"]["spec"]) for (kind, name), d in resources.items() if kind in ("Deployment", "Job")]
+    return [
+        (name, d["spec"]["template"]["spec"])
+        for (kind, name), d in resources.items()
+        if kind in ("Deployment", "Job")
+    ]
 
 
 # --- the manifests against the server -----------------------------------------------------------
@@ -144,8 +148,9 @@ def test_deployment_requests_a_gpu_and_outlasts_the_drain(deployment, container)
     assert pod["terminationGracePeriodSeconds"] > serve_args(container["args"]).grace_period
 
 
-def test_service_is_headless_and_routes_the_grpc_and_metrics_ports_to_the_deployment_pods(resources, deployment,
-                                                                                          container):
+def test_service_is_headless_and_routes_the_grpc_and_metrics_ports_to_the_deployment_pods(
+    resources, deployment, container
+):
     service = resources["Service", "reward-server"]
     assert service["spec"]["clusterIP"] == "None"  # DNS returns every pod: the client balances
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -158,7 +163,9 @@ def test_service_is_headless_and_routes_the_grpc_and_metrics_ports_to_the_deploy
     assert ports["http"]["port"] == args.http_port and ports["http"]["targetPort"] == "http"
 
 
-def test_disruption_budget_spread_and_network_policy_select_the_deployment_pods(resources, deployment, container):
+def test_disruption_budget_spread_and_network_policy_select_the_deployment_pods(
+    resources, deployment, container
+):
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     pdb = resources["PodDisruptionBudget", "reward-server"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -176,7 +183,9 @@ def test_disruption_budget_spread_and_network_policy_select_the_deployment_pods(
 def test_import_job_writes_the_volume_the_deployment_reads_in_poll_mode(resources, deployment, container):
     args = serve_args(container["args"])
     assert args.model_control_mode == "poll"  # a new version rolls in without a restart
-    (job_container,) = resources["Job", "reward-import-internlm2-7b-reward"]["spec"]["template"]["spec"]["containers"]
+    (job_container,) = resources["Job", "reward-import-internlm2-7b-reward"]["spec"]["template"]["spec"][
+        "containers"
+    ]
     job = build_parser().parse_args(job_container["args"])
     assert job.command == "import"
 
@@ -187,13 +196,17 @@ def test_import_job_writes_the_volume_the_deployment_reads_in_poll_mode(resource
 
     job_pod = resources["Job", "reward-import-internlm2-7b-reward"]["spec"]["template"]["spec"]
     assert claim_at(job_pod, job_container, job.repository) == ("reward-models", False)
-    assert claim_at(deployment["spec"]["template"]["spec"], container, args.model_repository) == ("reward-models", True)
+    assert claim_at(deployment["spec"]["template"]["spec"], container, args.model_repository) == (
+        "reward-models",
+        True,
+    )
     # Replicas on several nodes read it while the Job writes it.
     assert resources["PersistentVolumeClaim", "reward-models"]["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
 def test_autoscaler_targets_the_deployment_on_a_metric_the_server_exports_and_prometheus_scrapes(
-        resources, deployment, container):
+    resources, deployment, container
+):
     scaled = resources["ScaledObject", "reward-server"]
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert 1 <= scaled["spec"]["minReplicaCount"] < scaled["spec"]["maxReplicaCount"]
@@ -236,7 +249,11 @@ def test_manifests_pass_kubernetes_validate_strict(resources, version):
 
 
 def find_checkov() -> str | None:
-    for candidate in (os.environ.get("CHECKOV"), str(ROOT / ".venv-tools" / "bin" / "checkov"), shutil.which("checkov")):
+    for candidate in (
+        os.environ.get("CHECKOV"),
+        str(ROOT / ".venv-tools" / "bin" / "checkov"),
+        shutil.which("checkov"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -245,10 +262,16 @@ def find_checkov() -> str | None:
 def test_manifests_pass_the_checkov_security_linter_with_every_skip_justified():
     checkov = find_checkov()
     if checkov is None:
-        pytest.skip("checkov not found: `make tools` installs it in .venv-tools (it cannot share the test venv: "
-                    "it pins packaging and networkx below what torch and our pins need)")
-    done = subprocess.run([checkov, "-d", str(MANIFESTS), "--framework", "kubernetes", "--skip-download",
-                           "--output", "json"], capture_output=True, text=True, timeout=300)
+        pytest.skip(
+            "checkov not found: `make tools` installs it in .venv-tools (it cannot share the test venv: "
+            "it pins packaging and networkx below what torch and our pins need)"
+        )
+    done = subprocess.run(
+        [checkov, "-d", str(MANIFESTS), "--framework", "kubernetes", "--skip-download", "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     report = json.loads(done.stdout)
     assert report["summary"]["parsing_errors"] == 0
     assert report["summary"]["resource_count"] >= len(manifest_files())
@@ -265,7 +288,11 @@ def test_manifests_pass_the_checkov_security_linter_with_every_skip_justified():
 
 def health_of(target: str, service: str) -> int:
     with grpc.insecure_channel(target) as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            .status
+        )
 
 
 def wait_for(condition, timeout: float = 60) -> None:
@@ -283,15 +310,19 @@ def publish_broken(model_folder: Path, checkpoint: Path, version: int) -> None:
     staging.rename(model_folder / str(version))
 
 
-def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not_ready(tiny_checkpoint, tmp_path):
+def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not_ready(
+    tiny_checkpoint, tmp_path
+):
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     add_model(tmp_path, "other", tiny_checkpoint, config_text("other"))
     with serve_repo(tmp_path, model_control_mode="explicit", load_models=("rm", "other")) as server:
         assert health_of(server.target, READY_SERVICE_NAME) == SERVING
         # Control calls on a raw channel: a client that watches the ready name sends nothing to a
         # server that is not ready (docs/deploying.md).
-        with grpc.insecure_channel(server.target) as channel, \
-                RewardClient(server.target, model="other", timeout=30) as client:
+        with (
+            grpc.insecure_channel(server.target) as channel,
+            RewardClient(server.target, model="other", timeout=30) as client,
+        ):
             control = reward_pb2_grpc.RewardServiceStub(channel)
             assert isinstance(client.get_score(CHAT_1), float)
 
@@ -373,7 +404,9 @@ def test_healthcheck_follows_the_running_servers_port_and_health_port(tmp_path):
         done = subprocess.run(script, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert f"127.0.0.1:{health_port} {READY_SERVICE_NAME}: SERVING" in done.stdout
-        not_a_server = subprocess.run([*script[:2], "--pid", str(os.getpid())], capture_output=True, text=True, timeout=60)
+        not_a_server = subprocess.run(
+            [*script[:2], "--pid", str(os.getpid())], capture_output=True, text=True, timeout=60
+        )
         assert not_a_server.returncode == 1 and "no `reward-server serve`" in not_a_server.stderr
     finally:
         server.kill()
@@ -381,11 +414,24 @@ def test_healthcheck_follows_the_running_servers_port_and_health_port(tmp_path):
 
 def test_healthcheck_asks_the_serving_port_without_a_health_port_and_refuses_tls_without_one():
     healthcheck = load_healthcheck()
-    assert healthcheck.target(["serve", "--model-repository", "/models", "--port", "6000"]) == "127.0.0.1:6000"
-    assert healthcheck.target(["serve", "--model-repository", "/m", "--host", "10.0.0.5", "--port", "7"]) == "10.0.0.5:7"
+    assert (
+        healthcheck.target(["serve", "--model-repository", "/models", "--port", "6000"]) == "127.0.0.1:6000"
+    )
+    assert (
+        healthcheck.target(["serve", "--model-repository", "/m", "--host", "10.0.0.5", "--port", "7"])
+        == "10.0.0.5:7"
+    )
     with pytest.raises(SystemExit, match="--health-port"):
         healthcheck.target(["serve", "--model-repository", "/m", "--tls-cert", "c.pem", "--tls-key", "k.pem"])
-    cmdline = ["/opt/venv/bin/python3", "/opt/venv/bin/reward-server", "--log-level", "DEBUG", "serve", "--port", "1"]
+    cmdline = [
+        "/opt/venv/bin/python3",
+        "/opt/venv/bin/reward-server",
+        "--log-level",
+        "DEBUG",
+        "serve",
+        "--port",
+        "1",
+    ]
     assert healthcheck.server_argv(cmdline) == ["--log-level", "DEBUG", "serve", "--port", "1"]
     assert healthcheck.server_argv(["python3", "-m", "reward_server", "import", "x"]) is None
 
@@ -421,11 +467,17 @@ def test_dockerfile_serves_a_mounted_repository_as_non_root_with_a_health_check_
 
 def test_dockerfile_installs_the_pinned_dependencies_before_it_copies_the_code():
     steps = dockerfile()
-    assert not any(word == "FROM" and "nvidia/cuda" in rest for word, rest in steps)  # CUDA comes from the wheels
-    first_code = min(i for i, (word, rest) in enumerate(steps) if word == "COPY" and rest.split()[0] in ("server", "client"))
+    assert not any(
+        word == "FROM" and "nvidia/cuda" in rest for word, rest in steps
+    )  # CUDA comes from the wheels
+    first_code = min(
+        i
+        for i, (word, rest) in enumerate(steps)
+        if word == "COPY" and rest.split()[0] in ("server", "client")
+    )
     installs = [i for i, (word, rest) in enumerate(steps) if word == "RUN" and "-c constraints.txt" in rest]
     assert installs and installs[0] < first_code
-    copied_before = " ".join(rest for word, rest in steps[:installs[0]] if word == "COPY")
+    copied_before = " ".join(rest for word, rest in steps[: installs[0]] if word == "COPY")
     assert "constraints.txt" in copied_before and "pyproject.toml" in copied_before
     # The runtime stage takes the dependencies' venv as one layer, then installs the code's wheel on top
     # without touching a dependency: a code change never re-ships the dependencies.
@@ -511,21 +563,45 @@ def test_installed_versions_are_the_pinned_ones_in_a_venv_made_by_make_setup():
 
 def test_server_distribution_ships_the_client_and_names_no_distribution_of_ours(tmp_path):
     ours = {"reward-client", "reward-server"}
-    for line in pyproject()["dependencies"] + [r for rs in pyproject()["optional-dependencies"].values() for r in rs]:
+    for line in pyproject()["dependencies"] + [
+        r for rs in pyproject()["optional-dependencies"].values() for r in rs
+    ]:
         assert canonical(Requirement(line).name) not in ours, line  # never looked up on an index
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     for folder in ("server", "client"):
-        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source),
-                           "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+        shutil.copytree(
+            ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(source),
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     (wheel,) = (tmp_path / "dist").glob("reward_server-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for member in ("reward_server/cli.py", "reward_client/__init__.py", "reward_client/py.typed",
-                   "reward_api/v1/reward_pb2.py", "reward_api/v1/reward_pb2.pyi"):
+    for member in (
+        "reward_server/cli.py",
+        "reward_client/__init__.py",
+        "reward_client/py.typed",
+        "reward_api/v1/reward_pb2.py",
+        "reward_api/v1/reward_pb2.pyi",
+    ):
         assert member in names, member
 
 
@@ -553,8 +629,12 @@ def test_make_setup_takes_torch_from_the_cpu_index_or_a_local_cpu_wheel_only():
 
 
 def test_docs_kubernetes_example_targets_the_headless_service(resources):
-    docs = " ".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if p.is_file())
+    docs = " ".join(
+        p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if p.is_file()
+    )
     service = resources["Service", "reward-server"]
     port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
     name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
-    assert re.search(rf"dns:///{name}\.(<namespace>|{namespace})\.[^\"']*:{port}", docs), "the docs' client example"
+    assert re.search(rf"dns:///{name}\.(<namespace>|{namespace})\.[^\"']*:{port}", docs), (
+        "the docs' client example"
+    )

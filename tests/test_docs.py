@@ -38,7 +38,7 @@ def section(text: str, heading: str) -> str:
     """The text under `heading` (a Markdown heading line) up to the next heading of any level."""
     start = text.index(heading + "\n") + len(heading) + 1
     following = re.search(r"^#{1,6} ", text[start:], re.MULTILINE)
-    return text[start:start + following.start()] if following else text[start:]
+    return text[start : start + following.start()] if following else text[start:]
 
 
 def code_block(text: str, language: str) -> str:
@@ -58,13 +58,18 @@ def table_rows(text: str) -> list[list[str]]:
 
 # --- the README's client block ----------------------------------------------------------------
 
+
 class _RecordCalls(ast.NodeTransformer):
     """`rm.verb(...)` as a statement becomes `_called.append(("verb", rm.verb(...)))`."""
 
     def visit_Expr(self, node: ast.Expr) -> ast.AST:
         call = node.value
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and \
-                isinstance(call.func.value, ast.Name) and call.func.value.id == "rm":
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and isinstance(call.func.value, ast.Name)
+            and call.func.value.id == "rm"
+        ):
             record = ast.parse(f"_called.append(({call.func.attr!r}, None))").body[0]
             record.value.args[0].elts[1] = call  # type: ignore[attr-defined]
             return ast.fix_missing_locations(ast.copy_location(record, node))
@@ -91,9 +96,12 @@ def test_readme_client_block_calls_every_verb_it_shows_when_run_against_the_demo
         called: list[tuple[str, object]] = []
         exec(compile(tree, "README.md", "exec"), {"_called": called})
         metrics = server.running.metrics.registry
-        rpcs = {method: metrics.get_sample_value("reward_request_success_total",
-                                                 {"model": "demo", "version": "1", "method": method})
-                for method in ("Score", "Rank")}
+        rpcs = {
+            method: metrics.get_sample_value(
+                "reward_request_success_total", {"model": "demo", "version": "1", "method": method}
+            )
+            for method in ("Score", "Rank")
+        }
     assert [verb for verb, _ in called] == list(claimed)  # each shown verb ran, in order, once
     for verb, value in called:
         assert RETURN_CHECKS[claimed[verb]](value), (verb, value)
@@ -102,6 +110,7 @@ def test_readme_client_block_calls_every_verb_it_shows_when_run_against_the_demo
 
 
 # --- config.pbtxt reference --------------------------------------------------------------------
+
 
 def proto_fields(message: Descriptor, prefix: str = "") -> set[str]:
     """Dotted paths of every field a config.pbtxt can set; a message field with fields of its own is
@@ -129,14 +138,16 @@ def test_config_reference_has_one_row_per_proto_field_when_compared_with_model_c
 
 # --- CLI reference -----------------------------------------------------------------------------
 
+
 def cli_page() -> str:
     return (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
 
 
 def test_cli_reference_equals_the_generated_text_when_regenerated_from_the_parser():
     gen = generator()
-    assert gen.current_section(cli_page()) == gen.cli_reference(build_parser()), \
+    assert gen.current_section(cli_page()) == gen.cli_reference(build_parser()), (
         "docs/operations.md is stale: run python tools/generate_cli_docs.py"
+    )
 
 
 def test_cli_reference_lists_every_option_with_its_default_when_walking_the_parser():
@@ -149,7 +160,7 @@ def test_cli_reference_lists_every_option_with_its_default_when_walking_the_pars
     in_parser: set[str] = set()
     for name, command in [("", parser), *commands.items()]:
         heading = f"### `{parser.prog} {name}`" if name else f"### `{parser.prog}` (global options"
-        rows = table_rows(reference[reference.index(heading):].split("\n### ")[0])
+        rows = table_rows(reference[reference.index(heading) :].split("\n### ")[0])
         by_name = {row[0]: row for row in rows}
         for action in gen.documented_actions(command):
             assert isinstance(action, argparse.Action)
@@ -164,9 +175,14 @@ def test_cli_reference_lists_every_option_with_its_default_when_walking_the_pars
 
 # --- links -------------------------------------------------------------------------------------
 
+
 def markdown_files() -> list[Path]:
-    return [README, ROOT / "bench" / "RESULTS.md", ROOT / "bench" / "results" / "HISTORY.md",
-            *sorted((ROOT / "docs").glob("*.md"))]
+    return [
+        README,
+        ROOT / "bench" / "RESULTS.md",
+        ROOT / "bench" / "results" / "HISTORY.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+    ]
 
 
 def anchors(path: Path) -> set[str]:

@@ -22,9 +22,15 @@ TOKEN = "s3cret-token"
 def server(tiny_checkpoint, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     add_model(repo, "tiny", tiny_checkpoint)
-    add_model(repo, "strict", tiny_checkpoint,
-              config_text("strict", reward="max_sequence_length: 16 truncation: false"))
-    add_model(repo, "slow", tiny_checkpoint, config_text("slow", max_batch_size=8, delay_us=1_500_000, queue=2))
+    add_model(
+        repo,
+        "strict",
+        tiny_checkpoint,
+        config_text("strict", reward="max_sequence_length: 16 truncation: false"),
+    )
+    add_model(
+        repo, "slow", tiny_checkpoint, config_text("slow", max_batch_size=8, delay_us=1_500_000, queue=2)
+    )
     broken = add_model(repo, "broken", tiny_checkpoint)
     (broken / "1" / "model.safetensors").write_bytes(b"not a safetensors file")
     with serve_repo(repo, strict=False, max_items_per_request=8) as running:
@@ -49,12 +55,24 @@ def assert_still_serving(server):
         ([[{"role": "bot", "content": "hi"}]], "unknown role 'bot'"),
         ([[{"role": "user", "content": ""}]], "empty content in a user message"),
         ([[]], "no messages"),
-        (["", ], "empty text"),
+        (
+            [
+                "",
+            ],
+            "empty text",
+        ),
         ([[10**6]], "outside the vocabulary"),
         ([CHAT_1] * 9, "at most 8"),
     ],
-    ids=["empty-list", "unknown-role", "empty-content", "empty-conversation", "empty-text", "bad-token-id",
-         "too-many-items"],
+    ids=[
+        "empty-list",
+        "unknown-role",
+        "empty-content",
+        "empty-conversation",
+        "empty-text",
+        "bad-token-id",
+        "too-many-items",
+    ],
 )
 def test_score_is_invalid_argument_when_input_is_malformed(server, rm, inputs, message):
     with pytest.raises(rc.InvalidArgumentError, match=message):
@@ -71,7 +89,9 @@ def test_score_is_invalid_argument_when_version_is_not_a_number(server):
 
 def test_score_is_invalid_argument_naming_lengths_when_too_long_and_truncation_disabled(server):
     with RewardClient(server.target, model="strict") as client:
-        with pytest.raises(rc.InvalidArgumentError, match=r"has \d+ tokens, more than .* max_sequence_length 16"):
+        with pytest.raises(
+            rc.InvalidArgumentError, match=r"has \d+ tokens, more than .* max_sequence_length 16"
+        ):
             client.get_score(CHAT_1)
         assert client.score([[1, 2, 3]])[0].num_truncated_tokens == 0
     assert_still_serving(server)

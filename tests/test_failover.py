@@ -44,7 +44,9 @@ class Load:
         self.wrong: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._caller, args=(i,), daemon=True) for i in range(CALLERS)]
+        self._threads = [
+            threading.Thread(target=self._caller, args=(i,), daemon=True) for i in range(CALLERS)
+        ]
 
     def _caller(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -60,11 +62,16 @@ class Load:
                 continue
             with self._lock:
                 self.answered += 1
-                self.wrong += [f"chat {i}: {s} != {self.expected[i]}" for i, s in zip(picks, scores)
-                               if not close(s, self.expected[i])]
+                self.wrong += [
+                    f"chat {i}: {s} != {self.expected[i]}"
+                    for i, s in zip(picks, scores)
+                    if not close(s, self.expected[i])
+                ]
 
     def wait_for(self, calls: int, deadline: float) -> None:
-        while self.answered < calls and time.monotonic() < deadline and any(t.is_alive() for t in self._threads):
+        while (
+            self.answered < calls and time.monotonic() < deadline and any(t.is_alive() for t in self._threads)
+        ):
             time.sleep(0.02)
         assert self.answered >= calls, f"only {self.answered} calls answered; failures: {self.failures[:3]}"
 
@@ -83,7 +90,9 @@ class Load:
                 thread.join(60)
 
 
-def run_with_disruption(chats_and_scores, disrupt: Callable[[ServerProcess], None]) -> tuple[Load, ServerProcess, bool]:
+def run_with_disruption(
+    chats_and_scores, disrupt: Callable[[ServerProcess], None]
+) -> tuple[Load, ServerProcess, bool]:
     servers = start_servers(3, DEMO, "--grace-period", "20")
     try:
         with RewardClient([s.target for s in servers], model="demo", timeout=30) as client:
@@ -137,7 +146,9 @@ def until_every_replica_answered(client: RewardClient, servers: list, chat, time
     background, slower on a busy machine; round_robin picks among the connected ones)."""
     deadline = time.monotonic() + timeout
     while not all(computed(s) for s in servers):
-        assert time.monotonic() < deadline, f"not every replica got a call in {timeout} s: {[computed(s) for s in servers]}"
+        assert time.monotonic() < deadline, (
+            f"not every replica got a call in {timeout} s: {[computed(s) for s in servers]}"
+        )
         client.get_score(chat)
 
 
@@ -174,7 +185,9 @@ def test_client_sends_no_new_calls_to_a_replica_when_its_health_is_not_serving(r
     chat = random_chat(random.Random(5))
     with RewardClient([s.target for s in replicas], model="tiny") as client:
         until_every_replica_answered(client, replicas, chat)
-        replicas[0].run(replicas[0].running.health.set(READY_SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING))
+        replicas[0].run(
+            replicas[0].running.health.set(READY_SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
         # the client's health watch hears of it: waited on, as calls that leave replica 0 alone
         deadline = time.monotonic() + 30
         while True:

@@ -25,7 +25,9 @@ PROBES = {
     "chinese": "你好！请问你叫什么名字？",
     "code": "def f(x):\n    return  x ** 2  # square\t",
     "emoji": "emoji 😀🚀 café",
-    "specials": "<s><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n好 😀<|im_end|>\n</s>[UNUSED_TOKEN_130]",
+    "specials": (
+        "<s><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n好 😀<|im_end|>\n</s>[UNUSED_TOKEN_130]"
+    ),
 }
 
 
@@ -54,6 +56,7 @@ def load_safetensors(folder) -> dict[str, torch.Tensor]:
 
 # --- the card recipes, written independently of the server -----------------------------------
 
+
 def internlm2_card_ids(folder, chat) -> list[int]:
     """Render the chat template as text, tokenize as InternLM2Tokenizer does (split on special
     tokens, sentencepiece on each piece), append reward_token_id."""
@@ -65,7 +68,11 @@ def internlm2_card_ids(folder, chat) -> list[int]:
 
 def sentencepiece_ids(folder, text: str) -> list[int]:
     sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
-    specials = {"<s>": 1, "</s>": 2, **{t: sp.piece_to_id(t) for t in ("<|im_start|>", "<|im_end|>", "[UNUSED_TOKEN_130]")}}
+    specials = {
+        "<s>": 1,
+        "</s>": 2,
+        **{t: sp.piece_to_id(t) for t in ("<|im_start|>", "<|im_end|>", "[UNUSED_TOKEN_130]")},
+    }
     ids = []
     for piece in re.split("(" + "|".join(re.escape(s) for s in specials) + ")", text):
         if piece in specials:
@@ -80,7 +87,9 @@ def ziya_card_ids(folder, chat) -> list[int]:
 
     tokenizer = LlamaTokenizer.from_pretrained(folder, add_eos_token=True, legacy=True)
     query, response = chat[0]["content"], chat[1]["content"]
-    return tokenizer("Human:" + query + "\n\nAssistant:" + response, truncation=True, max_length=1024)["input_ids"]
+    return tokenizer("Human:" + query + "\n\nAssistant:" + response, truncation=True, max_length=1024)[
+        "input_ids"
+    ]
 
 
 def starling_card_ids(folder, chat) -> list[int]:
@@ -99,6 +108,7 @@ def mistral_card_ids(folder, chat) -> list[int]:
 
 
 # --- fixtures ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def originals(seed_originals):
@@ -130,6 +140,7 @@ def assert_scores(server, model: str, items, reference) -> None:
 
 # --- InternLM2 --------------------------------------------------------------------------------
 
+
 def test_internlm2_ids_equal_the_card_recipe(server, originals):
     folder, _ = originals["internlm2"]
     for chat in chats(1):
@@ -139,15 +150,21 @@ def test_internlm2_ids_equal_the_card_recipe(server, originals):
 def test_internlm2_scores_match_a_forward_over_the_packed_wqkv(server, originals):
     folder, config = originals["internlm2"]
     weights = load_safetensors(folder)
-    assert_scores(server, "internlm2", chats(2, 8),
-                  lambda chat: internlm2_score(internlm2_card_ids(folder, chat), weights, config))
+    assert_scores(
+        server,
+        "internlm2",
+        chats(2, 8),
+        lambda chat: internlm2_score(internlm2_card_ids(folder, chat), weights, config),
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(PROBES))
 def test_internlm2_fast_tokenizer_ids_equal_sentencepiece(server, originals, kind):
     folder, _ = originals["internlm2"]
     tokenizer = server.running.repository.resolve("internlm2", "").encoder.tokenizer
-    assert tokenizer(PROBES[kind], add_special_tokens=False)["input_ids"] == sentencepiece_ids(folder, PROBES[kind])
+    assert tokenizer(PROBES[kind], add_special_tokens=False)["input_ids"] == sentencepiece_ids(
+        folder, PROBES[kind]
+    )
 
 
 def test_no_code_from_the_model_folder_ever_runs(server, originals):
@@ -173,16 +190,29 @@ def test_internlm2_left_truncation_keeps_the_reward_token(server, originals, tmp
 
 # --- Ziya, Starling, Mistral ------------------------------------------------------------------
 
+
 def test_ziya_ids_and_scores_match_the_card_with_head_bias(server, originals):
     folder, config = originals["ziya"]
     state = load_bins(folder)
     backbone = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    items = [[{"role": "user", "content": c[0]["content"]}, {"role": "assistant", "content": c[1]["content"]}]
-             for c in chats(4)]
+    items = [
+        [{"role": "user", "content": c[0]["content"]}, {"role": "assistant", "content": c[1]["content"]}]
+        for c in chats(4)
+    ]
     for chat in items:
         assert server_ids(server, "ziya", chat) == ziya_card_ids(folder, chat)
-    assert_scores(server, "ziya", items, lambda chat: llama_score(
-        ziya_card_ids(folder, chat), backbone, config, state["value_head.weight"], float(state["value_head.bias"][0])))
+    assert_scores(
+        server,
+        "ziya",
+        items,
+        lambda chat: llama_score(
+            ziya_card_ids(folder, chat),
+            backbone,
+            config,
+            state["value_head.weight"],
+            float(state["value_head.bias"][0]),
+        ),
+    )
 
 
 @pytest.mark.parametrize("model", ["starling", "starling-transformer", "starling-model"])
@@ -195,8 +225,12 @@ def test_starling_ids_and_scores_match_the_card_for_every_key_prefix(server, ori
     for chat in items:
         ids = server_ids(server, model, chat)
         assert ids == starling_card_ids(folder, chat) and ids[:2] == [1, 1]  # the card's two BOS tokens
-    assert_scores(server, model, items,
-                  lambda chat: llama_score(starling_card_ids(folder, chat), backbone, config, state["v_head.weight"]))
+    assert_scores(
+        server,
+        model,
+        items,
+        lambda chat: llama_score(starling_card_ids(folder, chat), backbone, config, state["v_head.weight"]),
+    )
 
 
 def test_mistral_sequence_classification_matches_the_card(server, originals):
@@ -217,6 +251,7 @@ def test_mistral_sequence_classification_matches_the_card(server, originals):
 
 # --- what every family shares -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", ["internlm2", "ziya", "starling", "mistral"])
 def test_card_verbs_agree_with_scores_for_every_family(server, model):
     prompt = [{"role": "user", "content": "Write an article about the AI revolution."}]
@@ -233,14 +268,23 @@ def test_card_verbs_agree_with_scores_for_every_family(server, model):
 
 
 def test_config_pbtxt_carries_what_each_family_needs(server, originals):
-    texts = {name: (server.repo / name / "config.pbtxt").read_text() for name in ("internlm2", "ziya", "starling", "mistral")}
+    texts = {
+        name: (server.repo / name / "config.pbtxt").read_text()
+        for name in ("internlm2", "ziya", "starling", "mistral")
+    }
     reward_token_id = originals["internlm2"][1]["reward_token_id"]
-    assert 'prompt_format: "internlm2"' in texts["internlm2"] and f"reward_token_id: {reward_token_id}" in texts["internlm2"]
+    assert (
+        'prompt_format: "internlm2"' in texts["internlm2"]
+        and f"reward_token_id: {reward_token_id}" in texts["internlm2"]
+    )
     assert "head_bias: false" in texts["internlm2"] and "max_sequence_length: 2048" in texts["internlm2"]
     assert 'prompt_format: "ziya"' in texts["ziya"] and "head_bias: true" in texts["ziya"]
     assert "max_sequence_length: 1024" in texts["ziya"] and "add_special_tokens: true" in texts["ziya"]
     assert 'prompt_format: "llama2"' in texts["starling"] and "max_sequence_length: 2048" in texts["starling"]
-    assert 'prompt_format: "chat_template"' in texts["mistral"] and "add_special_tokens: true" in texts["mistral"]
+    assert (
+        'prompt_format: "chat_template"' in texts["mistral"]
+        and "add_special_tokens: true" in texts["mistral"]
+    )
     for text in texts.values():
         assert "truncation_side: LEFT" in text and 'dtype: "float32"' in text
     version = server.repo / "ziya" / "1"

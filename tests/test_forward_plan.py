@@ -58,8 +58,12 @@ def test_forward_info_gauge_is_one_for_the_serving_forward_when_loaded(server):
     for model, (_, forward) in [*CONFIGS.items(), ("rm-onnx", ("", "padded+onnxruntime"))]:
         labels = {"model": model, "version": "1", "forward": forward}
         assert registry.get_sample_value("reward_model_forward_info", labels) == 1.0
-    assert registry.get_sample_value("reward_model_forward_info",
-                                     {"model": "rm", "version": "1", "forward": "padded+eager"}) is None
+    assert (
+        registry.get_sample_value(
+            "reward_model_forward_info", {"model": "rm", "version": "1", "forward": "padded+eager"}
+        )
+        is None
+    )
 
 
 def test_load_log_line_names_the_forward_when_a_version_loads(tiny_checkpoint, tmp_path, caplog):

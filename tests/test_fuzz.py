@@ -15,17 +15,30 @@ from reward_api.v1 import reward_pb2 as pb
 from reward_client import RewardClient
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RewardService"]
-EXPECTED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-            grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION}
+EXPECTED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
 EXAMPLES_PER_RPC = 60
 
 HI = [pb.Message(role="user", content="hi"), pb.Message(role="assistant", content="hello 😀")]
 # One valid request per RPC: the seeds that mutations start from.
 VALID = {
-    "Score": pb.ScoreRequest(model="tiny", version="1", inputs=[
-        pb.ScoreInput(conversation=pb.Conversation(messages=HI)), pb.ScoreInput(text="plain text"),
-        pb.ScoreInput(token_ids=pb.TokenIds(ids=[5, 6, 7]))]),
-    "Rank": pb.RankRequest(model="tiny", candidates=pb.Candidates(prompt=HI[:1], responses=["a", "bb", "ccc"])),
+    "Score": pb.ScoreRequest(
+        model="tiny",
+        version="1",
+        inputs=[
+            pb.ScoreInput(conversation=pb.Conversation(messages=HI)),
+            pb.ScoreInput(text="plain text"),
+            pb.ScoreInput(token_ids=pb.TokenIds(ids=[5, 6, 7])),
+        ],
+    ),
+    "Rank": pb.RankRequest(
+        model="tiny", candidates=pb.Candidates(prompt=HI[:1], responses=["a", "bb", "ccc"])
+    ),
     "GetModelMetadata": pb.ModelMetadataRequest(model="tiny", version="1"),
     "ListModels": pb.ListModelsRequest(),
     "RepositoryIndex": pb.RepositoryIndexRequest(ready=True),
@@ -70,8 +83,13 @@ def test_decoder_answers_an_expected_status_when_given_random_or_mutated_bytes(s
     seed = VALID[method].SerializeToString()
     answered: list[grpc.StatusCode] = []
 
-    @settings(max_examples=EXAMPLES_PER_RPC, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_RPC,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.one_of(st.binary(max_size=200), mutated(seed)))
     def check(payload: bytes) -> None:
         try:

@@ -34,7 +34,9 @@ BROKEN = {
 }
 
 
-def raw_call(channel: grpc.Channel, method: str, payload: bytes, metadata=None) -> tuple[grpc.StatusCode, str, dict]:
+def raw_call(
+    channel: grpc.Channel, method: str, payload: bytes, metadata=None
+) -> tuple[grpc.StatusCode, str, dict]:
     """(status, details, trailing metadata) of one call with `payload` as the request's bytes."""
     call = channel.unary_unary(f"/{SERVICE.full_name}/{method}")
     try:
@@ -52,8 +54,9 @@ def score_bytes(**fields) -> bytes:
 def server(tiny_checkpoint, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     add_model(repo, "tiny", tiny_checkpoint)
-    with serve_repo(repo, max_items_per_request=16, metrics_port=0, model_control_mode="explicit",
-                    load_models=("tiny",)) as running:
+    with serve_repo(
+        repo, max_items_per_request=16, metrics_port=0, model_control_mode="explicit", load_models=("tiny",)
+    ) as running:
         yield running
 
 
@@ -80,7 +83,9 @@ def test_request_is_invalid_argument_malformed_when_its_bytes_do_not_parse(serve
     assert_serves(server.target)
 
 
-def test_malformed_requests_log_one_short_line_without_traceback_when_many_arrive(tiny_checkpoint, tmp_path, caplog):
+def test_malformed_requests_log_one_short_line_without_traceback_when_many_arrive(
+    tiny_checkpoint, tmp_path, caplog
+):
     add_model(tmp_path, "tiny", tiny_checkpoint)
     caplog.set_level(logging.INFO, logger="reward_server")
     with serve_repo(tmp_path) as server, grpc.insecure_channel(server.target) as ch:
@@ -94,8 +99,9 @@ def test_malformed_requests_log_one_short_line_without_traceback_when_many_arriv
     assert not any(r.exc_info for r in caplog.records)
 
 
-def test_malformed_request_is_refused_by_auth_before_it_is_parsed_when_the_server_has_a_token(tiny_checkpoint,
-                                                                                               tmp_path):
+def test_malformed_request_is_refused_by_auth_before_it_is_parsed_when_the_server_has_a_token(
+    tiny_checkpoint, tmp_path
+):
     add_model(tmp_path, "tiny", tiny_checkpoint)
     with serve_repo(tmp_path, auth_token=TOKEN) as server, grpc.insecure_channel(server.target) as ch:
         for method in METHODS:
@@ -107,17 +113,26 @@ def test_malformed_request_is_refused_by_auth_before_it_is_parsed_when_the_serve
         assert_serves(server.target, token=TOKEN)
 
 
-@pytest.mark.parametrize(("version", "expected"), [
-    ("99999999999999", grpc.StatusCode.NOT_FOUND),
-    ("9" * 19, grpc.StatusCode.NOT_FOUND),
-    ("9" * 20, grpc.StatusCode.INVALID_ARGUMENT),
-    ("9" * 5000, grpc.StatusCode.INVALID_ARGUMENT),
-], ids=["14-digits", "19-digits", "20-digits", "5000-digits"])
-def test_version_of_many_digits_is_not_found_or_invalid_argument_never_internal(server, channel, version, expected):
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("99999999999999", grpc.StatusCode.NOT_FOUND),
+        ("9" * 19, grpc.StatusCode.NOT_FOUND),
+        ("9" * 20, grpc.StatusCode.INVALID_ARGUMENT),
+        ("9" * 5000, grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+    ids=["14-digits", "19-digits", "20-digits", "5000-digits"],
+)
+def test_version_of_many_digits_is_not_found_or_invalid_argument_never_internal(
+    server, channel, version, expected
+):
     requests = {
         "Score": score_bytes(model="tiny", version=version, inputs=[pb.ScoreInput(text="hi")]),
-        "Rank": pb.RankRequest(model="tiny", version=version, candidates=pb.Candidates(
-            prompt=[pb.Message(role="user", content="hi")], responses=["a", "b"])).SerializeToString(),
+        "Rank": pb.RankRequest(
+            model="tiny",
+            version=version,
+            candidates=pb.Candidates(prompt=[pb.Message(role="user", content="hi")], responses=["a", "b"]),
+        ).SerializeToString(),
         "GetModelMetadata": pb.ModelMetadataRequest(model="tiny", version=version).SerializeToString(),
     }
     for method, payload in requests.items():
@@ -127,30 +142,52 @@ def test_version_of_many_digits_is_not_found_or_invalid_argument_never_internal(
 
 
 @pytest.mark.parametrize("method", ["Score", "Rank", "GetModelMetadata", "LoadModel", "UnloadModel"])
-def test_huge_model_name_is_invalid_argument_and_never_echoed_when_it_is_20000_characters(server, channel, method):
+def test_huge_model_name_is_invalid_argument_and_never_echoed_when_it_is_20000_characters(
+    server, channel, method
+):
     name = "m" * 20_000
-    request_class = {"Score": pb.ScoreRequest, "Rank": pb.RankRequest, "GetModelMetadata": pb.ModelMetadataRequest,
-                     "LoadModel": pb.LoadModelRequest, "UnloadModel": pb.UnloadModelRequest}[method]
+    request_class = {
+        "Score": pb.ScoreRequest,
+        "Rank": pb.RankRequest,
+        "GetModelMetadata": pb.ModelMetadataRequest,
+        "LoadModel": pb.LoadModelRequest,
+        "UnloadModel": pb.UnloadModelRequest,
+    }[method]
     code, details, trailing = raw_call(channel, method, request_class(model=name).SerializeToString())
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert "20000 characters; at most 256" in details and "mmmmmmmmmm" not in details
     assert all(len(v) < 1000 for v in trailing.values())
-    code, details, _ = raw_call(channel, "Score", score_bytes(model="n" * 250, inputs=[pb.ScoreInput(text="hi")]))
+    code, details, _ = raw_call(
+        channel, "Score", score_bytes(model="n" * 250, inputs=[pb.ScoreInput(text="hi")])
+    )
     assert code == grpc.StatusCode.NOT_FOUND and len(details) < 1200  # a long but bounded name: looked up
 
 
-def test_requests_refused_before_resolution_count_under_a_known_model_and_never_a_made_up_one(server, channel):
+def test_requests_refused_before_resolution_count_under_a_known_model_and_never_a_made_up_one(
+    server, channel
+):
     raw_call(channel, "Score", score_bytes(model="tiny", version="x", inputs=[pb.ScoreInput(text="hi")]))
     raw_call(channel, "Score", score_bytes(model="tiny", inputs=[pb.ScoreInput(text="hi")] * 17))
     raw_call(channel, "Score", score_bytes(model="made-up-model", inputs=[pb.ScoreInput(text="hi")]))
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.running.metrics_port}/metrics", timeout=10) as reply:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{server.running.metrics_port}/metrics", timeout=10
+    ) as reply:
         text = reply.read().decode()
-    refused = [line for line in text.splitlines()
-               if line.startswith("reward_request_failure_total{") and 'code="INVALID_ARGUMENT"' in line]
-    assert any('model="tiny"' in line and 'version=""' in line and float(line.split()[-1]) >= 2 for line in refused), refused
+    refused = [
+        line
+        for line in text.splitlines()
+        if line.startswith("reward_request_failure_total{") and 'code="INVALID_ARGUMENT"' in line
+    ]
+    assert any(
+        'model="tiny"' in line and 'version=""' in line and float(line.split()[-1]) >= 2 for line in refused
+    ), refused
     assert "made-up-model" not in text
-    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
-                 "process_start_time_seconds"):
+    for name in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ):
         samples = [line for line in text.splitlines() if line.startswith(name + " ")]
         assert samples and float(samples[0].split()[1]) > 0, name
 
@@ -194,23 +231,44 @@ def demo_process():
 STALL_BOUND_S = 1.5
 
 
-@pytest.mark.parametrize("request_bytes", [
-    pytest.param(lambda: score_bytes(model="demo", inputs=[pb.ScoreInput(text="a")] * 1_000_000), id="1M-inputs"),
-    pytest.param(lambda: score_bytes(model="demo", inputs=[pb.ScoreInput(conversation=pb.Conversation(
-        messages=[pb.Message(role="user", content="hi")] + [pb.Message(role="assistant")] * 100_000))]),
-        id="100k-empty-messages"),
-])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(
+            lambda: score_bytes(model="demo", inputs=[pb.ScoreInput(text="a")] * 1_000_000), id="1M-inputs"
+        ),
+        pytest.param(
+            lambda: score_bytes(
+                model="demo",
+                inputs=[
+                    pb.ScoreInput(
+                        conversation=pb.Conversation(
+                            messages=[pb.Message(role="user", content="hi")]
+                            + [pb.Message(role="assistant")] * 100_000
+                        )
+                    )
+                ],
+            ),
+            id="100k-empty-messages",
+        ),
+    ],
+)
 def test_health_checks_are_not_stalled_when_another_client_sends_a_huge_request(demo_process, request_bytes):
     payload = request_bytes()
     options = [("grpc.max_send_message_length", 64 * MIB)]
-    with grpc.insecure_channel(demo_process.target, options=options) as ch, HealthProbe(demo_process.target) as probe:
+    with (
+        grpc.insecure_channel(demo_process.target, options=options) as ch,
+        HealthProbe(demo_process.target) as probe,
+    ):
         time.sleep(0.2)
         started = time.monotonic()
         code, details, _ = raw_call(ch, "Score", payload)
         took = time.monotonic() - started
         time.sleep(0.1)
     assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), details
-    assert max(probe.waits) < STALL_BOUND_S, f"a health check waited {max(probe.waits):.2f} s (request: {took:.2f} s)"
+    assert max(probe.waits) < STALL_BOUND_S, (
+        f"a health check waited {max(probe.waits):.2f} s (request: {took:.2f} s)"
+    )
     assert len(probe.waits) >= took / STALL_BOUND_S  # checks kept being answered throughout
     assert_serves_demo(demo_process.target)
 
@@ -247,7 +305,9 @@ def test_oversize_bursts_leave_no_lasting_memory_when_repeated(demo_process):
     assert_serves_demo(demo_process.target)
 
 
-def test_reflection_needs_the_token_and_refuses_malformed_bytes_when_the_server_has_a_token(tiny_checkpoint, tmp_path):
+def test_reflection_needs_the_token_and_refuses_malformed_bytes_when_the_server_has_a_token(
+    tiny_checkpoint, tmp_path
+):
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     add_model(tmp_path, "tiny", tiny_checkpoint)
@@ -257,11 +317,16 @@ def test_reflection_needs_the_token_and_refuses_malformed_bytes_when_the_server_
         with pytest.raises(grpc.RpcError) as refused:
             next(stub.ServerReflectionInfo(iter([list_services]), timeout=30))
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        reply = next(stub.ServerReflectionInfo(iter([list_services]), timeout=30,
-                                               metadata=[("authorization", f"Bearer {TOKEN}")]))
+        reply = next(
+            stub.ServerReflectionInfo(
+                iter([list_services]), timeout=30, metadata=[("authorization", f"Bearer {TOKEN}")]
+            )
+        )
         assert SERVICE.full_name in {s.name for s in reply.list_services_response.service}
         raw = ch.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
         with pytest.raises(grpc.RpcError) as malformed:
-            next(raw(iter([BROKEN["truncated"]]), timeout=30, metadata=[("authorization", f"Bearer {TOKEN}")]))
+            next(
+                raw(iter([BROKEN["truncated"]]), timeout=30, metadata=[("authorization", f"Bearer {TOKEN}")])
+            )
         assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert_serves(server.target, token=TOKEN)

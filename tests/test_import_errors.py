@@ -37,7 +37,9 @@ def repo(tmp_path):
     repository = tmp_path / "repo"
     repository.mkdir()
     (repository / "existing").mkdir()  # a model already there must stay untouched
-    (repository / "existing" / "config.pbtxt").write_text('max_batch_size: 1 reward { prompt_format: "ziya" }')
+    (repository / "existing" / "config.pbtxt").write_text(
+        'max_batch_size: 1 reward { prompt_format: "ziya" }'
+    )
     return repository
 
 
@@ -105,18 +107,31 @@ def _edit_internlm2_shard(source: Path, edit) -> None:
         save_file(state, str(shard))
     index = source / "model.safetensors.index.json"
     data = json.loads(index.read_text())
-    data["weight_map"] = {k: shard.name for shard in sorted(source.glob("*.safetensors")) for k in load_file(str(shard))}
+    data["weight_map"] = {
+        k: shard.name for shard in sorted(source.glob("*.safetensors")) for k in load_file(str(shard))
+    }
     index.write_text(json.dumps(data))
 
 
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda s: s.pop("model.layers.1.ffn_norm.weight", None), r"missing keys: model\.layers\.1\.post_attention_layernorm"),
-        (lambda s: s.update({"model.layers.0.attention.extra.weight": torch.zeros(2)}) if "v_head.weight" in s else None,
-         r"unexpected keys: model\.layers\.0\.attention\.extra\.weight"),
-        (lambda s: s.update({"v_head.weight": torch.zeros(1, 32)}) if "v_head.weight" in s else None,
-         r"shape mismatches: score\.weight \(1, 32\) != \(1, 64\)"),
+        (
+            lambda s: s.pop("model.layers.1.ffn_norm.weight", None),
+            r"missing keys: model\.layers\.1\.post_attention_layernorm",
+        ),
+        (
+            lambda s: (
+                s.update({"model.layers.0.attention.extra.weight": torch.zeros(2)})
+                if "v_head.weight" in s
+                else None
+            ),
+            r"unexpected keys: model\.layers\.0\.attention\.extra\.weight",
+        ),
+        (
+            lambda s: s.update({"v_head.weight": torch.zeros(1, 32)}) if "v_head.weight" in s else None,
+            r"shape mismatches: score\.weight \(1, 32\) != \(1, 64\)",
+        ),
     ],
     ids=["missing", "unexpected", "shape"],
 )
@@ -147,7 +162,12 @@ def test_starling_aliases_that_differ_are_refused(built, repo, tmp_path):
 
 
 def test_new_version_that_needs_another_config_is_refused(built, repo):
-    refused(built / "internlm2", repo, r"'reward\.prompt_format' is 'ziya' but .* needs 'internlm2'", name="existing")
+    refused(
+        built / "internlm2",
+        repo,
+        r"'reward\.prompt_format' is 'ziya' but .* needs 'internlm2'",
+        name="existing",
+    )
 
 
 def test_hub_id_offline_fails_at_once_naming_the_id(repo, monkeypatch):
@@ -160,11 +180,19 @@ def test_hub_id_offline_fails_at_once_naming_the_id(repo, monkeypatch):
 def test_import_cli_writes_a_version_and_reports_refusals(built, repo):
     exe = Path(sys.executable).parent / "reward-server"
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "reward_server"]
-    done = subprocess.run([*command, "import", str(built / "ziya"), "--repository", str(repo), "--name", "ziya-rm"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*command, "import", str(built / "ziya"), "--repository", str(repo), "--name", "ziya-rm"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "imported" in done.stdout and "version 1" in done.stdout
     assert (repo / "ziya-rm" / "1" / "model.safetensors").exists()
-    done = subprocess.run([*command, "import", str(repo / "nope"), "--repository", str(repo), "--name", "x"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*command, "import", str(repo / "nope"), "--repository", str(repo), "--name", "x"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1 and "import refused" in done.stderr and "no such folder" in done.stderr

@@ -64,7 +64,8 @@ def rm(server):
 
 def rpcs(server, method: str) -> float:
     value = server.running.metrics.registry.get_sample_value(
-        "reward_request_success_total", {"model": "tiny", "version": "1", "method": method})
+        "reward_request_success_total", {"model": "tiny", "version": "1", "method": method}
+    )
     return value or 0.0
 
 
@@ -86,21 +87,33 @@ class RpcCounter:
 
 
 def test_client_settings_read_replicas_and_options_when_set_in_the_environment():
-    env = {"REWARD_SERVER_ADDRESS": "a:1, b:2", "REWARD_SERVER_MODEL": "rm", "REWARD_SERVER_TOKEN": "t",
-           "REWARD_SERVER_TIMEOUT": "5", "REWARD_SERVER_CHUNK_SIZE": "0", "REWARD_SERVER_WAIT_FOR_READY": "0"}
+    env = {
+        "REWARD_SERVER_ADDRESS": "a:1, b:2",
+        "REWARD_SERVER_MODEL": "rm",
+        "REWARD_SERVER_TOKEN": "t",
+        "REWARD_SERVER_TIMEOUT": "5",
+        "REWARD_SERVER_CHUNK_SIZE": "0",
+        "REWARD_SERVER_WAIT_FOR_READY": "0",
+    }
     settings = ClientSettings.from_env(env)
-    assert settings == ClientSettings(target=("a:1", "b:2"), model="rm", token="t", timeout=5.0, chunk_size=None,
-                                      wait_for_ready=False)
-    assert ClientSettings.from_env(env, target="c:3", model=None).target == "c:3"  # arguments win, None does not
+    assert settings == ClientSettings(
+        target=("a:1", "b:2"), model="rm", token="t", timeout=5.0, chunk_size=None, wait_for_ready=False
+    )
+    assert (
+        ClientSettings.from_env(env, target="c:3", model=None).target == "c:3"
+    )  # arguments win, None does not
     assert ClientSettings(["a:1", "b:2"]) == ClientSettings("a:1,b:2") == ClientSettings(("a:1", "b:2"))
     assert ClientSettings.from_env({}, target="a:1", chunk_size=0).chunk_size is None  # veRL's reward_kwargs
 
 
-@pytest.mark.parametrize("env, message", [
-    ({}, "REWARD_SERVER_ADDRESS"),
-    ({"REWARD_SERVER_ADDRESS": "a:1", "REWARD_SERVER_TIMEOUT": "soon"}, "REWARD_SERVER_TIMEOUT"),
-    ({"REWARD_SERVER_ADDRESS": "a:1", "REWARD_SERVER_TLS": "maybe"}, "REWARD_SERVER_TLS"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({}, "REWARD_SERVER_ADDRESS"),
+        ({"REWARD_SERVER_ADDRESS": "a:1", "REWARD_SERVER_TIMEOUT": "soon"}, "REWARD_SERVER_TIMEOUT"),
+        ({"REWARD_SERVER_ADDRESS": "a:1", "REWARD_SERVER_TLS": "maybe"}, "REWARD_SERVER_TLS"),
+    ],
+)
 def test_client_settings_raise_naming_the_variable_when_the_environment_is_wrong(env, message):
     with pytest.raises(ValueError, match=message):
         ClientSettings.from_env(env)
@@ -143,13 +156,30 @@ def test_integrations_import_and_score_without_torch_or_frameworks_when_they_are
     completions = ["A reward model scores answers.", "No idea."]
     query = "<s><|im_start|>user\nWhat is a reward model?<|im_end|>\n"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONPATH=str(ROOT / "client"), REWARD_SERVER_ADDRESS=server.target, REWARD_SERVER_MODEL="tiny")
-    done = subprocess.run([sys.executable, "-c", BLOCKED, server.target, "What is a reward model?",
-                           json.dumps(completions), query, str(EXAMPLE)],
-                          capture_output=True, text=True, timeout=120, env=env)
+    env.update(
+        PYTHONPATH=str(ROOT / "client"), REWARD_SERVER_ADDRESS=server.target, REWARD_SERVER_MODEL="tiny"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCKED,
+            server.target,
+            "What is a reward model?",
+            json.dumps(completions),
+            query,
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    expected = rm.rank_candidates([{"role": "user", "content": "What is a reward model?"}], completions).scores
+    expected = rm.rank_candidates(
+        [{"role": "user", "content": "What is a reward model?"}], completions
+    ).scores
     assert all(same(a, b) for a, b in zip(answer["trl"], expected, strict=True))
     assert same(answer["verl"], rm.score([completions[0]])[0].score)
     assert isinstance(answer["openrlhf"], list) and same(answer["openrlhf"][0], rm.score([query])[0].score)
@@ -157,7 +187,10 @@ def test_integrations_import_and_score_without_torch_or_frameworks_when_they_are
 
 # --- TRL ------------------------------------------------------------------------------------------
 
-PROMPT = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "What is a reward model?"}]
+PROMPT = [
+    {"role": "system", "content": "You are helpful."},
+    {"role": "user", "content": "What is a reward model?"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +208,26 @@ def make_trainer(tiny_checkpoint, tmp_path_factory):
     def make(reward_funcs, prompts):
         # "model" is a dataset column too: TRL passes every column as a keyword to each reward function.
         dataset = Dataset.from_dict({"prompt": prompts, "model": ["policy-v1"] * len(prompts)})
-        args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=4, num_generations=4,
-                          max_completion_length=6, max_steps=1, report_to=[], use_cpu=True, logging_steps=1,
-                          save_strategy="no", bf16=False, seed=0)
-        return GRPOTrainer(model=LlamaForCausalLM(config), reward_funcs=reward_funcs, args=args,
-                           train_dataset=dataset, processing_class=tokenizer)
+        args = GRPOConfig(
+            output_dir=str(out),
+            per_device_train_batch_size=4,
+            num_generations=4,
+            max_completion_length=6,
+            max_steps=1,
+            report_to=[],
+            use_cpu=True,
+            logging_steps=1,
+            save_strategy="no",
+            bf16=False,
+            seed=0,
+        )
+        return GRPOTrainer(
+            model=LlamaForCausalLM(config),
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
 
     return make
 
@@ -219,8 +267,10 @@ def test_trl_rewards_equal_client_scores_with_one_score_when_prompts_differ(serv
     trainer = make_trainer([sync, agen], [PROMPT] * 4)
     other = [{"role": "user", "content": "Write a haiku about gradients."}]
     prompts = [PROMPT, PROMPT, other, other]
-    completions = [[{"role": "assistant", "content": text}] for text in
-                   ["It scores answers.", "No idea.", "Loss descends the slope", "🙂 café"]]
+    completions = [
+        [{"role": "assistant", "content": text}]
+        for text in ["It scores answers.", "No idea.", "Loss descends the slope", "🙂 café"]
+    ]
     with RpcCounter(server) as sent:
         rows = _calculate(trainer, prompts, completions)
     assert sent.sent == {"Score": 2, "Rank": 0}
@@ -272,7 +322,7 @@ def _verl_custom_reward_fn(path: str, name: str, reward_kwargs: dict):
     import importlib.util
 
     if path.startswith("pkg://"):
-        module = importlib.import_module(path[len("pkg://"):].replace("/", "."))
+        module = importlib.import_module(path[len("pkg://") :].replace("/", "."))
     else:  # a file path: a module of its own, under a derived name
         spec = importlib.util.spec_from_file_location(f"custom_module_{hash(os.path.abspath(path))}", path)
         module = importlib.util.module_from_spec(spec)
@@ -295,8 +345,13 @@ VERL_SAMPLES = [
     ("No idea.", {"index": 1, "question": "What is a reward model?"}),
     ("####  42", {"index": 2}),  # no question: the response alone, as text
     ("", {"index": 3, "question": "Say nothing."}),  # an empty response (EOS first) is still a conversation
-    ("Sure.", {"index": 4, "question": [{"role": "system", "content": "Be brief."},
-                                        {"role": "user", "content": "Agree?"}]}),
+    (
+        "Sure.",
+        {
+            "index": 4,
+            "question": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Agree?"}],
+        },
+    ),
     # veRL keeps non-tensor data in numpy object arrays: a list of messages may arrive as one
     ("Yes.", {"index": 5, "question": np.array([{"role": "user", "content": "Agree?"}], dtype=object)}),
 ]
@@ -310,15 +365,22 @@ def _verl_expected(rm) -> list[float]:
 
 @pytest.mark.parametrize("name", ["compute_score", "compute_score_async"])
 def test_verl_compute_score_equals_client_score_when_the_reward_loop_calls_it(server, rm, name):
-    compute_score = _verl_custom_reward_fn("pkg://reward_client.integrations.verl", name,
-                                           {"target": server.target, "model": "tiny"})
+    compute_score = _verl_custom_reward_fn(
+        "pkg://reward_client.integrations.verl", name, {"target": server.target, "model": "tiny"}
+    )
 
     async def run_single(solution_str, extra_info):
         # verl/experimental/reward_loop/reward_manager/naive.py:NaiveRewardManager.run_single; the reward
         # loop runs every sample of a batch at once (reward_loop.py:compute_score_batch).
         extra_info = {**extra_info, "num_turns": None, "rollout_reward_scores": {}}
-        kwargs = dict(data_source="openai/gsm8k", solution_str=solution_str, ground_truth="42", extra_info=extra_info,
-                      reward_router_address="127.0.0.1:1", reward_model_tokenizer=None)
+        kwargs = dict(
+            data_source="openai/gsm8k",
+            solution_str=solution_str,
+            ground_truth="42",
+            extra_info=extra_info,
+            reward_router_address="127.0.0.1:1",
+            reward_model_tokenizer=None,
+        )
         if inspect.iscoroutinefunction(compute_score):
             return await compute_score(**kwargs)
         return await asyncio.get_running_loop().run_in_executor(None, lambda: compute_score(**kwargs))
@@ -345,16 +407,23 @@ def test_async_clients_are_dropped_when_their_event_loop_has_closed(server):
     assert sum(loop.is_closed() for loop in CLIENTS._async) == 1
 
 
-@pytest.mark.parametrize("path", ["pkg://reward_client.integrations.verl", rc_verl.__file__], ids=["pkg", "file"])
+@pytest.mark.parametrize(
+    "path", ["pkg://reward_client.integrations.verl", rc_verl.__file__], ids=["pkg", "file"]
+)
 def test_verl_compute_score_batch_sends_one_score_when_the_batch_manager_calls_it(server, rm, path):
-    compute_score = _verl_custom_reward_fn(path, "compute_score_batch", {"target": server.target, "model": "tiny"})
+    compute_score = _verl_custom_reward_fn(
+        path, "compute_score_batch", {"target": server.target, "model": "tiny"}
+    )
     # verl/workers/reward_manager/batch.py:BatchRewardManager.verify: non_tensor_batch columns are numpy
     # object arrays; each extra_info gets "rollout_reward_scores".
     extras = np.array([{**info, "rollout_reward_scores": {}} for _, info in VERL_SAMPLES], dtype=object)
     with RpcCounter(server) as sent:
-        scores = compute_score(data_sources=np.array(["openai/gsm8k"] * len(VERL_SAMPLES), dtype=object),
-                               solution_strs=[s for s, _ in VERL_SAMPLES], ground_truths=["42"] * len(VERL_SAMPLES),
-                               extra_infos=extras)
+        scores = compute_score(
+            data_sources=np.array(["openai/gsm8k"] * len(VERL_SAMPLES), dtype=object),
+            solution_strs=[s for s, _ in VERL_SAMPLES],
+            ground_truths=["42"] * len(VERL_SAMPLES),
+            extra_infos=extras,
+        )
     assert sent.sent == {"Score": 1, "Rank": 0}
     assert all(same(a, b) for a, b in zip(scores, _verl_expected(rm), strict=True))
 
@@ -364,7 +433,9 @@ def test_verl_compute_score_raises_invalid_argument_when_an_empty_response_has_n
         rc_verl.compute_score("src", "", None, {}, target=server.target, model="tiny")
 
 
-def test_verl_batch_spreads_chunks_over_replicas_when_given_two_addresses(server, rm, tiny_checkpoint, tmp_path):
+def test_verl_batch_spreads_chunks_over_replicas_when_given_two_addresses(
+    server, rm, tiny_checkpoint, tmp_path
+):
     add_model(tmp_path, "tiny", tiny_checkpoint)
     solutions = [f"answer number {i}" for i in range(12)]
     expected = [r.score for r in rm.score(solutions)]
@@ -375,8 +446,15 @@ def test_verl_batch_spreads_chunks_over_replicas_when_given_two_addresses(server
         calls = 0
         while calls < 20:
             calls += 1
-            scores = rc_verl.compute_score_batch(["src"] * 12, solutions, [None] * 12, [{}] * 12,
-                                                 target=f"{server.target},{second.target}", model="tiny", chunk_size=2)
+            scores = rc_verl.compute_score_batch(
+                ["src"] * 12,
+                solutions,
+                [None] * 12,
+                [{}] * 12,
+                target=f"{server.target},{second.target}",
+                model="tiny",
+                chunk_size=2,
+            )
             assert all(same(a, b, REL_REBATCHED) for a, b in zip(scores, expected, strict=True))
             sent = (rpcs(server, "Score") - before[0], rpcs(second, "Score") - before[1])
             if min(sent) > 0:
@@ -400,8 +478,9 @@ class CannedEngine:
 
 
 @pytest.mark.parametrize("path", [EXAMPLE, Path(rc_openrlhf.__file__)], ids=["example", "module"])
-def test_openrlhf_rewards_equal_client_scores_when_openrlhf_loads_the_file(server, rm, tiny_checkpoint, monkeypatch,
-                                                                           path):
+def test_openrlhf_rewards_equal_client_scores_when_openrlhf_loads_the_file(
+    server, rm, tiny_checkpoint, monkeypatch, path
+):
     import torch
     from openrlhf.utils.agent import SingleTurnAgentExecutor
     from transformers import PreTrainedTokenizerFast
@@ -410,16 +489,23 @@ def test_openrlhf_rewards_equal_client_scores_when_openrlhf_loads_the_file(serve
     monkeypatch.setenv("REWARD_SERVER_MODEL", "tiny")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tiny_checkpoint)
     executor = SingleTurnAgentExecutor(remote_rm_url=[str(path)])  # loads reward_func from the .py file
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False)
-               for q in ("What is a reward model?", "你好", "Write code: def f(x):")]
-    answers = [tokenizer("<|im_start|>assistant\n" + a + "<|im_end|>", add_special_tokens=False)["input_ids"]
-               for a in ("It scores answers.", "你好！", "return x")]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False)
+        for q in ("What is a reward model?", "你好", "Write code: def f(x):")
+    ]
+    answers = [
+        tokenizer("<|im_start|>assistant\n" + a + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        for a in ("It scores answers.", "你好！", "return x")
+    ]
     params = SimpleNamespace(max_tokens=16, logprobs=None)
 
     async def rollouts():  # every rollout of a batch at once, as OpenRLHF's vLLM workers run them
-        return await asyncio.gather(*(
-            executor.execute(p, None, deepcopy(params), 256, tokenizer, CannedEngine(a))
-            for p, a in zip(prompts, answers)))
+        return await asyncio.gather(
+            *(
+                executor.execute(p, None, deepcopy(params), 256, tokenizer, CannedEngine(a))
+                for p, a in zip(prompts, answers)
+            )
+        )
 
     with RpcCounter(server) as sent:
         outputs = asyncio.run(rollouts())

@@ -33,7 +33,9 @@ def server(tiny_checkpoint, tmp_path_factory):
     repo = tmp_path_factory.mktemp("kserve_repo")
     add_model(repo, "tiny", tiny_checkpoint, config_text("tiny", delay_us=2000))
     add_model(repo, "spare", tiny_checkpoint, config_text("spare"))
-    with serve_repo(repo, model_control_mode="explicit", load_models=("tiny",), max_chars_per_message=500) as s:
+    with serve_repo(
+        repo, model_control_mode="explicit", load_models=("tiny",), max_chars_per_message=500
+    ) as s:
         yield s
 
 
@@ -67,8 +69,10 @@ def _token_inputs(rows: list[list[int]]) -> list[triton.InferInput]:
     width = max(len(r) for r in rows)
     tokens = np.array([r + [0] * (width - len(r)) for r in rows], dtype=np.int64)
     lengths = np.array([[len(r)] for r in rows], dtype=np.int64)
-    inputs = [triton.InferInput("tokens", list(tokens.shape), "INT64"),
-              triton.InferInput("sequence_lengths", list(lengths.shape), "INT64")]
+    inputs = [
+        triton.InferInput("tokens", list(tokens.shape), "INT64"),
+        triton.InferInput("sequence_lengths", list(lengths.shape), "INT64"),
+    ]
     inputs[0].set_data_from_numpy(tokens)
     inputs[1].set_data_from_numpy(lengths)
     return inputs
@@ -99,11 +103,18 @@ def test_model_metadata_shows_the_tensor_view_when_asked(client):
     meta = client.get_model_metadata("tiny", as_json=True)
     assert meta["name"] == "tiny" and meta["versions"] == ["1"] and meta["platform"] == "pytorch"
     inputs = {t["name"]: (t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]}
-    assert inputs == {"sentences": ("BYTES", [-1, -1]), "messages": ("BYTES", [-1, 1]),
-                      "tokens": ("INT64", [-1, -1]), "sequence_lengths": ("INT64", [-1, 1])}
+    assert inputs == {
+        "sentences": ("BYTES", [-1, -1]),
+        "messages": ("BYTES", [-1, 1]),
+        "tokens": ("INT64", [-1, -1]),
+        "sequence_lengths": ("INT64", [-1, 1]),
+    }
     outputs = {t["name"]: (t["datatype"], [int(d) for d in t["shape"]]) for t in meta["outputs"]}
-    assert outputs == {"rewards": ("FP32", [-1, 1]), "num_tokens": ("INT32", [-1, 1]),
-                       "num_truncated_tokens": ("INT32", [-1, 1])}
+    assert outputs == {
+        "rewards": ("FP32", [-1, 1]),
+        "num_tokens": ("INT32", [-1, 1]),
+        "num_truncated_tokens": ("INT32", [-1, 1]),
+    }
 
 
 def test_model_config_maps_config_pbtxt_with_an_explicit_instance_kind_when_asked(client):
@@ -114,10 +125,16 @@ def test_model_config_maps_config_pbtxt_with_an_explicit_instance_kind_when_aske
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "2000"
     assert config["version_policy"] == {"latest": {"num_versions": 1}}
     assert [(i["name"], i["data_type"], i.get("optional")) for i in config["input"]] == [
-        ("sentences", "TYPE_STRING", True), ("messages", "TYPE_STRING", True),
-        ("tokens", "TYPE_INT64", True), ("sequence_lengths", "TYPE_INT64", True)]
+        ("sentences", "TYPE_STRING", True),
+        ("messages", "TYPE_STRING", True),
+        ("tokens", "TYPE_INT64", True),
+        ("sequence_lengths", "TYPE_INT64", True),
+    ]
     assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
-        ("rewards", "TYPE_FP32", ["1"]), ("num_tokens", "TYPE_INT32", ["1"]), ("num_truncated_tokens", "TYPE_INT32", ["1"])]
+        ("rewards", "TYPE_FP32", ["1"]),
+        ("num_tokens", "TYPE_INT32", ["1"]),
+        ("num_truncated_tokens", "TYPE_INT32", ["1"]),
+    ]
 
 
 @pytest.mark.parametrize("rows", [TEXTS[:1], TEXTS], ids=["alone", "batch"])
@@ -144,16 +161,23 @@ def test_infer_rewards_equal_score_when_sent_as_padded_tokens(client, reward, ro
 
 
 def test_infer_returns_only_the_requested_outputs_when_a_subset_is_asked(client):
-    result = client.infer("tiny", [_bytes_input("sentences", TEXTS)], outputs=[triton.InferRequestedOutput("num_tokens")])
+    result = client.infer(
+        "tiny", [_bytes_input("sentences", TEXTS)], outputs=[triton.InferRequestedOutput("num_tokens")]
+    )
     assert [o.name for o in result.get_response().outputs] == ["num_tokens"]
     assert result.as_numpy("rewards") is None
 
 
-@pytest.mark.parametrize("names, message", [(["scores"], "unknown output 'scores'"),
-                                            (["rewards", "rewards"], "requested twice")])
+@pytest.mark.parametrize(
+    "names, message", [(["scores"], "unknown output 'scores'"), (["rewards", "rewards"], "requested twice")]
+)
 def test_infer_answers_invalid_argument_when_the_requested_outputs_are_wrong(client, names, message):
     with pytest.raises(InferenceServerException) as e:
-        client.infer("tiny", [_bytes_input("sentences", TEXTS[:1])], outputs=[triton.InferRequestedOutput(n) for n in names])
+        client.infer(
+            "tiny",
+            [_bytes_input("sentences", TEXTS[:1])],
+            outputs=[triton.InferRequestedOutput(n) for n in names],
+        )
     assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and message in e.value.message()
 
 
@@ -168,7 +192,9 @@ def test_infer_accepts_typed_contents_when_inputs_are_not_raw(stub, reward):
 
 def test_async_infer_scores_when_called_with_a_callback(client, reward):
     done: queue.Queue = queue.Queue()
-    client.async_infer("tiny", [_bytes_input("sentences", TEXTS)], callback=lambda result, error: done.put((result, error)))
+    client.async_infer(
+        "tiny", [_bytes_input("sentences", TEXTS)], callback=lambda result, error: done.put((result, error))
+    )
     result, error = done.get(timeout=30)
     assert error is None
     _assert_close(result.as_numpy("rewards"), [r.score for r in reward.score(TEXTS)])
@@ -201,10 +227,17 @@ def test_statistics_count_the_inferences_when_requests_are_served(client):
     assert int(after["execution_count"]) > int(before.get("execution_count", 0))
     assert int(after["last_inference"]) > 0
     infer = after["inference_stats"]
-    counts = {k: int(infer[k].get("count", 0)) for k in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
+    counts = {
+        k: int(infer[k].get("count", 0))
+        for k in ("success", "queue", "compute_input", "compute_infer", "compute_output")
+    }
     assert len(set(counts.values())) == 1 and counts["success"] == int(after["inference_count"])
-    assert int(infer["compute_infer"]["ns"]) > 0 and int(infer["success"]["ns"]) >= int(infer["compute_infer"]["ns"])
-    assert sum(int(b["compute_infer"]["count"]) for b in after["batch_stats"]) == int(after["execution_count"])
+    assert int(infer["compute_infer"]["ns"]) > 0 and int(infer["success"]["ns"]) >= int(
+        infer["compute_infer"]["ns"]
+    )
+    assert sum(int(b["compute_infer"]["count"]) for b in after["batch_stats"]) == int(
+        after["execution_count"]
+    )
     every = client.get_inference_statistics(as_json=True)["model_stats"]
     assert [(m["name"], m["version"]) for m in every] == [("tiny", "1")]
 
@@ -230,11 +263,16 @@ def test_repository_rpcs_load_and_unload_when_the_mode_is_explicit(client, serve
     assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "not supported" in e.value.message()
 
 
-@pytest.mark.parametrize("method", ["SystemSharedMemoryStatus", "CudaSharedMemoryRegister", "TraceSetting", "LogSettings"])
+@pytest.mark.parametrize(
+    "method", ["SystemSharedMemoryStatus", "CudaSharedMemoryRegister", "TraceSetting", "LogSettings"]
+)
 def test_unsupported_rpcs_answer_unimplemented_when_called(stub, method):
-    request_type = {"SystemSharedMemoryStatus": pb.SystemSharedMemoryStatusRequest,
-                    "CudaSharedMemoryRegister": pb.CudaSharedMemoryRegisterRequest,
-                    "TraceSetting": pb.TraceSettingRequest, "LogSettings": pb.LogSettingsRequest}[method]
+    request_type = {
+        "SystemSharedMemoryStatus": pb.SystemSharedMemoryStatusRequest,
+        "CudaSharedMemoryRegister": pb.CudaSharedMemoryRegisterRequest,
+        "TraceSetting": pb.TraceSettingRequest,
+        "LogSettings": pb.LogSettingsRequest,
+    }[method]
     with pytest.raises(grpc.RpcError) as e:
         getattr(stub, method)(request_type())
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED and "not implemented" in e.value.details()
@@ -259,30 +297,58 @@ def _text(*rows: str | bytes) -> bytes:
 
 BAD_TENSORS = {
     "unknown input": (_request(("prompt", "BYTES", [1, 1], _text("hi"))), "unknown input 'prompt'"),
-    "two kinds": (_request(("sentences", "BYTES", [1, 1], _text("hi")), ("tokens", "INT64", [1, 1], _int64(3))),
-                  "exactly one kind"),
+    "two kinds": (
+        _request(("sentences", "BYTES", [1, 1], _text("hi")), ("tokens", "INT64", [1, 1], _int64(3))),
+        "exactly one kind",
+    ),
     "no input": (_request(), "got none"),
-    "wrong datatype": (_request(("tokens", "INT32", [1, 2], np.array([1, 2], "<i4").tobytes())),
-                       "'tokens': datatype INT32, expected INT64"),
+    "wrong datatype": (
+        _request(("tokens", "INT32", [1, 2], np.array([1, 2], "<i4").tobytes())),
+        "'tokens': datatype INT32, expected INT64",
+    ),
     "shape vs data": (_request(("tokens", "INT64", [1, 3], _int64(1, 2))), "shape [1, 3] of INT64 takes 24"),
-    "raw count": (_request(("sentences", "BYTES", [1, 1], _text("hi")), raw=[_text("hi"), _text("x")]),
-                  "raw_input_contents has 2 entries for 1 inputs"),
-    "prefix past the end": (_request(("sentences", "BYTES", [1, 1], struct.pack("<I", 50) + b"short")),
-                            "length prefix of 50 bytes, past the end"),
-    "not UTF-8": (_request(("sentences", "BYTES", [1, 1], _text(b"\xff\xfe"))), "'sentences' row 0: not UTF-8"),
-    "messages not a list": (_request(("messages", "BYTES", [1, 1], _text('{"role": "user"}'))), "non-empty JSON list"),
+    "raw count": (
+        _request(("sentences", "BYTES", [1, 1], _text("hi")), raw=[_text("hi"), _text("x")]),
+        "raw_input_contents has 2 entries for 1 inputs",
+    ),
+    "prefix past the end": (
+        _request(("sentences", "BYTES", [1, 1], struct.pack("<I", 50) + b"short")),
+        "length prefix of 50 bytes, past the end",
+    ),
+    "not UTF-8": (
+        _request(("sentences", "BYTES", [1, 1], _text(b"\xff\xfe"))),
+        "'sentences' row 0: not UTF-8",
+    ),
+    "messages not a list": (
+        _request(("messages", "BYTES", [1, 1], _text('{"role": "user"}'))),
+        "non-empty JSON list",
+    ),
     "messages not JSON": (_request(("messages", "BYTES", [1, 1], _text("hello"))), "not JSON"),
-    "message without content": (_request(("messages", "BYTES", [1], _text('[{"role": "user"}]'))),
-                                "string \"role\" and \"content\""),
-    "unknown role": (_request(("messages", "BYTES", [1], _text('[{"role": "robot", "content": "x"}]'))),
-                     "unknown role 'robot'"),
-    "length zero": (_request(("tokens", "INT64", [1, 2], _int64(4, 5)), ("sequence_lengths", "INT64", [1, 1], _int64(0))),
-                    "'sequence_lengths' row 0: length 0 is outside 1..2"),
-    "length beyond the row": (_request(("tokens", "INT64", [1, 2], _int64(4, 5)),
-                                       ("sequence_lengths", "INT64", [1, 1], _int64(3))), "length 3 is outside 1..2"),
+    "message without content": (
+        _request(("messages", "BYTES", [1], _text('[{"role": "user"}]'))),
+        'string "role" and "content"',
+    ),
+    "unknown role": (
+        _request(("messages", "BYTES", [1], _text('[{"role": "robot", "content": "x"}]'))),
+        "unknown role 'robot'",
+    ),
+    "length zero": (
+        _request(("tokens", "INT64", [1, 2], _int64(4, 5)), ("sequence_lengths", "INT64", [1, 1], _int64(0))),
+        "'sequence_lengths' row 0: length 0 is outside 1..2",
+    ),
+    "length beyond the row": (
+        _request(("tokens", "INT64", [1, 2], _int64(4, 5)), ("sequence_lengths", "INT64", [1, 1], _int64(3))),
+        "length 3 is outside 1..2",
+    ),
     "negative id": (_request(("tokens", "INT64", [1, 2], _int64(4, -5))), "negative token id -5"),
-    "id out of vocabulary": (_request(("tokens", "INT64", [1, 2], _int64(4, 10**9))), "outside the vocabulary"),
-    "unknown datatype": (_request(("tokens", "INT128", [1, 1], b"\0" * 16)), "unknown or unsupported datatype"),
+    "id out of vocabulary": (
+        _request(("tokens", "INT64", [1, 2], _int64(4, 10**9))),
+        "outside the vocabulary",
+    ),
+    "unknown datatype": (
+        _request(("tokens", "INT128", [1, 1], b"\0" * 16)),
+        "unknown or unsupported datatype",
+    ),
     "too long a text": (_request(("sentences", "BYTES", [1], _text("x" * 501))), "--max-chars-per-message"),
 }
 
@@ -315,7 +381,9 @@ def test_auth_guards_every_kserve_rpc_when_the_server_has_a_token(tiny_checkpoin
                 c.get_model_metadata("tiny", headers={"authorization": "Bearer wrong"})
             assert e.value.status() == "StatusCode.PERMISSION_DENIED"
             good = {"authorization": "Bearer s3cret"}
-            assert c.infer("tiny", [_bytes_input("sentences", TEXTS[:1])], headers=good).as_numpy("rewards").shape == (1, 1)
+            assert c.infer("tiny", [_bytes_input("sentences", TEXTS[:1])], headers=good).as_numpy(
+                "rewards"
+            ).shape == (1, 1)
             answers: queue.Queue = queue.Queue()
             c.start_stream(callback=partial(lambda q, result, error: q.put((result, error)), answers))
             # The guard refuses a stream without the token as a whole, before it reads a request: the
@@ -357,4 +425,6 @@ def test_pytriton_client_scores_over_grpc_when_sent_as_nemo_aligner_does(server,
         sentences = c.infer_batch(sentences=np.array([[t.encode()] for t in TEXTS]))["rewards"]
     _assert_close(sentences, [r.score for r in reward.score(TEXTS)])
     with client_module.FuturesModelClient(f"grpc://{server.target}", "tiny") as futures:
-        _assert_close(futures.infer_batch(tokens=tokens, sequence_lengths=lengths).result(60)["rewards"], expected)
+        _assert_close(
+            futures.infer_batch(tokens=tokens, sequence_lengths=lengths).result(60)["rewards"], expected
+        )

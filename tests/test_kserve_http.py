@@ -38,8 +38,9 @@ def repo(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    with serve_repo(repo, http_port=0, max_items_per_request=64, max_chars_per_message=2000,
-                    max_message_bytes=256 * 1024) as running:
+    with serve_repo(
+        repo, http_port=0, max_items_per_request=64, max_chars_per_message=2000, max_message_bytes=256 * 1024
+    ) as running:
         yield running
 
 
@@ -84,7 +85,10 @@ def token_inputs(rows: list[list[int]], binary: bool) -> list[tc.InferInput]:
     width = max(len(r) for r in rows)
     tokens = np.array([r + [0] * (width - len(r)) for r in rows], dtype=np.int64)
     lengths = np.array([[len(r)] for r in rows], dtype=np.int64)
-    out = [tc.InferInput("tokens", list(tokens.shape), "INT64"), tc.InferInput("sequence_lengths", [len(rows), 1], "INT64")]
+    out = [
+        tc.InferInput("tokens", list(tokens.shape), "INT64"),
+        tc.InferInput("sequence_lengths", [len(rows), 1], "INT64"),
+    ]
     out[0].set_data_from_numpy(tokens, binary_data=binary)
     out[1].set_data_from_numpy(lengths, binary_data=binary)
     return out
@@ -107,7 +111,11 @@ def test_http_health_and_metadata_answer_when_a_model_is_served(client):
     assert meta["name"] == "reward-server" and "binary_tensor_data" in meta["extensions"]
     model = client.get_model_metadata("tiny")
     assert model["versions"] == ["1"] and {t["name"] for t in model["inputs"]} == {
-        "sentences", "messages", "tokens", "sequence_lengths"}
+        "sentences",
+        "messages",
+        "tokens",
+        "sequence_lengths",
+    }
     assert client.get_model_metadata("tiny", "1") == model
     config = client.get_model_config("tiny")
     assert config["name"] == "tiny" and config["max_batch_size"] == 8
@@ -130,13 +138,19 @@ def test_http_infer_matches_reward_client_when_each_input_kind_is_sent(client, r
         assert all(close(r, e.score) for r, e in zip(rewards[:, 0], expected))
         assert [int(t) for t in tokens[:, 0]] == [e.num_tokens for e in expected]
         response = result.get_response()
-        assert response["model_name"] == "tiny" and response["model_version"] == "1" and response["id"] == "r-1"
+        assert (
+            response["model_name"] == "tiny" and response["model_version"] == "1" and response["id"] == "r-1"
+        )
         assert ("binary_data_size" in response["outputs"][0].get("parameters", {})) == binary
 
 
 def test_http_infer_returns_every_output_in_binary_when_none_is_named(client, rm):
     result = client.infer("tiny", [bytes_input("sentences", TEXTS, binary=True)], model_version="1")
-    assert [o["name"] for o in result.get_response()["outputs"]] == ["rewards", "num_tokens", "num_truncated_tokens"]
+    assert [o["name"] for o in result.get_response()["outputs"]] == [
+        "rewards",
+        "num_tokens",
+        "num_truncated_tokens",
+    ]
     assert all(close(r, e.score) for r, e in zip(result.as_numpy("rewards")[:, 0], rm.score(TEXTS)))
     assert result.as_numpy("num_truncated_tokens").tolist() == [[0], [0]]
 
@@ -149,29 +163,40 @@ def test_http_infer_returns_the_subset_in_order_when_outputs_are_named(client):
 
 
 def test_http_infer_accepts_gzip_bodies_and_answers_compressed_when_asked(url, client, rm):
-    result = client.infer("tiny", [bytes_input("sentences", TEXTS, binary=True)],
-                          request_compression_algorithm="gzip", response_compression_algorithm="deflate")
+    result = client.infer(
+        "tiny",
+        [bytes_input("sentences", TEXTS, binary=True)],
+        request_compression_algorithm="gzip",
+        response_compression_algorithm="deflate",
+    )
     assert all(close(r, e.score) for r, e in zip(result.as_numpy("rewards")[:, 0], rm.score(TEXTS)))
     rows = [f"row {i}" for i in range(40)]
-    status, headers, body = post(url, "/v2/models/tiny/infer", _json_infer([_s(rows)]), {"Accept-Encoding": "gzip"})
+    status, headers, body = post(
+        url, "/v2/models/tiny/infer", _json_infer([_s(rows)]), {"Accept-Encoding": "gzip"}
+    )
     assert status == 200 and headers.get("Content-Encoding") == "gzip"
     rewards = json.loads(gzip.decompress(body))["outputs"][0]["data"]
     assert all(close(r, e.score) for r, e in zip(rewards, rm.score(rows)))
-    _, headers, _ = post(url, "/v2/models/tiny/infer", _json_infer([_s(rows[:1])]), {"Accept-Encoding": "gzip"})
+    _, headers, _ = post(
+        url, "/v2/models/tiny/infer", _json_infer([_s(rows[:1])]), {"Accept-Encoding": "gzip"}
+    )
     assert "Content-Encoding" not in headers  # under a KiB: not worth compressing
 
 
 def test_http_async_infer_scores_each_request_when_many_are_in_flight(url, client, rm):
     expected = rm.score(TEXTS)
-    pending = [client.async_infer("tiny", [bytes_input("sentences", [TEXTS[i % 2]], binary=i % 3 == 0)])
-               for i in range(16)]
+    pending = [
+        client.async_infer("tiny", [bytes_input("sentences", [TEXTS[i % 2]], binary=i % 3 == 0)])
+        for i in range(16)
+    ]
     for i, request in enumerate(pending):
         assert close(request.get_result(timeout=60).as_numpy("rewards")[0, 0], expected[i % 2].score)
 
     async def aio() -> list[float]:
         async with tc_aio.InferenceServerClient(url) as c:
-            results = await asyncio.gather(*(c.infer("tiny", [bytes_input("sentences", [t], binary=True)])
-                                             for t in TEXTS * 4))
+            results = await asyncio.gather(
+                *(c.infer("tiny", [bytes_input("sentences", [t], binary=True)]) for t in TEXTS * 4)
+            )
         return [float(r.as_numpy("rewards")[0, 0]) for r in results]
 
     assert all(close(r, expected[i % 2].score) for i, r in enumerate(asyncio.run(aio())))
@@ -200,7 +225,9 @@ def test_http_repository_load_and_unload_change_readiness_when_mode_is_explicit(
             assert index["tiny"]["state"] == "READY" and "spare" in index and not c.is_model_ready("spare")
             c.load_model("spare")
             assert c.is_model_ready("spare")
-            assert c.infer("spare", [bytes_input("sentences", TEXTS[:1], binary=True)]).as_numpy("rewards").shape == (1, 1)
+            assert c.infer("spare", [bytes_input("sentences", TEXTS[:1], binary=True)]).as_numpy(
+                "rewards"
+            ).shape == (1, 1)
             c.unload_model("spare")
             assert not c.is_model_ready("spare") and c.is_model_ready("tiny")
             with pytest.raises(InferenceServerException, match="not supported") as e:
@@ -242,56 +269,117 @@ BAD_REQUESTS = {
     "nested too deeply": (b"[" * 100_000 + b"]" * 100_000, {}, "nested too deeply"),
     "no inputs": (b'{"inputs": []}', {}, "non-empty 'inputs'"),
     "unknown input": (_json_infer([_s(["x"], name="texts")]), {}, "unknown input 'texts'"),
-    "two kinds": (_json_infer([_s(["x"]), _s(['[{"role": "user", "content": "x"}]'], name="messages")]), {},
-                  "exactly one kind"),
+    "two kinds": (
+        _json_infer([_s(["x"]), _s(['[{"role": "user", "content": "x"}]'], name="messages")]),
+        {},
+        "exactly one kind",
+    ),
     "wrong datatype": (_json_infer([_s([1], datatype="INT64")]), {}, "datatype INT64, expected BYTES"),
     "unknown datatype": (_json_infer([_s(["x"], datatype="STRING")]), {}, "unknown datatype"),
     "shape vs data": (_json_infer([_s(["x", "y"], shape=[3, 1])]), {}, "has 3 elements but 'data' has 2"),
-    "string for int": (_json_infer([_s([["5", "6"]], shape=[1, 2], datatype="INT64", name="tokens")]), {},
-                       "must hold only integers"),
-    "float for int": (_json_infer([_s([[5.5, 6]], shape=[1, 2], datatype="INT64", name="tokens")]), {},
-                      "must hold only integers"),
-    "bad messages row": (_json_infer([_s(['{"role": "user"}'], name="messages")]), {}, "input 'messages' row 0"),
-    "unknown role": (_json_infer([_s(['[{"role": "robot", "content": "x"}]'], name="messages")]), {}, "unknown role"),
-    "length beyond row": (_json_infer([_s([[5, 6]], shape=[1, 2], datatype="INT64", name="tokens"),
-                                       _s([[3]], shape=[1, 1], datatype="INT64", name="sequence_lengths")]), {},
-                          "outside 1..2"),
-    "length zero": (_json_infer([_s([[5, 6]], shape=[1, 2], datatype="INT64", name="tokens"),
-                                 _s([[0]], shape=[1, 1], datatype="INT64", name="sequence_lengths")]), {},
-                    "outside 1..2"),
-    "negative id": (_json_infer([_s([[5, -6]], shape=[1, 2], datatype="INT64", name="tokens")]), {},
-                    "negative token id"),
-    "id beyond int64": (_json_infer([_s([[5, 10 ** 30]], shape=[1, 2], datatype="INT64", name="tokens")]), {},
-                        "values are not INT64"),
-    "out of vocabulary id": (_json_infer([_s([[5, 10 ** 9]], shape=[1, 2], datatype="INT64", name="tokens")]), {},
-                             "vocab"),
+    "string for int": (
+        _json_infer([_s([["5", "6"]], shape=[1, 2], datatype="INT64", name="tokens")]),
+        {},
+        "must hold only integers",
+    ),
+    "float for int": (
+        _json_infer([_s([[5.5, 6]], shape=[1, 2], datatype="INT64", name="tokens")]),
+        {},
+        "must hold only integers",
+    ),
+    "bad messages row": (
+        _json_infer([_s(['{"role": "user"}'], name="messages")]),
+        {},
+        "input 'messages' row 0",
+    ),
+    "unknown role": (
+        _json_infer([_s(['[{"role": "robot", "content": "x"}]'], name="messages")]),
+        {},
+        "unknown role",
+    ),
+    "length beyond row": (
+        _json_infer(
+            [
+                _s([[5, 6]], shape=[1, 2], datatype="INT64", name="tokens"),
+                _s([[3]], shape=[1, 1], datatype="INT64", name="sequence_lengths"),
+            ]
+        ),
+        {},
+        "outside 1..2",
+    ),
+    "length zero": (
+        _json_infer(
+            [
+                _s([[5, 6]], shape=[1, 2], datatype="INT64", name="tokens"),
+                _s([[0]], shape=[1, 1], datatype="INT64", name="sequence_lengths"),
+            ]
+        ),
+        {},
+        "outside 1..2",
+    ),
+    "negative id": (
+        _json_infer([_s([[5, -6]], shape=[1, 2], datatype="INT64", name="tokens")]),
+        {},
+        "negative token id",
+    ),
+    "id beyond int64": (
+        _json_infer([_s([[5, 10**30]], shape=[1, 2], datatype="INT64", name="tokens")]),
+        {},
+        "values are not INT64",
+    ),
+    "out of vocabulary id": (
+        _json_infer([_s([[5, 10**9]], shape=[1, 2], datatype="INT64", name="tokens")]),
+        {},
+        "vocab",
+    ),
     "unknown output": (_json_infer([_s(["x"])], [{"name": "logits"}]), {}, "unknown output 'logits'"),
     "empty text": (_json_infer([_s([""])]), {}, "empty text"),
-    "binary past the end": (*_binary_infer([_raw(50, [1, 1])], _bytes_raw(b"abc")), "runs past the binary data"),
-    "length prefix past the buffer": (*_binary_infer([_raw(7, [1, 1])], struct.pack("<I", 100) + b"abc"),
-                                      "length prefix of 100 bytes"),
+    "binary past the end": (
+        *_binary_infer([_raw(50, [1, 1])], _bytes_raw(b"abc")),
+        "runs past the binary data",
+    ),
+    "length prefix past the buffer": (
+        *_binary_infer([_raw(7, [1, 1])], struct.pack("<I", 100) + b"abc"),
+        "length prefix of 100 bytes",
+    ),
     "non utf-8": (*_binary_infer([_raw(6, [1, 1])], _bytes_raw(b"\xff\xfe")), "not UTF-8"),
-    "raw size vs shape": (*_binary_infer([_raw(12, [1, 2], "INT64", "tokens")], struct.pack("<3i", 1, 2, 3)),
-                          "takes 16"),
+    "raw size vs shape": (
+        *_binary_infer([_raw(12, [1, 2], "INT64", "tokens")], struct.pack("<3i", 1, 2, 3)),
+        "takes 16",
+    ),
     "unclaimed binary": (*_binary_infer([_s(["x"])], b"extra"), "no input claims"),
-    "header length past body": (b'{"inputs": []}', {"Inference-Header-Content-Length": "999"}, "but the body has"),
-    "header length not a number": (b'{"inputs": []}', {"Inference-Header-Content-Length": "ten"}, "must be an integer"),
+    "header length past body": (
+        b'{"inputs": []}',
+        {"Inference-Header-Content-Length": "999"},
+        "but the body has",
+    ),
+    "header length not a number": (
+        b'{"inputs": []}',
+        {"Inference-Header-Content-Length": "ten"},
+        "must be an integer",
+    ),
     "too many items": (_json_infer([_s(["x"] * 65)]), {}, "at most 64"),
     "too many characters": (_json_infer([_s(["x" * 2001])]), {}, "2001 characters; at most 2000 are allowed"),
     "too many characters in a message": (
-        _json_infer([_s([json.dumps([{"role": "user", "content": "é" * 2001}])], name="messages")]), {},
-        "2001 characters; at most 2000 are allowed"),
+        _json_infer([_s([json.dumps([{"role": "user", "content": "é" * 2001}])], name="messages")]),
+        {},
+        "2001 characters; at most 2000 are allowed",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_http_infer_is_400_naming_the_problem_and_the_server_keeps_serving_when_the_request_is_bad(url, rm, case):
+def test_http_infer_is_400_naming_the_problem_and_the_server_keeps_serving_when_the_request_is_bad(
+    url, rm, case
+):
     body, headers, fragment = BAD_REQUESTS[case]
     status, _, answer = post(url, "/v2/models/tiny/infer", body, headers)
     assert status == 400, answer
     assert fragment in json.loads(answer)["error"]
     status, _, answer = post(url, "/v2/models/tiny/infer", _json_infer([_s(["hello world"])]))
-    assert status == 200 and close(json.loads(answer)["outputs"][0]["data"][0], rm.score(["hello world"])[0].score)
+    assert status == 200 and close(
+        json.loads(answer)["outputs"][0]["data"][0], rm.score(["hello world"])[0].score
+    )
 
 
 def test_http_bad_tensor_through_tritonclient_is_400_when_sent_json_or_binary(client):
@@ -303,15 +391,20 @@ def test_http_bad_tensor_through_tritonclient_is_400_when_sent_json_or_binary(cl
         assert e.value.status() == "400"
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("POST", "/v2/models/nope/infer", 404),
-    ("POST", "/v2/models/tiny/versions/9/infer", 404),
-    ("POST", "/v2/models/tiny/versions/x/infer", 400),
-    ("GET", "/v2/models/tiny/infer", 405),
-    ("GET", "/v2/nothing/here", 404),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/v2/models/nope/infer", 404),
+        ("POST", "/v2/models/tiny/versions/9/infer", 404),
+        ("POST", "/v2/models/tiny/versions/x/infer", 400),
+        ("GET", "/v2/models/tiny/infer", 405),
+        ("GET", "/v2/nothing/here", 404),
+    ],
+)
 def test_http_error_status_and_json_body_when_route_model_or_version_is_wrong(url, method, path, status):
-    got, headers, answer = post(url, path, _json_infer([_s(["x"])]) if method == "POST" else b"", method=method)
+    got, headers, answer = post(
+        url, path, _json_infer([_s(["x"])]) if method == "POST" else b"", method=method
+    )
     assert got == status and json.loads(answer)["error"]
     assert headers["x-request-id"]
 
@@ -323,8 +416,10 @@ def test_http_body_over_the_size_limit_is_413_when_it_is_huge(url, rm):
     gzipped = gzip.compress(body)  # small on the wire, too large once inflated
     status, _, _ = post(url, "/v2/models/tiny/infer", gzipped, {"Content-Encoding": "gzip"})
     assert status == 413
-    assert close(json.loads(post(url, "/v2/models/tiny/infer", _json_infer([_s(["ok"])]))[2])["outputs"][0]["data"][0],
-                 rm.score(["ok"])[0].score)
+    assert close(
+        json.loads(post(url, "/v2/models/tiny/infer", _json_infer([_s(["ok"])]))[2])["outputs"][0]["data"][0],
+        rm.score(["ok"])[0].score,
+    )
 
 
 def test_http_infer_is_504_when_the_triton_timeout_passes_before_compute(url, rm):
@@ -333,7 +428,9 @@ def test_http_infer_is_504_when_the_triton_timeout_passes_before_compute(url, rm
     assert status == 504 and json.loads(answer)["error"]
     body = json.dumps({"inputs": [_s(["deadline"])], "parameters": {"timeout": 60_000_000}}).encode()
     status, _, answer = post(url, "/v2/models/tiny/infer", body)
-    assert status == 200 and close(json.loads(answer)["outputs"][0]["data"][0], rm.score(["deadline"])[0].score)
+    assert status == 200 and close(
+        json.loads(answer)["outputs"][0]["data"][0], rm.score(["deadline"])[0].score
+    )
 
 
 def test_http_request_id_is_echoed_or_made_when_the_header_is_absent(url):
@@ -357,7 +454,9 @@ def test_http_metrics_count_http_requests_by_method_when_served_on_the_http_port
 def test_http_draining_server_answers_503_and_not_ready_when_stopping(repo):
     running = serve_repo(repo, http_port=0)
     url = f"127.0.0.1:{running.server.http.port}"
-    assert post(url, "/v2", b"", method="GET")[0] == 200  # a recent call: the drain keeps the port open quiet_s
+    assert (
+        post(url, "/v2", b"", method="GET")[0] == 200
+    )  # a recent call: the drain keeps the port open quiet_s
     # quiet_s wide: a busy machine may leave seconds between two of this test's calls
     stopping = asyncio.run_coroutine_threadsafe(running.server.stop(10.0, quiet_s=3.0), running.loop)
     try:
@@ -378,12 +477,21 @@ def test_http_draining_server_answers_503_and_not_ready_when_stopping(repo):
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pki")
-    server_ca, client_ca = CertificateAuthority(folder, "server-ca"), CertificateAuthority(folder, "client-ca")
-    return {"server_ca": server_ca.pem, "client_ca": client_ca.pem, "server": server_ca.issue("server", server=True),
-            "client": client_ca.issue("client", server=False)}
+    server_ca, client_ca = (
+        CertificateAuthority(folder, "server-ca"),
+        CertificateAuthority(folder, "client-ca"),
+    )
+    return {
+        "server_ca": server_ca.pem,
+        "client_ca": client_ca.pem,
+        "server": server_ca.issue("server", server=True),
+        "client": client_ca.issue("client", server=False),
+    }
 
 
-def _https(port: int, path: str, context: ssl.SSLContext, headers: dict | None = None, body: bytes | None = None):
+def _https(
+    port: int, path: str, context: ssl.SSLContext, headers: dict | None = None, body: bytes | None = None
+):
     connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
     try:
         connection.request("POST" if body is not None else "GET", path, body=body, headers=headers or {})
@@ -394,8 +502,9 @@ def _https(port: int, path: str, context: ssl.SSLContext, headers: dict | None =
 
 
 def test_http_tls_and_token_admit_the_right_credentials_and_refuse_the_wrong_ones(repo, pki, rm):
-    with serve_repo(repo, http_port=0, tls_cert=pki["server"].cert, tls_key=pki["server"].key,
-                    auth_token=TOKEN) as running:
+    with serve_repo(
+        repo, http_port=0, tls_cert=pki["server"].cert, tls_key=pki["server"].key, auth_token=TOKEN
+    ) as running:
         port = running.server.http.port
         context = ssl.create_default_context(cafile=str(pki["server_ca"]))
         # Health is open without a token; everything else needs it.
@@ -407,15 +516,22 @@ def test_http_tls_and_token_admit_the_right_credentials_and_refuse_the_wrong_one
         status, _ = _https(port, "/v2/models/tiny/infer", context, {"Authorization": "Bearer wrong"}, body)
         assert status == 403
         assert _https(port, "/metrics", context)[0] == 401
-        status, answer = _https(port, "/v2/models/tiny/infer", context, {"Authorization": f"Bearer {TOKEN}"}, body)
-        assert status == 200 and close(json.loads(answer)["outputs"][0]["data"][0], rm.score(["hello world"])[0].score)
+        status, answer = _https(
+            port, "/v2/models/tiny/infer", context, {"Authorization": f"Bearer {TOKEN}"}, body
+        )
+        assert status == 200 and close(
+            json.loads(answer)["outputs"][0]["data"][0], rm.score(["hello world"])[0].score
+        )
         # tritonclient over TLS with the token
-        with tc.InferenceServerClient(f"127.0.0.1:{port}", ssl=True,
-                                      ssl_options={"ca_certs": str(pki["server_ca"])}) as c:
+        with tc.InferenceServerClient(
+            f"127.0.0.1:{port}", ssl=True, ssl_options={"ca_certs": str(pki["server_ca"])}
+        ) as c:
             with pytest.raises(InferenceServerException) as e:
                 c.get_model_metadata("tiny")
             assert e.value.status() == "401"
-            assert c.get_model_metadata("tiny", headers={"Authorization": f"Bearer {TOKEN}"})["name"] == "tiny"
+            assert (
+                c.get_model_metadata("tiny", headers={"Authorization": f"Bearer {TOKEN}"})["name"] == "tiny"
+            )
         with pytest.raises((ConnectionError, http.client.HTTPException)):
             post(f"127.0.0.1:{port}", "/v2/health/live", b"", method="GET")  # plaintext to the TLS port
         untrusting = ssl.create_default_context()  # the system CAs: not ours
@@ -424,8 +540,13 @@ def test_http_tls_and_token_admit_the_right_credentials_and_refuse_the_wrong_one
 
 
 def test_http_mutual_tls_admits_a_client_certificate_of_the_ca_and_refuses_none(repo, pki):
-    with serve_repo(repo, http_port=0, tls_cert=pki["server"].cert, tls_key=pki["server"].key,
-                    tls_client_ca=pki["client_ca"]) as running:
+    with serve_repo(
+        repo,
+        http_port=0,
+        tls_cert=pki["server"].cert,
+        tls_key=pki["server"].key,
+        tls_client_ca=pki["client_ca"],
+    ) as running:
         port = running.server.http.port
         context = ssl.create_default_context(cafile=str(pki["server_ca"]))
         with pytest.raises((ssl.SSLError, ConnectionError)):
@@ -450,7 +571,12 @@ def test_http_package_imports_first_when_nothing_else_is_loaded():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "import reward_server.fronts.http"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", "import reward_server.fronts.http"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -466,7 +592,9 @@ def test_serve_command_serves_http_on_the_port_it_logs_when_http_port_is_0(repo)
         url = f"127.0.0.1:{found.group(1)}"
         with tc.InferenceServerClient(url) as c:
             assert c.is_server_ready()
-            assert c.infer("tiny", [bytes_input("sentences", TEXTS[:1], binary=True)]).as_numpy("rewards").shape == (1, 1)
+            assert c.infer("tiny", [bytes_input("sentences", TEXTS[:1], binary=True)]).as_numpy(
+                "rewards"
+            ).shape == (1, 1)
         server.terminate()
         assert server.wait_exit(60) == 0
     finally:

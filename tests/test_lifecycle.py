@@ -32,7 +32,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 def health_of(target: str, service: str) -> int:
     with grpc.insecure_channel(target) as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            .status
+        )
 
 
 def index_of(client: RewardClient) -> dict[str, rc.RepositoryModel]:
@@ -100,7 +104,10 @@ def test_load_refuses_names_that_leave_the_repository(tiny_checkpoint, tmp_path)
     add_model(repo, "rm", tiny_checkpoint, config_text("rm"))
     add_model(outside, "evil", tiny_checkpoint, config_text("evil"))
     (repo / "evil").symlink_to(outside / "evil", target_is_directory=True)
-    with serve_repo(repo, model_control_mode="explicit") as server, RewardClient(server.target, timeout=120) as client:
+    with (
+        serve_repo(repo, model_control_mode="explicit") as server,
+        RewardClient(server.target, timeout=120) as client,
+    ):
         for name in ("../outside/evil", "/etc", "..", "rm/../../outside/evil", "evil"):
             with pytest.raises(rc.InvalidArgumentError):
                 client.load_model(name)
@@ -124,7 +131,8 @@ def test_load_and_unload_are_refused_outside_explicit_mode(tiny_checkpoint, tmp_
 
 
 def test_hot_swap_under_load_fails_no_request_and_each_score_is_its_versions(
-        tiny_checkpoint, tiny_checkpoint_b, tmp_path):
+    tiny_checkpoint, tiny_checkpoint_b, tmp_path
+):
     rng = random.Random(7)
     chats = [random_chat(rng) for _ in range(10)]
     reference = tmp_path / "reference"
@@ -152,7 +160,9 @@ def test_hot_swap_under_load_fails_no_request_and_each_score_is_its_versions(
                             return
                         i = (seed + n) % len(chats)
                         try:
-                            r = await stub.Score(pb.ScoreRequest(model="rm", inputs=[conversation(chats[i])]), timeout=60)
+                            r = await stub.Score(
+                                pb.ScoreRequest(model="rm", inputs=[conversation(chats[i])]), timeout=60
+                            )
                             answers.append((r.version, i, r.results[0].score))
                         except grpc.aio.AioRpcError as e:
                             failures.append((e.code(), e.details()))
@@ -176,17 +186,22 @@ def test_hot_swap_under_load_fails_no_request_and_each_score_is_its_versions(
         assert failures == []
         assert {version for version, _, _ in answers} == {"1", "2"}
         # under load each input lands in other batches than the reference's, and batch composition moves
-        # a float32 score by rounding: the bound every fast path is checked to, 1e-5 absolute (docs/pytorch-backend.md)
+        # a float32 score by rounding: the bound every fast path is checked to, 1e-5 absolute
+        # (docs/pytorch-backend.md)
         for version, i, score in answers:
             assert score == pytest.approx(expected[version][i], rel=1e-5, abs=1e-5)
-        assert all(b.closed for loaded in retired for b in loaded.instances)  # every swapped-out version freed
+        assert all(
+            b.closed for loaded in retired for b in loaded.instances
+        )  # every swapped-out version freed
         assert server.running.repository.resolve("rm", "").version == 1
 
 
 # --- poll mode ----------------------------------------------------------------------------------
 
 
-def test_poll_mode_picks_up_new_changed_and_removed_versions(tiny_checkpoint, tiny_checkpoint_b, tmp_path, monkeypatch):
+def test_poll_mode_picks_up_new_changed_and_removed_versions(
+    tiny_checkpoint, tiny_checkpoint_b, tmp_path, monkeypatch
+):
     period = 1.0
     model = add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     with serve_repo(tmp_path, model_control_mode="poll", repository_poll_s=period) as server:
@@ -194,6 +209,7 @@ def test_poll_mode_picks_up_new_changed_and_removed_versions(tiny_checkpoint, ti
         poll = repository.poll
         monkeypatch.setattr(repository, "poll", lambda: polls.append(1) or poll())
         with RewardClient(server.target, model="rm", timeout=60) as client:
+
             def versions() -> list[tuple[str, str]]:
                 return [(v.version, v.state) for v in index_of(client)["rm"].versions]
 
@@ -207,7 +223,9 @@ def test_poll_mode_picks_up_new_changed_and_removed_versions(tiny_checkpoint, ti
             wait_until(lambda: versions() == [("2", "READY")], timeout=60)
             assert client.rank_conversations([CHAT_1, CHAT_2]).version == "2"
 
-            (model / "config.pbtxt").write_text(config_text("rm", max_batch_size=3))  # a changed config reloads
+            (model / "config.pbtxt").write_text(
+                config_text("rm", max_batch_size=3)
+            )  # a changed config reloads
             wait_until(lambda: client.model_metadata().max_batch_size == 3, timeout=60)
 
             shutil.rmtree(model / "2")  # back to version 1
@@ -310,10 +328,12 @@ class _GatedFactory:
 def test_version_becomes_ready_only_after_its_warmup_batches(tiny_checkpoint, tmp_path, monkeypatch):
     factory = _GatedFactory(backends.FACTORIES["pytorch"])
     monkeypatch.setitem(backends.FACTORIES, "pytorch", factory)
-    warmup = "model_warmup [ { name: \"short\" batch_size: 2 sequence_length: 8 count: 3 } ]"
+    warmup = 'model_warmup [ { name: "short" batch_size: 2 sequence_length: 8 count: 3 } ]'
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm", extra=warmup))
-    with (serve_repo(tmp_path, model_control_mode="explicit") as server,
-          RewardClient(server.target, model="rm", timeout=120) as client):  # a load traces and checks
+    with (
+        serve_repo(tmp_path, model_control_mode="explicit") as server,
+        RewardClient(server.target, model="rm", timeout=120) as client,
+    ):  # a load traces and checks
         loading = threading.Thread(target=client.load_model)
         loading.start()
         assert factory.entered.wait(60)
@@ -329,7 +349,9 @@ def test_version_becomes_ready_only_after_its_warmup_batches(tiny_checkpoint, tm
         assert health_of(server.target, "rm") == SERVING
 
 
-def test_failed_warmup_leaves_the_version_unavailable_and_other_models_serving(tiny_checkpoint, tmp_path, monkeypatch):
+def test_failed_warmup_leaves_the_version_unavailable_and_other_models_serving(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
     add_model(tmp_path, "good", tiny_checkpoint, config_text("good"))
     with serve_repo(tmp_path, model_control_mode="explicit", load_models=("good",)) as server:
         add_model(tmp_path, "bad", tiny_checkpoint, config_text("bad"))
@@ -387,8 +409,11 @@ def test_out_of_memory_batch_is_split_and_every_request_still_answered(tiny_chec
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -406,8 +431,10 @@ def test_every_metric_moves_when_traffic_flows(tiny_checkpoint, tmp_path):
 
         def held_in_queue() -> bool:
             during = scrape(port)
-            return (value(during, "reward_pending_requests") == 1
-                    and value(during, "reward_queued_inputs", model="rm", version="1") == 2)
+            return (
+                value(during, "reward_pending_requests") == 1
+                and value(during, "reward_queued_inputs", model="rm", version="1") == 2
+            )
 
         wait_until(held_in_queue, timeout=10)
         held.join(30)
@@ -437,15 +464,19 @@ def test_every_metric_moves_when_traffic_flows(tiny_checkpoint, tmp_path):
     }
     for name, wanted in moved.items():
         assert value(after, name, **wanted) > value(before, name, **wanted), name
-    assert value(after, "reward_batch_size_sum", **labels) - value(before, "reward_batch_size_sum", **labels) >= 2
+    assert (
+        value(after, "reward_batch_size_sum", **labels) - value(before, "reward_batch_size_sum", **labels)
+        >= 2
+    )
     assert 0 < value(after, "reward_padding_efficiency", **labels) <= 1
     assert value(after, "reward_pending_requests") == 0
     assert value(after, "reward_queue_duration_seconds_sum", **labels) >= 0.5  # the held request's wait
     assert not any("made-up-name" in str(key) for key in after)  # client-chosen names add no series
 
 
-def test_request_id_comes_back_in_trailing_metadata_given_or_made_up_and_errors_carry_it_too(tiny_checkpoint,
-                                                                                           tmp_path):
+def test_request_id_comes_back_in_trailing_metadata_given_or_made_up_and_errors_carry_it_too(
+    tiny_checkpoint, tmp_path
+):
     add_model(tmp_path, "rm", tiny_checkpoint, config_text("rm"))
     request = pb.ScoreRequest(model="rm", inputs=[conversation(CHAT_1)])
     with serve_repo(tmp_path) as server, grpc.insecure_channel(server.target) as channel:
@@ -459,8 +490,11 @@ def test_request_id_comes_back_in_trailing_metadata_given_or_made_up_and_errors_
         made_up = {request_id(score.with_call(request, timeout=30)[1]) for _ in range(3)}
         assert len(made_up) == 3 and "" not in made_up
         with pytest.raises(grpc.RpcError) as refused:
-            score(pb.ScoreRequest(model="nope", inputs=[conversation(CHAT_1)]), metadata=[("x-request-id", "req-8")],
-                  timeout=30)
+            score(
+                pb.ScoreRequest(model="nope", inputs=[conversation(CHAT_1)]),
+                metadata=[("x-request-id", "req-8")],
+                timeout=30,
+            )
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
         assert request_id(refused.value) == "req-8"
 
@@ -475,8 +509,22 @@ def test_debug_log_has_one_line_per_request_with_its_fields(tiny_checkpoint, tmp
     lines = [r.getMessage() for r in caplog.records if "request_id=req-42" in r.getMessage()]
     assert len(lines) == 1
     line = lines[0]
-    for field in ("method=Score", "model=rm", "version=1", "items=2", "tokens=", "queue_ms=", "compute_ms=",
-                  "status=OK", "total_ms="):
+    for field in (
+        "method=Score",
+        "model=rm",
+        "version=1",
+        "items=2",
+        "tokens=",
+        "queue_ms=",
+        "compute_ms=",
+        "status=OK",
+        "total_ms=",
+    ):
         assert field in line, field
-    assert any(r.levelno == logging.INFO and r.getMessage().startswith("loaded model=rm version=1") for r in caplog.records)
-    assert any(r.levelno == logging.INFO and "unloaded model=rm version=1" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.levelno == logging.INFO and r.getMessage().startswith("loaded model=rm version=1")
+        for r in caplog.records
+    )
+    assert any(
+        r.levelno == logging.INFO and "unloaded model=rm version=1" in r.getMessage() for r in caplog.records
+    )

@@ -28,20 +28,46 @@ def conversation(content: str) -> pb.ScoreInput:
 
 
 def test_oversize_burst_gets_clear_statuses_while_memory_stays_bounded_and_server_serves():
-    server = ServerProcess(DEMO, "--max-message-bytes", str(MIB), "--max-chars-per-message", "10000",
-                           "--max-items-per-request", "16").wait_started()
+    server = ServerProcess(
+        DEMO,
+        "--max-message-bytes",
+        str(MIB),
+        "--max-chars-per-message",
+        "10000",
+        "--max-items-per-request",
+        "16",
+    ).wait_started()
     try:
         with RewardClient(server.target, model="demo") as rm:
             rm.get_scores([CHAT_1, CHAT_2])  # warm: models, threads and buffers allocated
             rss_before = server.memory_rss_bytes()
             burst = (
-                [(pb.ScoreRequest(model="demo", inputs=[pb.ScoreInput(text="x" * (8 * MIB))]),
-                  grpc.StatusCode.RESOURCE_EXHAUSTED)] * 32
-                + [(pb.ScoreRequest(model="demo", inputs=[conversation("y" * 10_001)]), grpc.StatusCode.INVALID_ARGUMENT)] * 32
-                + [(pb.ScoreRequest(model="demo", inputs=[conversation("hi")] * 17), grpc.StatusCode.INVALID_ARGUMENT)] * 32
+                [
+                    (
+                        pb.ScoreRequest(model="demo", inputs=[pb.ScoreInput(text="x" * (8 * MIB))]),
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    )
+                ]
+                * 32
+                + [
+                    (
+                        pb.ScoreRequest(model="demo", inputs=[conversation("y" * 10_001)]),
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                    )
+                ]
+                * 32
+                + [
+                    (
+                        pb.ScoreRequest(model="demo", inputs=[conversation("hi")] * 17),
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                    )
+                ]
+                * 32
             )  # 256 MiB of oversize messages in flight at once
 
-            with grpc.insecure_channel(server.target, options=[("grpc.max_send_message_length", 64 * MIB)]) as channel:
+            with grpc.insecure_channel(
+                server.target, options=[("grpc.max_send_message_length", 64 * MIB)]
+            ) as channel:
                 stub = reward_pb2_grpc.RewardServiceStub(channel)
 
                 def send(item):
@@ -81,19 +107,35 @@ def limited(tiny_checkpoint, tmp_path_factory):
         yield server
 
 
-@pytest.mark.parametrize(("call", "where"), [
-    (lambda rm: rm.get_score([{"role": "user", "content": "a" * 101}]), "inputs[0].conversation.messages[0].content"),
-    (lambda rm: rm.score(["b" * 101]), "inputs[0].text"),
-    (lambda rm: rm.best_of_n([{"role": "user", "content": "hi"}], ["ok", "c" * 101]), "candidates.responses[1]"),
-], ids=["message", "text", "rank-response"])
-def test_request_is_invalid_argument_naming_the_field_when_a_string_is_over_the_character_limit(limited, call, where):
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [
+        (
+            lambda rm: rm.get_score([{"role": "user", "content": "a" * 101}]),
+            "inputs[0].conversation.messages[0].content",
+        ),
+        (lambda rm: rm.score(["b" * 101]), "inputs[0].text"),
+        (
+            lambda rm: rm.best_of_n([{"role": "user", "content": "hi"}], ["ok", "c" * 101]),
+            "candidates.responses[1]",
+        ),
+    ],
+    ids=["message", "text", "rank-response"],
+)
+def test_request_is_invalid_argument_naming_the_field_when_a_string_is_over_the_character_limit(
+    limited, call, where
+):
     with RewardClient(limited.target, model="tiny") as rm:
-        with pytest.raises(rc.InvalidArgumentError, match=re.escape(f"{where} has 101 characters; at most 100")):
+        with pytest.raises(
+            rc.InvalidArgumentError, match=re.escape(f"{where} has 101 characters; at most 100")
+        ):
             call(rm)
         assert isinstance(rm.get_score([{"role": "user", "content": "a" * 100}]), float)  # at the limit: fine
 
 
-def test_request_is_resource_exhausted_at_once_when_over_the_concurrent_rpc_limit_and_health_stays_open(limited):
+def test_request_is_resource_exhausted_at_once_when_over_the_concurrent_rpc_limit_and_health_stays_open(
+    limited,
+):
     with RewardClient(limited.target, model="slow") as rm:
         slow = [threading.Thread(target=rm.get_score, args=(CHAT_1,)) for _ in range(2)]
         for thread in slow:

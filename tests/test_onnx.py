@@ -64,8 +64,10 @@ def chats(seed: int, n: int = 6) -> list[list[dict]]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_onnxruntime_scores_equal_pytorch_alone_and_batched(server, family):
     items = chats(hash(family) % 1000)
-    with RewardClient(server.target, model=family) as torch_rm, \
-            RewardClient(server.target, model=f"{family}-onnx") as ort_rm:
+    with (
+        RewardClient(server.target, model=family) as torch_rm,
+        RewardClient(server.target, model=f"{family}-onnx") as ort_rm,
+    ):
         assert ort_rm.model_metadata().backend == "onnxruntime"
         want = torch_rm.get_scores(items)
         batched = ort_rm.get_scores(items)
@@ -77,7 +79,10 @@ def test_onnxruntime_scores_equal_pytorch_alone_and_batched(server, family):
 @pytest.mark.parametrize("model", ["internlm2-short", "ziya-short"])
 def test_onnxruntime_reports_tokens_and_truncation_like_pytorch(server, model):
     items = chats(9, 4) + [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]]
-    with RewardClient(server.target, model=model) as torch_rm, RewardClient(server.target, model=f"{model}-onnx") as ort_rm:
+    with (
+        RewardClient(server.target, model=model) as torch_rm,
+        RewardClient(server.target, model=f"{model}-onnx") as ort_rm,
+    ):
         want, got = torch_rm.score(items), ort_rm.score(items)
     assert any(r.num_truncated_tokens for r in want), "the test needs truncated inputs"
     for w, g in zip(want, got):
@@ -98,7 +103,9 @@ def test_exported_config_carries_reward_settings(repo):
 def test_session_settings_from_config_are_applied(repo, tmp_path):
     shutil.copytree(repo / "ziya-onnx", tmp_path / "ziya-onnx")
     path = tmp_path / "ziya-onnx" / "config.pbtxt"
-    path.write_text(path.read_text() + 'onnxruntime { graph_optimization_level: "basic" intra_op_threads: 1 }\n')
+    path.write_text(
+        path.read_text() + 'onnxruntime { graph_optimization_level: "basic" intra_op_threads: 1 }\n'
+    )
     with serve_repo(tmp_path) as server, RewardClient(server.target, model="ziya-onnx") as rm:
         assert isinstance(rm.get_score(chats(1, 1)[0]), float)
 
@@ -150,7 +157,10 @@ def test_fp16_export_holds_a_float16_graph_close_to_pytorch(scratch):
     assert {t.data_type for t in graph.graph.initializer} == {onnx.TensorProto.FLOAT16}
     assert {p.key: p.value for p in graph.metadata_props}["reward_dtype"] == "float16"
     with serve_repo(scratch) as server:
-        with RewardClient(server.target, model="ziya") as a, RewardClient(server.target, model="ziya-fp16") as b:
+        with (
+            RewardClient(server.target, model="ziya") as a,
+            RewardClient(server.target, model="ziya-fp16") as b,
+        ):
             items = chats(4)
             assert b.model_metadata().dtype == "float16"
             for x, y in zip(a.get_scores(items), b.get_scores(items)):
@@ -160,12 +170,20 @@ def test_fp16_export_holds_a_float16_graph_close_to_pytorch(scratch):
 def test_export_cli_shows_progress_and_writes_the_model(scratch):
     exe = Path(sys.executable).parent / "reward-server"
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "reward_server"]
-    done = subprocess.run([*command, "export", "ziya", "--repository", str(scratch), "--name", "ziya-ort"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*command, "export", "ziya", "--repository", str(scratch), "--name", "ziya-ort"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "[2/5] exporting with optimum" in done.stderr and "version 1" in done.stdout
-    done = subprocess.run([*command, "export", "missing", "--repository", str(scratch)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*command, "export", "missing", "--repository", str(scratch)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1 and "export refused: unknown model 'missing'" in done.stderr
 
 
@@ -175,7 +193,10 @@ def test_cuda_provider_fp16_scores_track_pytorch(scratch):
     path = scratch / "ziya-gpu" / "config.pbtxt"
     path.write_text(path.read_text().replace("KIND_AUTO", "KIND_GPU"))
     with serve_repo(scratch) as server:
-        with RewardClient(server.target, model="ziya") as a, RewardClient(server.target, model="ziya-gpu") as b:
+        with (
+            RewardClient(server.target, model="ziya") as a,
+            RewardClient(server.target, model="ziya-gpu") as b,
+        ):
             assert b.model_metadata().device == "cuda:0"
             items = chats(5, 16)
             for x, y in zip(a.get_scores(items), b.get_scores(items)):
@@ -186,8 +207,10 @@ def test_onnxruntime_rank_takes_plain_path_with_pytorch_scores_when_prompt_share
     """onnxruntime cannot reuse a prefix's KV cache: Rank falls back to the plain path, same scores."""
     prompt = [{"role": "user", "content": " ".join(random.Random(3).choices("a b c d e f g".split(), k=80))}]
     answers = ["yes", "no, not at all", ""]
-    with RewardClient(server.target, model="internlm2") as torch_rm, \
-            RewardClient(server.target, model="internlm2-onnx") as ort_rm:
+    with (
+        RewardClient(server.target, model="internlm2") as torch_rm,
+        RewardClient(server.target, model="internlm2-onnx") as ort_rm,
+    ):
         shared = torch_rm.rank_candidates(prompt, answers)
         plain = ort_rm.rank_candidates(prompt, answers)
     repository = server.running.repository

@@ -21,8 +21,10 @@ def os_thread_ids() -> set[str]:
     return set(os.listdir("/proc/self/task"))
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2 or not os.path.isdir("/proc/self/task"),
-                    reason="needs two intra-op threads (an OpenMP team) and Linux's /proc")
+@pytest.mark.skipif(
+    torch.get_num_threads() < 2 or not os.path.isdir("/proc/self/task"),
+    reason="needs two intra-op threads (an OpenMP team) and Linux's /proc",
+)
 def test_a_long_lived_thread_that_loads_a_model_keeps_no_openmp_team(tiny_checkpoint, tmp_path):
     add_model(tmp_path, "m", tiny_checkpoint)
     config = parse_model_config(tmp_path / "m" / "config.pbtxt", "m")
@@ -67,7 +69,9 @@ def test_several_cpu_instances_share_the_cpus_unless_the_config_sets_their_threa
     assert threads_per_cpu_instance(cpus + 1) == 1  # never none
 
 
-def test_the_share_applies_to_both_backends_and_only_where_the_config_sets_no_threads(tiny_checkpoint, tmp_path):
+def test_the_share_applies_to_both_backends_and_only_where_the_config_sets_no_threads(
+    tiny_checkpoint, tmp_path
+):
     add_model(tmp_path, "m", tiny_checkpoint, config_text("m", extra="onnxruntime { intra_op_threads: 5 }"))
     config = parse_model_config(tmp_path / "m" / "config.pbtxt", "m")
     shared = with_cpu_threads_shared(config, ["cpu", "cpu", "cpu"])
@@ -76,8 +80,12 @@ def test_the_share_applies_to_both_backends_and_only_where_the_config_sets_no_th
     assert with_cpu_threads_shared(config, ["cpu", "cuda:0"]) == config  # one CPU instance: unchanged
 
 
-@pytest.mark.parametrize("extra, want", [("", max(1, usable_cpus() // 2)), ("pytorch { intra_op_threads: 3 }", 3)])
-def test_a_model_with_two_cpu_instances_gives_each_its_share_of_threads(tiny_checkpoint, tmp_path, extra, want):
+@pytest.mark.parametrize(
+    "extra, want", [("", max(1, usable_cpus() // 2)), ("pytorch { intra_op_threads: 3 }", 3)]
+)
+def test_a_model_with_two_cpu_instances_gives_each_its_share_of_threads(
+    tiny_checkpoint, tmp_path, extra, want
+):
     add_model(tmp_path, "m", tiny_checkpoint, config_text("m", extra=extra).replace("count: 1", "count: 2"))
     loaded = load_version(parse_model_config(tmp_path / "m" / "config.pbtxt", "m"), 1, tmp_path / "m" / "1")
     try:

@@ -49,7 +49,9 @@ def packable_batches(seed: int, count: int) -> list[list[list[int]]]:
     rng = random.Random(seed)
     batches = []
     while len(batches) < count:
-        batch = [[rng.randrange(5, 500) for _ in range(rng.randrange(1, 70))] for _ in range(rng.randrange(3, 17))]
+        batch = [
+            [rng.randrange(5, 500) for _ in range(rng.randrange(1, 70))] for _ in range(rng.randrange(3, 17))
+        ]
         if packed(batch) is not None:
             batches.append(batch)
     return batches
@@ -73,7 +75,9 @@ def test_packed_batches_false_pads_every_batch(tiny_checkpoint):
     batch = packable_batches(seed=3, count=1)[0]
     lengths = [len(ids) for ids in batch]
     assert not backend.packs_batches and backend.computed_tokens(lengths) == len(batch) * max(lengths)
-    assert backend.score_batch(batch) == pytest.approx(plain_forward_scores(backend, batch), rel=1e-5, abs=1e-5)
+    assert backend.score_batch(batch) == pytest.approx(
+        plain_forward_scores(backend, batch), rel=1e-5, abs=1e-5
+    )
 
 
 def test_batcher_counts_the_tokens_a_packed_batch_computes(tiny_checkpoint):

@@ -44,8 +44,10 @@ def rollout_batch(rows: list[list[int]]) -> dict[str, np.ndarray]:
     """What RemoteGPTRMClient.infer_rm_critic sends: response tokens right-padded with 0 to the longest
     row ([B, L] int64) and response_lengths.unsqueeze(1) ([B, 1] int64)."""
     width = max(len(r) for r in rows)
-    return {"tokens": np.array([r + [0] * (width - len(r)) for r in rows], dtype=np.int64),
-            "sequence_lengths": np.array([[len(r)] for r in rows], dtype=np.int64)}
+    return {
+        "tokens": np.array([r + [0] * (width - len(r)) for r in rows], dtype=np.int64),
+        "sequence_lengths": np.array([[len(r)] for r in rows], dtype=np.int64),
+    }
 
 
 def test_model_client_scores_tokens_as_reward_client_when_sent_as_nemo_aligner_sends_them(url, rm):
@@ -67,11 +69,14 @@ def test_model_client_scores_sentences_as_reward_client_when_sent_as_bytes(url, 
 
 def test_futures_model_client_scores_each_batch_when_many_are_in_flight_as_in_http_communicator(url, rm):
     expected = [r.score for r in rm.score(ROWS)]
-    # NeMo-Aligner's HTTPCommunicator: one FuturesModelClient per server, infer_batch futures, result()["rewards"].
-    with pytriton_client.FuturesModelClient(url, MODEL, init_timeout_s=60, inference_timeout_s=600000) as client:
-        futures = [client.infer_batch(**rollout_batch(ROWS[i % 3:] + ROWS[:i % 3])) for i in range(12)]
+    # NeMo-Aligner's HTTPCommunicator: one FuturesModelClient per server, infer_batch futures,
+    # result()["rewards"].
+    with pytriton_client.FuturesModelClient(
+        url, MODEL, init_timeout_s=60, inference_timeout_s=600000
+    ) as client:
+        futures = [client.infer_batch(**rollout_batch(ROWS[i % 3 :] + ROWS[: i % 3])) for i in range(12)]
         for i, future in enumerate(futures):
-            want = expected[i % 3:] + expected[:i % 3]
+            want = expected[i % 3 :] + expected[: i % 3]
             assert all(close(r, e) for r, e in zip(future.result(timeout=120)["rewards"].flatten(), want))
 
 

@@ -48,7 +48,11 @@ def test_config_parses_every_triton_field(tmp_path):
     assert config.preferred_batch_sizes == (4, 8) and config.max_queue_delay_s == pytest.approx(0.0005)
     assert config.max_queue_size == 64 and config.instance_groups[0].count == 2
     assert (config.max_sequence_length, config.truncation, config.truncation_side, config.dtype) == (
-        128, False, "right", "bfloat16")
+        128,
+        False,
+        "right",
+        "bfloat16",
+    )
     assert (config.torchscript, config.torch_intra_op_threads, config.last_position_only) == (False, 1, False)
     assert not config.packed_batches
 
@@ -59,12 +63,28 @@ def test_config_parses_every_triton_field(tmp_path):
         ("max_batch_size: 0", "max_batch_size", "0"),
         ('name: "other" max_batch_size: 1', "name", "'other'"),
         ('backend: "tensorrt" max_batch_size: 1', "backend", "'tensorrt'"),
-        ("max_batch_size: 4 dynamic_batching { preferred_batch_size: [8] }", "dynamic_batching.preferred_batch_size", "8"),
+        (
+            "max_batch_size: 4 dynamic_batching { preferred_batch_size: [8] }",
+            "dynamic_batching.preferred_batch_size",
+            "8",
+        ),
         ('max_batch_size: 1 reward { dtype: "float8" }', "reward.dtype", "'float8'"),
         ('max_batch_size: 1 reward { prompt_format: "alpaca" }', "reward.prompt_format", "'alpaca'"),
-        ("max_batch_size: 1 version_policy { latest { num_versions: 0 } }", "version_policy.latest.num_versions", "0"),
-        ('max_batch_size: 1 default_model_filename: "../x.safetensors"', "default_model_filename", "'../x.safetensors'"),
-        ("max_batch_size: 1 instance_group [ { kind: KIND_CPU gpus: [0] } ]", "instance_group[0].gpus", "[0]"),
+        (
+            "max_batch_size: 1 version_policy { latest { num_versions: 0 } }",
+            "version_policy.latest.num_versions",
+            "0",
+        ),
+        (
+            'max_batch_size: 1 default_model_filename: "../x.safetensors"',
+            "default_model_filename",
+            "'../x.safetensors'",
+        ),
+        (
+            "max_batch_size: 1 instance_group [ { kind: KIND_CPU gpus: [0] } ]",
+            "instance_group[0].gpus",
+            "[0]",
+        ),
         ("max_batch_size: 1 pytorch { intra_op_threads: -1 }", "pytorch.intra_op_threads", "-1"),
     ],
 )
@@ -82,10 +102,18 @@ def test_config_syntax_error_names_file_and_line(tmp_path):
         parse_model_config(path, "m")
 
 
-def test_version_policy_latest_serves_newest_and_default_request_gets_it(tiny_checkpoint, tiny_checkpoint_b, tmp_path):
-    add_model(tmp_path, "m", tiny_checkpoint,
-              config_text("m", extra="version_policy { latest { num_versions: 2 } }"), versions=(1, 2))
+def test_version_policy_latest_serves_newest_and_default_request_gets_it(
+    tiny_checkpoint, tiny_checkpoint_b, tmp_path
+):
+    add_model(
+        tmp_path,
+        "m",
+        tiny_checkpoint,
+        config_text("m", extra="version_policy { latest { num_versions: 2 } }"),
+        versions=(1, 2),
+    )
     import shutil
+
     shutil.copytree(tiny_checkpoint_b, tmp_path / "m" / "10")  # numeric order, not text order
     (tmp_path / "m" / "notes").mkdir()  # not a version: ignored
     with serve_repo(tmp_path) as server, RewardClient(server.target, model="m") as rm:
@@ -99,10 +127,17 @@ def test_version_policy_latest_serves_newest_and_default_request_gets_it(tiny_ch
             v1.get_score(CHAT_1)
 
 
-@pytest.mark.parametrize(("policy", "served"), [("all {}", ["1", "2", "3"]), ("specific { versions: [1, 3] }", ["1", "3"])])
+@pytest.mark.parametrize(
+    ("policy", "served"), [("all {}", ["1", "2", "3"]), ("specific { versions: [1, 3] }", ["1", "3"])]
+)
 def test_version_policy_all_and_specific(tiny_checkpoint, tmp_path, policy, served):
-    add_model(tmp_path, "m", tiny_checkpoint, config_text("m", extra=f"version_policy {{ {policy} }}"),
-              versions=(1, 2, 3))
+    add_model(
+        tmp_path,
+        "m",
+        tiny_checkpoint,
+        config_text("m", extra=f"version_policy {{ {policy} }}"),
+        versions=(1, 2, 3),
+    )
     with serve_repo(tmp_path) as server, RewardClient(server.target, model="m") as rm:
         assert [v.version for v in rm.model_metadata().versions] == served
         assert rm.score([CHAT_1])
@@ -110,7 +145,12 @@ def test_version_policy_all_and_specific(tiny_checkpoint, tmp_path, policy, serv
 
 def test_strict_start_refuses_when_a_model_fails_to_load(tiny_checkpoint, tmp_path):
     add_model(tmp_path, "good", tiny_checkpoint)
-    add_model(tmp_path, "bad", tiny_checkpoint, config_text("bad").replace("max_batch_size: 8", "max_batch_size: -1"))
+    add_model(
+        tmp_path,
+        "bad",
+        tiny_checkpoint,
+        config_text("bad").replace("max_batch_size: 8", "max_batch_size: -1"),
+    )
     with pytest.raises(StartupError, match=r"bad:.*max_batch_size"):
         serve_repo(tmp_path, strict=True)
     with serve_repo(tmp_path, strict=False) as server, RewardClient(server.target, model="good") as rm:
@@ -149,8 +189,12 @@ def test_symlinked_model_outside_the_repository_is_not_served(tiny_checkpoint, t
 
 def test_left_truncation_keeps_the_end_and_reports_dropped_tokens(tiny_checkpoint, tmp_path):
     add_model(tmp_path, "left", tiny_checkpoint, config_text("left", reward="max_sequence_length: 12"))
-    add_model(tmp_path, "right", tiny_checkpoint,
-              config_text("right", reward="max_sequence_length: 12 truncation_side: RIGHT"))
+    add_model(
+        tmp_path,
+        "right",
+        tiny_checkpoint,
+        config_text("right", reward="max_sequence_length: 12 truncation_side: RIGHT"),
+    )
     ids = list(range(5, 35))
     with serve_repo(tmp_path) as server:
         with RewardClient(server.target, model="left") as rm:

@@ -31,7 +31,9 @@ def reasons(server, tmp_path: Path) -> dict[str, str]:
     return out
 
 
-def test_version_files_that_leave_the_repository_or_are_not_regular_fail_only_their_version(tiny_checkpoint, tmp_path):
+def test_version_files_that_leave_the_repository_or_are_not_regular_fail_only_their_version(
+    tiny_checkpoint, tmp_path
+):
     repo, outside = tmp_path / "repo", tmp_path / "outside"
     outside.mkdir()
     shutil.copy(tiny_checkpoint / "tokenizer.json", outside / "tokenizer.json")
@@ -61,13 +63,16 @@ def test_version_files_that_leave_the_repository_or_are_not_regular_fail_only_th
 
 
 def test_config_pbtxt_that_is_a_fifo_a_device_a_secret_or_too_large_fails_its_model_and_quotes_nothing(
-        tiny_checkpoint, tmp_path):
+    tiny_checkpoint, tmp_path
+):
     repo, outside = tmp_path / "repo", tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text(f"{SECRET}: 1\n")
     add_model(repo, "good", tiny_checkpoint, config_text("good"))
-    bad = {name: add_model(repo, name, tiny_checkpoint, config_text(name)) / "config.pbtxt"
-           for name in ("fifo", "zero", "linked-secret", "inline-secret", "huge")}
+    bad = {
+        name: add_model(repo, name, tiny_checkpoint, config_text(name)) / "config.pbtxt"
+        for name in ("fifo", "zero", "linked-secret", "inline-secret", "huge")
+    }
     for path in bad.values():
         path.unlink()
     os.mkfifo(bad["fifo"])
@@ -93,23 +98,53 @@ def test_config_pbtxt_that_is_a_fifo_a_device_a_secret_or_too_large_fails_its_mo
 
 BOUNDS = [
     ("max_batch_size: 5000000", "max_batch_size", "1..4096"),
-    ("max_batch_size: 8 instance_group [ { kind: KIND_CPU count: 1000000 } ]", "instance_group[0].count", "1..64"),
-    ("max_batch_size: 8 instance_group [ { kind: KIND_GPU gpus: [4096] } ]", "instance_group[0].gpus", "0..1023"),
-    ("max_batch_size: 8 model_warmup [ { batch_size: 8 count: 1000000 } ]", "model_warmup[0].count", "0..1000"),
-    ("max_batch_size: 8 model_warmup [ { sequence_length: 100000000 } ]", "model_warmup[0].sequence_length",
-     "0..1048576"),
-    ("max_batch_size: 8 dynamic_batching { max_queue_delay_microseconds: 9223372036854775000 }",
-     "dynamic_batching.max_queue_delay_microseconds", "0..60000000"),
-    ("max_batch_size: 8 dynamic_batching { default_queue_policy { max_queue_size: 4000000000 } }",
-     "dynamic_batching.default_queue_policy.max_queue_size", "0..1000000"),
-    ("max_batch_size: 8 dynamic_batching { max_batch_tokens: 18446744073709551615 }",
-     "dynamic_batching.max_batch_tokens", "0..16777216"),
-    ("max_batch_size: 8 dynamic_batching { preferred_batch_size: [" + ", ".join(["4"] * 65) + "] }",
-     "dynamic_batching.preferred_batch_size (how many)", "0..64"),
+    (
+        "max_batch_size: 8 instance_group [ { kind: KIND_CPU count: 1000000 } ]",
+        "instance_group[0].count",
+        "1..64",
+    ),
+    (
+        "max_batch_size: 8 instance_group [ { kind: KIND_GPU gpus: [4096] } ]",
+        "instance_group[0].gpus",
+        "0..1023",
+    ),
+    (
+        "max_batch_size: 8 model_warmup [ { batch_size: 8 count: 1000000 } ]",
+        "model_warmup[0].count",
+        "0..1000",
+    ),
+    (
+        "max_batch_size: 8 model_warmup [ { sequence_length: 100000000 } ]",
+        "model_warmup[0].sequence_length",
+        "0..1048576",
+    ),
+    (
+        "max_batch_size: 8 dynamic_batching { max_queue_delay_microseconds: 9223372036854775000 }",
+        "dynamic_batching.max_queue_delay_microseconds",
+        "0..60000000",
+    ),
+    (
+        "max_batch_size: 8 dynamic_batching { default_queue_policy { max_queue_size: 4000000000 } }",
+        "dynamic_batching.default_queue_policy.max_queue_size",
+        "0..1000000",
+    ),
+    (
+        "max_batch_size: 8 dynamic_batching { max_batch_tokens: 18446744073709551615 }",
+        "dynamic_batching.max_batch_tokens",
+        "0..16777216",
+    ),
+    (
+        "max_batch_size: 8 dynamic_batching { preferred_batch_size: [" + ", ".join(["4"] * 65) + "] }",
+        "dynamic_batching.preferred_batch_size (how many)",
+        "0..64",
+    ),
     ("max_batch_size: 8 pytorch { intra_op_threads: 100000 }", "pytorch.intra_op_threads", "0..1024"),
     ("max_batch_size: 8 onnxruntime { intra_op_threads: 100000 }", "onnxruntime.intra_op_threads", "0..1024"),
-    ("max_batch_size: 8 version_policy { latest { num_versions: 100000 } }", "version_policy.latest.num_versions",
-     "1..64"),
+    (
+        "max_batch_size: 8 version_policy { latest { num_versions: 100000 } }",
+        "version_policy.latest.num_versions",
+        "1..64",
+    ),
 ]
 
 
@@ -126,11 +161,17 @@ def test_config_value_beyond_its_bound_is_refused_naming_field_and_range(tmp_pat
 def test_config_values_at_their_bounds_are_accepted(tmp_path):
     path = tmp_path / "m" / "config.pbtxt"
     path.parent.mkdir()
-    path.write_text("max_batch_size: 4096 dynamic_batching { max_queue_delay_microseconds: 60000000 "
-                    "default_queue_policy { max_queue_size: 1000000 } max_batch_tokens: 16777216 } "
-                    "instance_group [ { kind: KIND_CPU count: 64 } ] model_warmup [ { count: 1000 } ]")
+    path.write_text(
+        "max_batch_size: 4096 dynamic_batching { max_queue_delay_microseconds: 60000000 "
+        "default_queue_policy { max_queue_size: 1000000 } max_batch_tokens: 16777216 } "
+        "instance_group [ { kind: KIND_CPU count: 64 } ] model_warmup [ { count: 1000 } ]"
+    )
     config = parse_model_config(path, "m")
-    assert (config.max_batch_size, config.max_queue_delay_s, config.instance_groups[0].count) == (4096, 60.0, 64)
+    assert (config.max_batch_size, config.max_queue_delay_s, config.instance_groups[0].count) == (
+        4096,
+        60.0,
+        64,
+    )
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -138,7 +179,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_import_and_export_refuse_a_model_folder_that_is_a_symlink_and_write_nothing_outside(
-        tiny_checkpoint, tmp_path):
+    tiny_checkpoint, tmp_path
+):
     from reward_server.offline.importers import import_checkpoint
     from reward_server.offline.onnx_export import export_version
 
@@ -164,7 +206,8 @@ def test_import_and_export_refuse_a_model_folder_that_is_a_symlink_and_write_not
 
 
 def test_import_into_a_model_whose_version_folder_leaves_the_repository_is_refused_without_a_traceback(
-        tiny_checkpoint, tmp_path):
+    tiny_checkpoint, tmp_path
+):
     repo, outside = tmp_path / "repo", tmp_path / "outside"
     model = add_model(repo, "rm", tiny_checkpoint, config_text("rm"))
     shutil.copytree(tiny_checkpoint, outside / "2")

@@ -21,12 +21,24 @@ import pytest
 from helpers import close, serve_repo
 from reward_client import RewardClient
 from reward_server.datatypes import Text
-from test_families import internlm2_card_ids, mistral_card_ids, sentencepiece_ids, starling_card_ids, ziya_card_ids
+from test_families import (
+    internlm2_card_ids,
+    mistral_card_ids,
+    sentencepiece_ids,
+    starling_card_ids,
+    ziya_card_ids,
+)
 
 BOS, EOS = 1, 2  # every seed family's sentencepiece / Llama tokenizer
 CHATS = [
-    [{"role": "user", "content": "Hello! What's your name?"}, {"role": "assistant", "content": "My name is InternLM2."}],
-    [{"role": "user", "content": "Write an article about the AI revolution."}, {"role": "assistant", "content": "你好 😀"}],
+    [
+        {"role": "user", "content": "Hello! What's your name?"},
+        {"role": "assistant", "content": "My name is InternLM2."},
+    ],
+    [
+        {"role": "user", "content": "Write an article about the AI revolution."},
+        {"role": "assistant", "content": "你好 😀"},
+    ],
 ]
 # What these tests do not exercise, off: a faster load.
 FAST_LOAD = "pytorch { torchscript: false }\nmodel_warmup [ { batch_size: 1 sequence_length: 8 } ]\n"
@@ -36,7 +48,10 @@ MODELS = {
     "ziya": ("ziya", None),
     "ziya-unframed": ("ziya", ("add_special_tokens: true", "add_special_tokens: false")),
     "starling": ("starling", None),
-    "mistral": ("mistral", None),  # chat_template, add_special_tokens: true (the sequence-classification import)
+    "mistral": (
+        "mistral",
+        None,
+    ),  # chat_template, add_special_tokens: true (the sequence-classification import)
     "mistral-default": ("mistral", ("add_special_tokens: true", "")),  # chat_template's default frame: none
 }
 
@@ -50,20 +65,26 @@ def server(seed_repository, tmp_path_factory):
             assert change[0] in config
             config = config.replace(change[0], change[1])
         shutil.copytree(seed_repository / family / "1", repo / name / "1")
-        (repo / name / "config.pbtxt").write_text(config.replace(f'name: "{family}"', f'name: "{name}"') + FAST_LOAD)
+        (repo / name / "config.pbtxt").write_text(
+            config.replace(f'name: "{family}"', f'name: "{name}"') + FAST_LOAD
+        )
     with serve_repo(repo, http_port=0) as running:
         yield running
 
 
 def get_reward(server, model: str, queries: list[str]) -> list[float]:
     """OpenRLHF's request: one JSON body, the model chosen by `?model=`."""
+
     async def go():
         async with aiohttp.ClientSession() as session:
             body = {"query": queries, "prompts": ["" for _ in queries], "labels": [None for _ in queries]}
             url = f"http://127.0.0.1:{server.server.http.port}/get_reward?model={model}"
-            async with session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}) as r:
+            async with session.post(
+                url, data=json.dumps(body), headers={"Content-Type": "application/json"}
+            ) as r:
                 assert r.status == 200, await r.text()
                 return (await r.json())["rewards"]
+
     return asyncio.run(go())
 
 
@@ -86,7 +107,8 @@ def leading_bos(ids: list[int]) -> int:
 
 
 def test_get_reward_gives_internlm2_queries_one_bos_and_the_reward_token_when_the_query_is_the_chat_template(
-        server, seed_originals):
+    server, seed_originals
+):
     folder, config = seed_originals["internlm2"]
     template = json.loads((folder / "tokenizer_config.json").read_text())["chat_template"]
     queries = [jinja2.Template(template).render(messages=chat, bos_token="<s>") for chat in CHATS]
@@ -99,7 +121,8 @@ def test_get_reward_gives_internlm2_queries_one_bos_and_the_reward_token_when_th
 
 
 def test_get_reward_gives_ziya_queries_the_cards_bos_and_eos_when_the_query_is_the_cards_rendering(
-        server, seed_originals):
+    server, seed_originals
+):
     from transformers import LlamaTokenizer
 
     folder = seed_originals["ziya"][0]
@@ -113,7 +136,8 @@ def test_get_reward_gives_ziya_queries_the_cards_bos_and_eos_when_the_query_is_t
 
 
 def test_get_reward_gives_ziya_queries_two_bos_and_two_eos_when_the_query_carries_the_policys_own(
-        server, seed_originals):
+    server, seed_originals
+):
     from transformers import LlamaTokenizer
 
     folder = seed_originals["ziya"][0]
@@ -130,7 +154,8 @@ def test_get_reward_gives_ziya_queries_two_bos_and_two_eos_when_the_query_carrie
 
 
 def test_get_reward_gives_llama2_queries_two_bos_as_the_card_when_the_query_is_the_cards_rendering(
-        server, seed_originals):
+    server, seed_originals
+):
     from transformers import LlamaTokenizer
 
     folder = seed_originals["starling"][0]
@@ -144,7 +169,8 @@ def test_get_reward_gives_llama2_queries_two_bos_as_the_card_when_the_query_is_t
 
 
 def test_get_reward_gives_chat_template_queries_two_bos_as_the_card_when_add_special_tokens_is_on(
-        server, seed_originals):
+    server, seed_originals
+):
     from transformers import AutoTokenizer
 
     folder = seed_originals["mistral"][0]
@@ -158,7 +184,9 @@ def test_get_reward_gives_chat_template_queries_two_bos_as_the_card_when_add_spe
     assert_scored_as(server, "mistral", queries, expected)
 
 
-def test_get_reward_gives_chat_template_queries_one_bos_when_the_default_frame_adds_nothing(server, seed_originals):
+def test_get_reward_gives_chat_template_queries_one_bos_when_the_default_frame_adds_nothing(
+    server, seed_originals
+):
     from transformers import AutoTokenizer
 
     folder = seed_originals["mistral"][0]

@@ -48,12 +48,17 @@ def post(url: str, body, headers: dict | None = None) -> tuple[int, dict]:
     async def go():
         async with aiohttp.ClientSession() as session:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            async with session.post(url, data=data, headers={"Content-Type": "application/json", **(headers or {})}) as r:
+            async with session.post(
+                url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+            ) as r:
                 return r.status, await r.json(content_type=None)
+
     return asyncio.run(go())
 
 
-def test_get_reward_scores_templated_queries_once_framed_when_openrlhf_posts_them(base, rm, templated, tiny_checkpoint):
+def test_get_reward_scores_templated_queries_once_framed_when_openrlhf_posts_them(
+    base, rm, templated, tiny_checkpoint
+):
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
     # OpenRLHF's own request code, unmodified: one sample per request, URLs rotated (two URLs, one sample:
@@ -68,14 +73,20 @@ def test_get_reward_scores_templated_queries_once_framed_when_openrlhf_posts_the
     assert ids.count(tokenizer.bos_token_id) == 1
     assert close(answers[0]["rewards"][0], rm.get_score(CHAT_1))
     assert close(answers[0]["rewards"][0], rm.score([ids])[0].score)
-    status, body = post(f"{base}/get_reward", {"query": templated, "prompts": ["a", "b"], "labels": [None, None]})
-    assert status == 200 and all(close(r, e) for r, e in zip(body["rewards"], rm.get_scores([CHAT_1, CHAT_2])))
+    status, body = post(
+        f"{base}/get_reward", {"query": templated, "prompts": ["a", "b"], "labels": [None, None]}
+    )
+    assert status == 200 and all(
+        close(r, e) for r, e in zip(body["rewards"], rm.get_scores([CHAT_1, CHAT_2]))
+    )
     assert body["scores"] == body["rewards"]
 
 
 def test_get_reward_answers_empty_lists_when_openrlhf_sends_an_empty_shard(base):
     assert post(f"{base}/get_reward", {"query": [], "prompts": [], "labels": []}) == (
-        200, {"rewards": [], "scores": [], "extra_logs": {}})
+        200,
+        {"rewards": [], "scores": [], "extra_logs": {}},
+    )
 
 
 def test_get_reward_batches_across_requests_when_many_workers_send_one_sample(base, server, rm):
@@ -83,31 +94,48 @@ def test_get_reward_batches_across_requests_when_many_workers_send_one_sample(ba
 
     async def many() -> list[float]:
         async with aiohttp.ClientSession() as session:
+
             async def one(text):
-                async with session.post(f"{base}/get_reward", json={"query": [text], "prompts": [""], "labels": [""]}) as r:
+                async with session.post(
+                    f"{base}/get_reward", json={"query": [text], "prompts": [""], "labels": [""]}
+                ) as r:
                     return (await r.json())["rewards"][0]
+
             return await asyncio.gather(*(one(t) for t in texts))
 
     rewards = asyncio.run(many())
     assert all(close(r, e.score) for r, e in zip(rewards, rm.score(texts)))
+
     async def stats():
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{base}/v2/models/tiny/stats") as r:
                 return await r.json()
+
     batches = asyncio.run(stats())["model_stats"][0]["batch_stats"]
     assert max(b["batch_size"] for b in batches) > 1
 
 
 @pytest.mark.parametrize("field", ["use_activation", "activation"])
-def test_classify_returns_the_raw_score_when_activation_is_off_and_its_sigmoid_by_default(base, rm, templated, field):
+def test_classify_returns_the_raw_score_when_activation_is_off_and_its_sigmoid_by_default(
+    base, rm, templated, field
+):
     expected = [r.score for r in rm.score(templated)]
-    status, raw = post(f"{base}/classify", {"model": "tiny", "input": templated, field: False, "extra": "ignored"})
-    assert status == 200 and raw["object"] == "list" and raw["model"] == "tiny" and raw["id"].startswith("classify-")
+    status, raw = post(
+        f"{base}/classify", {"model": "tiny", "input": templated, field: False, "extra": "ignored"}
+    )
+    assert (
+        status == 200
+        and raw["object"] == "list"
+        and raw["model"] == "tiny"
+        and raw["id"].startswith("classify-")
+    )
     assert [d["index"] for d in raw["data"]] == [0, 1] and raw["data"][0]["num_classes"] == 1
     assert all(close(d["probs"][-1], e) for d, e in zip(raw["data"], expected))
     assert raw["usage"]["prompt_tokens"] == sum(r.num_tokens for r in rm.score(templated))
     # veRL: its reward model's path as `model`, one templated string, use_activation off, data[-1].probs[-1]
-    status, one = post(f"{base}/classify", {"model": "/models/rm/tiny", "input": templated[1], "use_activation": False})
+    status, one = post(
+        f"{base}/classify", {"model": "/models/rm/tiny", "input": templated[1], "use_activation": False}
+    )
     assert close(one["data"][-1]["probs"][-1], expected[1])
     status, default = post(f"{base}/classify", {"input": templated})
     assert all(close(d["probs"][0], 1 / (1 + math.exp(-e))) for d, e in zip(default["data"], expected))
@@ -136,6 +164,7 @@ def test_v1_models_lists_the_served_models_as_vllm_does(base):
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{base}/v1/models") as r:
                 return await r.json()
+
     listed = asyncio.run(go())
     assert listed["object"] == "list" and [m["id"] for m in listed["data"]] == ["tiny"]
     assert listed["data"][0]["object"] == "model"
@@ -153,7 +182,7 @@ BAD = {
     "bad role": ({"messages": [{"role": "robot", "content": "x"}]}, "unknown role"),
     "unknown model": ({"model": "nope", "input": "a"}, "nope"),
     "negative id": ({"input": [[5, -1]]}, "negative token id"),
-    "huge id": ({"input": [[5, 10 ** 30]]}, "does not fit in 64 bits"),
+    "huge id": ({"input": [[5, 10**30]]}, "does not fit in 64 bits"),
     "embedding task": ({"input": "a", "task": "embed"}, "not served"),
 }
 
@@ -174,7 +203,8 @@ def test_rl_routes_refuse_a_huge_body_with_413_when_over_the_message_limit(base)
 
 
 def test_rl_routes_need_the_token_and_a_model_name_when_the_server_has_auth_and_two_models(
-        tiny_checkpoint, tiny_checkpoint_b, tmp_path, rm):
+    tiny_checkpoint, tiny_checkpoint_b, tmp_path, rm
+):
     add_model(tmp_path, "tiny", tiny_checkpoint)
     add_model(tmp_path, "other", tiny_checkpoint_b)
     with serve_repo(tmp_path, http_port=0, auth_token=TOKEN) as running:

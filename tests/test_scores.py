@@ -35,7 +35,10 @@ def test_scores_equal_reference_when_batched_with_mixed_lengths(server, tiny_che
     with RewardClient(server.target, model="tiny") as rm:
         scores = rm.get_scores(chats)
     for chat, score in zip(chats, scores):
-        assert close(score, reference_score(tiny_checkpoint, chat)), (score, reference_score(tiny_checkpoint, chat))
+        assert close(score, reference_score(tiny_checkpoint, chat)), (
+            score,
+            reference_score(tiny_checkpoint, chat),
+        )
 
 
 def test_score_is_batch_invariant_when_alone_or_with_longer_inputs(server):
@@ -59,7 +62,9 @@ def test_text_and_token_id_inputs_score_like_the_conversation(server, tiny_check
     ids = reference_ids(tiny_checkpoint, CHAT_1)
     from transformers import PreTrainedTokenizerFast
 
-    text = PreTrainedTokenizerFast.from_pretrained(tiny_checkpoint).apply_chat_template(CHAT_1, tokenize=False)
+    text = PreTrainedTokenizerFast.from_pretrained(tiny_checkpoint).apply_chat_template(
+        CHAT_1, tokenize=False
+    )
     with RewardClient(server.target, model="tiny") as rm:
         by_chat, by_text, by_ids = rm.score([CHAT_1, text, ids])
     assert by_text.num_tokens == by_ids.num_tokens == len(ids)
@@ -79,13 +84,17 @@ def test_card_verbs_agree_with_scores(server, tiny_checkpoint):
 
 
 def test_best_of_n_scores_the_prompt_followed_by_each_response(server, tiny_checkpoint):
-    prompt = [{"role": "system", "content": "You are a helpful assistant."},
-              {"role": "user", "content": "Write an article about the AI revolution."}]
+    prompt = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Write an article about the AI revolution."},
+    ]
     responses = ["It began with data.", "No.", "", "Reward models score answers 😀"]
     with RewardClient(server.target, model="tiny") as rm:
         best = rm.best_of_n(prompt, responses)
         ranked = rm.rank_candidates(prompt, responses)
-    expected = [reference_score(tiny_checkpoint, prompt + [{"role": "assistant", "content": r}]) for r in responses]
+    expected = [
+        reference_score(tiny_checkpoint, prompt + [{"role": "assistant", "content": r}]) for r in responses
+    ]
     assert all(close(a, b) for a, b in zip(best.scores, expected))
     assert best.index == max(range(len(expected)), key=lambda i: expected[i])
     assert ranked.order[0] == best.index
@@ -105,9 +114,14 @@ def test_async_client_offers_the_same_verbs(server):
 
     async def run():
         async with AsyncRewardClient(server.target, model="tiny") as rm:
-            return (await rm.get_score(CHAT_1), await rm.get_scores([CHAT_1, CHAT_2]),
-                    await rm.compare(CHAT_1, CHAT_2), await rm.rank([CHAT_1, CHAT_2]),
-                    await rm.best_of_n(CHAT_1[:1], ["a", "b"]), await rm.model_metadata())
+            return (
+                await rm.get_score(CHAT_1),
+                await rm.get_scores([CHAT_1, CHAT_2]),
+                await rm.compare(CHAT_1, CHAT_2),
+                await rm.rank([CHAT_1, CHAT_2]),
+                await rm.best_of_n(CHAT_1[:1], ["a", "b"]),
+                await rm.model_metadata(),
+            )
 
     single, pair, better, ranks, best, info = asyncio.run(run())
     with RewardClient(server.target, model="tiny") as rm:

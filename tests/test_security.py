@@ -23,7 +23,9 @@ CLOSED_IN_HANDSHAKE = "(?i)handshake|socket closed|connection reset"
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pki")
-    server_ca, client_ca, rogue_ca = (CertificateAuthority(folder, n) for n in ("server-ca", "client-ca", "rogue-ca"))
+    server_ca, client_ca, rogue_ca = (
+        CertificateAuthority(folder, n) for n in ("server-ca", "client-ca", "rogue-ca")
+    )
     return {
         "server_ca": server_ca.pem,
         "client_ca": client_ca.pem,
@@ -49,15 +51,20 @@ def tls_server(repo, pki):
 
 @pytest.fixture(scope="module")
 def mtls_server(repo, pki):
-    with serve_repo(repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key,
-                    tls_client_ca=pki["client_ca"]) as server:
+    with serve_repo(
+        repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, tls_client_ca=pki["client_ca"]
+    ) as server:
         yield server
 
 
-def test_tls_client_scores_correctly_when_it_trusts_the_server_ca_and_sends_the_token(tls_server, pki, tiny_checkpoint):
+def test_tls_client_scores_correctly_when_it_trusts_the_server_ca_and_sends_the_token(
+    tls_server, pki, tiny_checkpoint
+):
     with RewardClient(tls_server.target, model="tiny", ca_cert=pki["server_ca"], token=TOKEN) as rm:
         assert close(rm.get_score(CHAT_1), reference_score(tiny_checkpoint, CHAT_1))
-    with RewardClient(tls_server.target, model="tiny", ca_cert=pki["server_ca"].read_bytes(), token=TOKEN) as rm:
+    with RewardClient(
+        tls_server.target, model="tiny", ca_cert=pki["server_ca"].read_bytes(), token=TOKEN
+    ) as rm:
         assert isinstance(rm.get_score(CHAT_1), float)  # PEM bytes work as well as a path
 
 
@@ -71,14 +78,22 @@ def test_tls_token_is_refused_when_missing_or_wrong(tls_server, pki):
 
 
 def test_tls_handshake_fails_when_the_client_does_not_trust_the_server_certificate(tls_server, pki):
-    with RewardClient(tls_server.target, model="tiny", ca_cert=pki["rogue_ca"], token=TOKEN, timeout=10) as rm:
+    with RewardClient(
+        tls_server.target, model="tiny", ca_cert=pki["rogue_ca"], token=TOKEN, timeout=10
+    ) as rm:
         with pytest.raises(rc.UnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
             rm.get_score(CHAT_1)
 
 
 def test_tls_handshake_fails_when_the_name_does_not_match_the_certificate(tls_server, pki):
-    with RewardClient(tls_server.target, model="tiny", ca_cert=pki["server_ca"], token=TOKEN, timeout=10,
-                      tls_server_name="reward.example.com") as rm:
+    with RewardClient(
+        tls_server.target,
+        model="tiny",
+        ca_cert=pki["server_ca"],
+        token=TOKEN,
+        timeout=10,
+        tls_server_name="reward.example.com",
+    ) as rm:
         with pytest.raises(rc.UnavailableError, match="Hostname Verification Check failed"):
             rm.get_score(CHAT_1)
 
@@ -96,22 +111,37 @@ def test_tls_health_answers_without_a_token(tls_server, pki):
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_mtls_client_scores_when_it_presents_a_certificate_of_the_client_ca(mtls_server, pki, tiny_checkpoint):
-    with RewardClient(mtls_server.target, model="tiny", ca_cert=pki["server_ca"], client_cert=pki["client"].cert,
-                      client_key=pki["client"].key) as rm:
+def test_mtls_client_scores_when_it_presents_a_certificate_of_the_client_ca(
+    mtls_server, pki, tiny_checkpoint
+):
+    with RewardClient(
+        mtls_server.target,
+        model="tiny",
+        ca_cert=pki["server_ca"],
+        client_cert=pki["client"].cert,
+        client_key=pki["client"].key,
+    ) as rm:
         assert close(rm.get_score(CHAT_1), reference_score(tiny_checkpoint, CHAT_1))
 
 
 @pytest.mark.parametrize("who", ["no-certificate", "certificate-of-another-ca"])
 def test_mtls_handshake_fails_when_the_client_certificate_is_missing_or_foreign(mtls_server, pki, who):
-    own = {} if who == "no-certificate" else {"client_cert": pki["rogue_client"].cert,
-                                              "client_key": pki["rogue_client"].key}
+    own = (
+        {}
+        if who == "no-certificate"
+        else {"client_cert": pki["rogue_client"].cert, "client_key": pki["rogue_client"].key}
+    )
     with RewardClient(mtls_server.target, model="tiny", ca_cert=pki["server_ca"], timeout=10, **own) as rm:
         with pytest.raises(rc.UnavailableError, match=CLOSED_IN_HANDSHAKE):
             rm.get_score(CHAT_1)
     # The server is unharmed: a client with the right certificate still gets scores.
-    with RewardClient(mtls_server.target, model="tiny", ca_cert=pki["server_ca"], client_cert=pki["client"].cert,
-                      client_key=pki["client"].key) as rm:
+    with RewardClient(
+        mtls_server.target,
+        model="tiny",
+        ca_cert=pki["server_ca"],
+        client_cert=pki["client"].cert,
+        client_key=pki["client"].key,
+    ) as rm:
         assert isinstance(rm.get_score(CHAT_1), float)
 
 
@@ -120,11 +150,14 @@ def test_client_refuses_a_certificate_without_its_key(pki):
         RewardClient("127.0.0.1:1", model="tiny", client_cert=pki["client"].cert)
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"tls_cert": "x.crt"}, "go together"),
-    ({"tls_client_ca": "ca.crt"}, "needs --tls-cert"),
-    ({"tls_cert": "missing.crt", "tls_key": "missing.key"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"tls_cert": "x.crt"}, "go together"),
+        ({"tls_client_ca": "ca.crt"}, "needs --tls-cert"),
+        ({"tls_cert": "missing.crt", "tls_key": "missing.key"}, "does not exist"),
+    ],
+)
 def test_settings_refuse_incomplete_tls_when_files_are_missing_or_unpaired(repo, fields, message):
     from reward_server.settings import ServerSettings
 
@@ -136,11 +169,23 @@ def test_serve_command_takes_the_tls_flags_and_refuses_a_client_without_a_certif
     from helpers import ServerProcess
 
     demo = Path(__file__).resolve().parent.parent / "model_repository"
-    server = ServerProcess(demo, "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key),
-                           "--tls-client-ca", str(pki["client_ca"])).wait_started()
+    server = ServerProcess(
+        demo,
+        "--tls-cert",
+        str(pki["server"].cert),
+        "--tls-key",
+        str(pki["server"].key),
+        "--tls-client-ca",
+        str(pki["client_ca"]),
+    ).wait_started()
     try:
-        with RewardClient(server.target, model="demo", ca_cert=pki["server_ca"], client_cert=pki["client"].cert,
-                          client_key=pki["client"].key) as rm:
+        with RewardClient(
+            server.target,
+            model="demo",
+            ca_cert=pki["server_ca"],
+            client_cert=pki["client"].cert,
+            client_key=pki["client"].key,
+        ) as rm:
             assert isinstance(rm.get_score(CHAT_1), float)
         with RewardClient(server.target, model="demo", ca_cert=pki["server_ca"], timeout=10) as rm:
             with pytest.raises(rc.UnavailableError, match=CLOSED_IN_HANDSHAKE):

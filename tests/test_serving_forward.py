@@ -36,12 +36,19 @@ def plain_forward_scores(backend: PyTorchBackend, batch: list[list[int]]) -> lis
 
 def random_batches(seed: int, count: int) -> list[list[list[int]]]:
     rng = random.Random(seed)
-    return [[[rng.randrange(5, 500) for _ in range(rng.randrange(1, 70))] for _ in range(rng.choice([1, 2, 7, 16]))]
-            for _ in range(count)]
+    return [
+        [
+            [rng.randrange(5, 500) for _ in range(rng.randrange(1, 70))]
+            for _ in range(rng.choice([1, 2, 7, 16]))
+        ]
+        for _ in range(count)
+    ]
 
 
 def tiny_architecture(tmp_path, architecture: str):
-    checkpoint = read_checkpoint(write_tiny_checkpoint(tmp_path / architecture, TinyShape(architecture=architecture)))
+    checkpoint = read_checkpoint(
+        write_tiny_checkpoint(tmp_path / architecture, TinyShape(architecture=architecture))
+    )
     if architecture == "mistral":
         checkpoint.model_config.sliding_window = 8  # shorter than most rows: the window is part of the mask
     return checkpoint
@@ -94,8 +101,15 @@ def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped()
 
     from reward_server.backends.pytorch.scorers import PaddedScorer, Probes, RewardModel, last_position_scorer
 
-    config = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = Qwen2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     full = PaddedScorer(RewardModel(config, False, torch.float32).eval(), None)
     scorer, why = last_position_scorer(full, "cpu", Probes.make(config.vocab_size), 1e-5)
     assert scorer is full and "LlamaDecoderLayer" in why
@@ -104,7 +118,9 @@ def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped()
 def test_torchscript_off_serves_the_eager_scorer_with_the_same_scores(tiny_checkpoint):
     checkpoint = read_checkpoint(tiny_checkpoint)
     traced = PyTorchBackend(checkpoint, "cpu", "float32")
-    eager = PyTorchBackend(checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1))
+    eager = PyTorchBackend(
+        checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1)
+    )
     assert traced.traced and not eager.traced
     for batch in random_batches(seed=2, count=4):
         assert eager.score_batch(batch) == traced.score_batch(batch)
@@ -119,7 +135,9 @@ def torch_crossings(backend: PyTorchBackend, batch: list) -> int:
     def count(frame, event: str, function) -> None:
         nonlocal crossings
         if event == "c_call":
-            module = getattr(function, "__module__", None) or type(getattr(function, "__self__", None)).__module__
+            module = (
+                getattr(function, "__module__", None) or type(getattr(function, "__self__", None)).__module__
+            )
             crossings += str(module).startswith("torch")
 
     sys.setprofile(count)
@@ -136,7 +154,9 @@ def test_traced_forward_crosses_into_torch_a_handful_of_times_per_batch(tiny_che
     these crossings cost depend on how busy the machine is."""
     checkpoint = read_checkpoint(tiny_checkpoint)
     traced = PyTorchBackend(checkpoint, "cpu", "float32")
-    eager = PyTorchBackend(checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1))
+    eager = PyTorchBackend(
+        checkpoint, "cpu", "float32", PyTorchSettings(torchscript=False, intra_op_threads=1)
+    )
     batch = random_batches(seed=3, count=1)[0]
     traced_crossings, eager_crossings = torch_crossings(traced, batch), torch_crossings(eager, batch)
     assert traced_crossings <= 16, traced_crossings
@@ -148,10 +168,16 @@ def test_traced_forward_runs_to_its_end_while_another_thread_holds_the_gil(tiny_
     thread holds the GIL (a C call through ctypes.PyDLL keeps it) for 5x the forward's time, and the
     forward is done the moment the GIL is let go. (It waited inside the graph, for the whole hold,
     while torch released a tensor made in Python.)"""
-    backend = PyTorchBackend(read_checkpoint(tiny_checkpoint), "cpu", "float32",
-                                PyTorchSettings(torchscript=True, intra_op_threads=1))
-    inputs = [torch.from_numpy(a) for a in right_padded([[5 + (7 * i + row) % 400 for i in range(500)]
-                                                          for row in range(48)])]
+    backend = PyTorchBackend(
+        read_checkpoint(tiny_checkpoint),
+        "cpu",
+        "float32",
+        PyTorchSettings(torchscript=True, intra_op_threads=1),
+    )
+    inputs = [
+        torch.from_numpy(a)
+        for a in right_padded([[5 + (7 * i + row) % 400 for i in range(500)] for row in range(48)])
+    ]
 
     def forward() -> None:
         with torch.inference_mode(), torch.jit.optimized_execution(False):  # as score_batch runs it
@@ -174,9 +200,15 @@ def test_traced_forward_runs_to_its_end_while_another_thread_holds_the_gil(tiny_
 
 def encoder_for(folder, **overrides) -> InputEncoder:
     checkpoint = read_checkpoint(folder)
-    return InputEncoder(format=make_format("chat_template", checkpoint.tokenizer, None),
-                        tokenizer=checkpoint.tokenizer, vocab_size=512, max_length=512, truncation=True,
-                        truncation_side="left", **overrides)
+    return InputEncoder(
+        format=make_format("chat_template", checkpoint.tokenizer, None),
+        tokenizer=checkpoint.tokenizer,
+        vocab_size=512,
+        max_length=512,
+        truncation=True,
+        truncation_side="left",
+        **overrides,
+    )
 
 
 def chat(messages: list[dict]) -> Conversation:
@@ -187,8 +219,12 @@ def test_encoder_paths_give_the_tokenizers_own_ids(tiny_checkpoint):
     encoder = encoder_for(tiny_checkpoint)
     tokenizer = encoder.tokenizer
     inputs = [chat(CHAT_1), chat(CHAT_2), Text("plain text, 你好 😀"), TokenIds((5, 6, 7))]
-    want = [tokenizer.apply_chat_template(CHAT_1, tokenize=True), tokenizer.apply_chat_template(CHAT_2, tokenize=True),
-            tokenizer("plain text, 你好 😀", add_special_tokens=False)["input_ids"], [5, 6, 7]]
+    want = [
+        tokenizer.apply_chat_template(CHAT_1, tokenize=True),
+        tokenizer.apply_chat_template(CHAT_2, tokenize=True),
+        tokenizer("plain text, 你好 😀", add_special_tokens=False)["input_ids"],
+        [5, 6, 7],
+    ]
     for parallel in (False, True):
         assert [list(e.ids) for e in encoder.encode(inputs, parallel=parallel)] == want
 
@@ -207,8 +243,16 @@ def test_truncation_and_padding_in_tokenizer_json_do_not_change_the_ids(tiny_che
         (folder / path.name).write_bytes(path.read_bytes())
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["truncation"] = {"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0}
-    spec["padding"] = {"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": None,
-                       "pad_id": 0, "pad_type_id": 0, "pad_token": "<pad>"}
+    spec["padding"] = {
+        "strategy": {"Fixed": 64},
+        "direction": "Right",
+        "pad_to_multiple_of": None,
+        "pad_id": 0,
+        "pad_type_id": 0,
+        "pad_token": "<pad>",
+    }
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     encoded = encoder_for(folder).encode([chat(CHAT_1)], parallel=False)
-    assert list(encoded[0].ids) == encoder_for(tiny_checkpoint).tokenizer.apply_chat_template(CHAT_1, tokenize=True)
+    assert list(encoded[0].ids) == encoder_for(tiny_checkpoint).tokenizer.apply_chat_template(
+        CHAT_1, tokenize=True
+    )

@@ -20,8 +20,10 @@ TOLERANCE = 1e-4
 
 def long_prompt(seed: int, words: int = 120) -> list[dict]:
     rng = random.Random(seed)
-    return [{"role": "system", "content": "You judge answers."},
-            {"role": "user", "content": " ".join(rng.choices(WORDS, k=words))}]
+    return [
+        {"role": "system", "content": "You judge answers."},
+        {"role": "user", "content": " ".join(rng.choices(WORDS, k=words))},
+    ]
 
 
 def responses(seed: int, n: int = 6) -> list[str]:
@@ -137,7 +139,10 @@ def test_batcher_runs_a_shared_group_alone_when_inputs_wait_beside_it(real_backe
     group = plan_shared_prompt([prefix + s for s in suffixes])
     assert group is not None
     task = batcher.submit_task(
-        group.tokens, GroupTask(lambda: real_backend.score_shared_prompt(prefix, suffixes), group.padded_tokens), None)
+        group.tokens,
+        GroupTask(lambda: real_backend.score_shared_prompt(prefix, suffixes), group.padded_tokens),
+        None,
+    )
     rest = batcher.submit([[5, 7], [5, 8]], None)
     backend.gate.set()
     scores = [scored.score for scored in task.result(10)]

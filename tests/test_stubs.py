@@ -12,7 +12,9 @@ GENERATED = ROOT / "client" / "reward_api"
 
 
 def test_checked_in_stubs_match_the_protos(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "tools" / "generate_protos.py"), "--out", str(tmp_path)], check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "generate_protos.py"), "--out", str(tmp_path)], check=True
+    )
     fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*.py*"))
     checked_in = sorted(p.relative_to(ROOT / "client") for p in GENERATED.rglob("*_pb2*.py*"))
     assert fresh == checked_in, "stubs added or removed: run `make stubs`"

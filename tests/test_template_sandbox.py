@@ -17,15 +17,19 @@ from reward_server.formats.sandbox import BoundedChatTemplate, RenderBounds
 from reward_server.offline.tiny_models import CHAT_TEMPLATE, train_tokenizer
 from reward_server.server import StartupError
 
-NESTED_RANGES = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ bos_token }}"
+NESTED_RANGES = (
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ bos_token }}"
+)
 # Fine on a short conversation, quadratic in the length of a message.
 QUADRATIC = (
-    "{{ bos_token }}{% for message in messages %}{% for a in message['content'] %}{% for b in message['content'] %}"
-    "{% endfor %}{% endfor %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{{ bos_token }}{% for message in messages %}{% for a in message['content'] %}"
+    "{% for b in message['content'] %}{% endfor %}{% endfor %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}"
 )
-ONE_TURN_ONLY = ("{% if messages|length > 2 %}{{ raise_exception('only one turn, please') }}{% endif %}"
-                 + CHAT_TEMPLATE)
+ONE_TURN_ONLY = (
+    "{% if messages|length > 2 %}{{ raise_exception('only one turn, please') }}{% endif %}" + CHAT_TEMPLATE
+)
 # Exercises what real templates use: namespace, slicing, loop controls, filters, tests, tojson, ~, in,
 # % and str.format, {% generation %}.
 RICH = (
@@ -35,12 +39,14 @@ RICH = (
     "{%- for message in messages %}{%- if loop.index0 > 40 %}{% break %}{% endif %}"
     "{%- if message.role == 'system' %}{{ '<|im_start|>system\n' + message.content|trim + '<|im_end|>\n' }}"
     "{%- elif message.role == 'assistant' %}{%- set content = message.content %}"
-    "{%- if '</think>' in content %}{%- set content = content.split('</think>')[-1].lstrip('\n') %}{%- endif %}"
+    "{%- if '</think>' in content %}{%- set content = content.split('</think>')[-1].lstrip('\n') %}"
+    "{%- endif %}"
     "{% generation %}{{ '<|im_start|>assistant\n' ~ content ~ '<|im_end|>\n' }}{% endgeneration %}"
     "{%- else %}{{ '<|im_start|>user\n' + message.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
-    "{{ messages|map(attribute='role')|join(',') }}|{{ messages|selectattr('role', 'equalto', 'user')|list|length }}"
-    "|{{ ns.last_user }}|{{ {'n': messages|length}|tojson }}|{{ '%s-%03d' % ('x', 7) }}|{{ '{}:{:>4}'.format('a', 3) }}"
-    "|{{ range(3)|list|sum }}{{ bos_token ~ eos_token }}"
+    "{{ messages|map(attribute='role')|join(',') }}"
+    "|{{ messages|selectattr('role', 'equalto', 'user')|list|length }}"
+    "|{{ ns.last_user }}|{{ {'n': messages|length}|tojson }}|{{ '%s-%03d' % ('x', 7) }}"
+    "|{{ '{}:{:>4}'.format('a', 3) }}|{{ range(3)|list|sum }}{{ bos_token ~ eos_token }}"
 )
 
 
@@ -53,8 +59,14 @@ def chats(seed: int, n: int = 8) -> list[list[dict]]:
 
     rng = random.Random(seed)
     out = [random_chat(rng, turns=rng.randint(1, 3)) for _ in range(n)]
-    out.append([{"role": "system", "content": "  be brief  "}, *CHAT_1, {"role": "user", "content": "and?"},
-                {"role": "assistant", "content": "<think>hmm</think>\n\nfine <|im_end|>"}])
+    out.append(
+        [
+            {"role": "system", "content": "  be brief  "},
+            *CHAT_1,
+            {"role": "user", "content": "and?"},
+            {"role": "assistant", "content": "<think>hmm</think>\n\nfine <|im_end|>"},
+        ]
+    )
     return out
 
 
@@ -67,11 +79,19 @@ def tokenizer():
 
 ATTACKS = {
     "nested_range": NESTED_RANGES,
-    "filtered_nested_range": "{% set r = range(100000) %}{% for i in r %}{% for j in r if false %}{% endfor %}{% endfor %}",
-    "doubling_plus": "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
-    "doubling_tilde": "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
-    "doubling_block": ("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set t %}{{ ns.s }}{{ ns.s }}"
-                       "{% endset %}{% set ns.s = t %}{% endfor %}"),
+    "filtered_nested_range": (
+        "{% set r = range(100000) %}{% for i in r %}{% for j in r if false %}{% endfor %}{% endfor %}"
+    ),
+    "doubling_plus": (
+        "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"
+    ),
+    "doubling_tilde": (
+        "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+    ),
+    "doubling_block": (
+        "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set t %}{{ ns.s }}{{ ns.s }}"
+        "{% endset %}{% set ns.s = t %}{% endfor %}"
+    ),
     "repetition": "{{ 'a' * 1000000000 }}",
     "power": "{{ 7 ** 100000000 }}",
     "center_width": "{{ 'a'|center(1000000000) }}",
@@ -82,7 +102,9 @@ ATTACKS = {
     "in_in_loop": "{% set r = range(100000)|list %}{% for i in r %}{% if -1 in r %}{% endif %}{% endfor %}",
     "slice_in_loop": "{% set r = range(100000)|list %}{% for i in r %}{% set x = r[:] %}{% endfor %}",
     "method_in_loop": "{% set s = 'a' * 60000 %}{% for i in range(100000) %}{{ s.count('b') }}{% endfor %}",
-    "macro_tree": "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+    "macro_tree": (
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}"
+    ),
     "macro_recursion": "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
     "recursive_loop": "{% for x in [1] recursive %}{{ loop([1, 1]) }}{% endfor %}",
     "output": "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
@@ -119,8 +141,10 @@ def test_render_refused_when_the_time_backstop_passes():
 
 
 # Each fine on the probe, each far over the bound on a long message: loops, a multiplied allocation.
-GROWING = {"quadratic": (QUADRATIC, "x" * 4000),  # 16M loop iterations
-           "indent": ("{% for m in messages %}{{ m['content']|indent(100000) }}{% endfor %}", "\n" * 40000)}  # 4 GB
+GROWING = {
+    "quadratic": (QUADRATIC, "x" * 4000),  # 16M loop iterations
+    "indent": ("{% for m in messages %}{{ m['content']|indent(100000) }}{% endfor %}", "\n" * 40000),
+}  # 4 GB
 
 
 @pytest.mark.parametrize("name", sorted(GROWING))
@@ -146,7 +170,10 @@ def test_render_bound_grows_with_the_input_when_the_template_is_linear(tokenizer
 
 # --- sane templates render as transformers renders them ------------------------------------------
 
-@pytest.mark.parametrize("source", [CHAT_TEMPLATE, MISTRAL_TEMPLATE, RICH], ids=["internlm2", "mistral", "rich"])
+
+@pytest.mark.parametrize(
+    "source", [CHAT_TEMPLATE, MISTRAL_TEMPLATE, RICH], ids=["internlm2", "mistral", "rich"]
+)
 def test_render_equals_transformers_apply_chat_template_when_the_template_is_sane(tokenizer, source):
     tokenizer.chat_template = source
     template = BoundedChatTemplate(source, tokenizer.special_tokens_map)
@@ -165,10 +192,13 @@ def test_server_ids_equal_apply_chat_template_ids_when_the_template_is_sane(tiny
         encoder = server.running.repository.resolve("m", "").encoder
         for chat in chats(8):
             conversation = Conversation(tuple(Message(m["role"], m["content"]) for m in chat))
-            assert list(encoder.encode([conversation])[0].ids) == reference.apply_chat_template(chat, tokenize=True)
+            assert list(encoder.encode([conversation])[0].ids) == reference.apply_chat_template(
+                chat, tokenize=True
+            )
 
 
 # --- through a real server ---------------------------------------------------------------------------
+
 
 def _model_with_template(repo, name, checkpoint, template: str) -> None:
     add_model(repo, name, checkpoint, config_text(name, extra=FAST_LOAD))
@@ -202,7 +232,10 @@ def test_other_models_serve_when_a_template_is_refused_at_load(hostile_server):
         evil = rm.model_metadata("evil").versions[0]
         assert evil.state == "UNAVAILABLE"
         assert "probe conversation" in evil.reason and "work bound" in evil.reason and "\n" not in evil.reason
-    with RewardClient(hostile_server.target, model="evil", timeout=60) as rm, pytest.raises(rc.UnavailableError):
+    with (
+        RewardClient(hostile_server.target, model="evil", timeout=60) as rm,
+        pytest.raises(rc.UnavailableError),
+    ):
         rm.get_score(CHAT_1)
 
 
@@ -211,7 +244,9 @@ def test_big_request_refused_and_the_next_scores_when_the_template_blows_up_on_i
     with RewardClient(hostile_server.target, model="quadratic", timeout=60) as rm:
         before = rm.get_score(CHAT_1)
         started = time.monotonic()
-        with pytest.raises(rc.InvalidArgumentError, match=r"input 1: the chat template went over its work bound"):
+        with pytest.raises(
+            rc.InvalidArgumentError, match=r"input 1: the chat template went over its work bound"
+        ):
             rm.get_scores([CHAT_1, big])
         assert time.monotonic() - started < 10
         assert rm.get_score(CHAT_1) == pytest.approx(before)

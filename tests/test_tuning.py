@@ -11,7 +11,8 @@ from reward_server.runtime.tuning import BUDGETS, tune_token_budget
 
 
 def cliff_device(batch):
-    """A device with 2 ms per call and a cache cliff: 2 us/token up to 2048 tokens a batch, 8 us/token above."""
+    """A device with 2 ms per call and a cache cliff: 2 us/token up to 2048 tokens a batch,
+    8 us/token above."""
     tokens = sum(map(len, batch))
     time.sleep(2e-3 + tokens * (2e-6 if tokens <= 2048 else 8e-6))
     return [0.0] * len(batch)
@@ -35,15 +36,16 @@ def attention_device(batch):
     """A CPU-like device: 1 ms a call, 1 us a token, and padded batches of several rows pay attention over
     every key (rows x length^2 x 4 ns), which a single row (causal) does not."""
     rows, length = len(batch), max(map(len, batch))
-    time.sleep(1e-3 + rows * length * 1e-6 + (rows > 1) * rows * length ** 2 * 4e-9)
+    time.sleep(1e-3 + rows * length * 1e-6 + (rows > 1) * rows * length**2 * 4e-9)
     return [0.0] * len(batch)
 
 
 def test_tuning_keeps_long_inputs_alone_when_padded_attention_costs_more_than_batching_saves():
     tuned = tune_token_budget(attention_device, max_length=4096, max_batch_size=64, vocab_size=100)
     assert tuned.budget <= 1024  # every 1024-token input runs alone
-    short_probes_only = tune_token_budget(attention_device, max_length=4096, max_batch_size=64, vocab_size=100,
-                                          probe_lengths=(64, 512))
+    short_probes_only = tune_token_budget(
+        attention_device, max_length=4096, max_batch_size=64, vocab_size=100, probe_lengths=(64, 512)
+    )
     assert short_probes_only.budget >= 2048  # why the 1024-token probe: without it, long inputs get batched
 
 
@@ -57,7 +59,10 @@ def test_tuning_probes_of_several_rows_are_padded_like_served_batches():
         return [0.0] * len(batch)
 
     tune_token_budget(recording_device, max_length=512, max_batch_size=64, vocab_size=100)
-    assert (1, [512]) in seen  # one row of 512 (budget 512): one length, unmasked, as a served batch of one row is
+    assert (
+        1,
+        [512],
+    ) in seen  # one row of 512 (budget 512): one length, unmasked, as a served batch of one row is
     several = [lengths for rows, lengths in seen if rows > 1]
     assert several and all(len(lengths) == 2 and lengths[1] - lengths[0] == 1 for lengths in several)
 
@@ -74,7 +79,9 @@ def test_instance_budget_is_tuned_at_load_when_config_leaves_it_unset(tiny_check
     add_model(tmp_path, "none", tiny_checkpoint, config_text("none", max_batch_tokens=0))
     add_model(tmp_path, "set", tiny_checkpoint, config_text("set", max_batch_tokens=777))
     with caplog.at_level("INFO", logger="reward_server.repository.loader"), serve_repo(tmp_path) as server:
-        budgets = {name: server.running.repository.resolve(name, "").instances[0].max_batch_tokens
-                   for name in ("auto", "none", "set")}
+        budgets = {
+            name: server.running.repository.resolve(name, "").instances[0].max_batch_tokens
+            for name in ("auto", "none", "set")
+        }
     assert budgets["auto"] in BUDGETS and budgets == {"auto": budgets["auto"], "none": 0, "set": 777}
     assert f"max_batch_tokens tuned to {budgets['auto']}" in caplog.text

@@ -98,7 +98,7 @@ def replaced(page: str, section: str) -> str:
 
 
 def current_section(page: str) -> str:
-    return page[page.index(BEGIN):page.index(END) + len(END)]
+    return page[page.index(BEGIN) : page.index(END) + len(END)]
 
 
 def main() -> int:

@@ -39,64 +39,93 @@ class AsyncRewardClient(ClientBase):
                 try:
                     responses.append(await pending)
                 except grpc.RpcError as error:
-                    raise error_from_rpc(error, chunk_position(index, self._chunk_size) if len(calls) > 1 else "") from None
+                    raise error_from_rpc(
+                        error, chunk_position(index, self._chunk_size) if len(calls) > 1 else ""
+                    ) from None
         finally:
             for pending in calls:  # after a failure, stop the chunks still running
                 pending.cancel()
         return call.parse(merge_responses(responses))
 
-    async def get_score(self, chat: Chat, *, timeout: float | None = None,
-                        metadata: Metadata | None = None) -> float:
+    async def get_score(
+        self, chat: Chat, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> float:
         return await self._run(self._plan.get_score(chat), timeout, metadata)
 
-    async def get_scores(self, chats: Sequence[Chat], *, timeout: float | None = None,
-                         metadata: Metadata | None = None) -> list[float]:
+    async def get_scores(
+        self, chats: Sequence[Chat], *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[float]:
         return await self._run(self._plan.get_scores(chats), timeout, metadata)
 
-    async def compare(self, chat_a: Chat, chat_b: Chat, *, timeout: float | None = None,
-                      metadata: Metadata | None = None) -> bool:
+    async def compare(
+        self, chat_a: Chat, chat_b: Chat, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> bool:
         return await self._run(self._plan.compare(chat_a, chat_b), timeout, metadata)
 
-    async def rank(self, chats: Sequence[Chat], *, timeout: float | None = None,
-                   metadata: Metadata | None = None) -> list[int]:
+    async def rank(
+        self, chats: Sequence[Chat], *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[int]:
         return await self._run(self._plan.rank(chats), timeout, metadata)
 
-    async def best_of_n(self, prompt: Chat, responses: Sequence[str], *, timeout: float | None = None,
-                        metadata: Metadata | None = None) -> BestOfN:
+    async def best_of_n(
+        self,
+        prompt: Chat,
+        responses: Sequence[str],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> BestOfN:
         return await self._run(self._plan.best_of_n(prompt, responses), timeout, metadata)
 
-    async def score(self, inputs: Sequence[ScoreInputLike], *, timeout: float | None = None,
-                    metadata: Metadata | None = None) -> list[ScoreResult]:
+    async def score(
+        self,
+        inputs: Sequence[ScoreInputLike],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> list[ScoreResult]:
         return await self._run(self._plan.score(inputs), timeout, metadata)
 
-    async def rank_conversations(self, chats: Sequence[Chat], *, timeout: float | None = None,
-                                 metadata: Metadata | None = None) -> RankResult:
+    async def rank_conversations(
+        self, chats: Sequence[Chat], *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> RankResult:
         return await self._run(self._plan.rank_conversations(chats), timeout, metadata)
 
-    async def rank_candidates(self, prompt: Chat, responses: Sequence[str], *, timeout: float | None = None,
-                              metadata: Metadata | None = None) -> RankResult:
+    async def rank_candidates(
+        self,
+        prompt: Chat,
+        responses: Sequence[str],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> RankResult:
         return await self._run(self._plan.rank_candidates(prompt, responses), timeout, metadata)
 
-    async def model_metadata(self, model: str | None = None, *, timeout: float | None = None,
-                             metadata: Metadata | None = None) -> ModelInfo:
+    async def model_metadata(
+        self, model: str | None = None, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> ModelInfo:
         return await self._run(self._plan.model_metadata(model), timeout, metadata)
 
-    async def list_models(self, *, timeout: float | None = None,
-                          metadata: Metadata | None = None) -> list[ModelInfo]:
+    async def list_models(
+        self, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[ModelInfo]:
         return await self._run(self._plan.list_models(), timeout, metadata)
 
-    async def repository_index(self, ready_only: bool = False, *, timeout: float | None = None,
-                         metadata: Metadata | None = None) -> list[RepositoryModel]:
+    async def repository_index(
+        self, ready_only: bool = False, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[RepositoryModel]:
         """Every model in the server's repository with its state (and why it is not ready)."""
         return await self._run(self._plan.repository_index(ready_only), timeout, metadata)
 
-    async def load_model(self, model: str | None = None, *, timeout: float | None = None,
-                   metadata: Metadata | None = None) -> ModelInfo:
+    async def load_model(
+        self, model: str | None = None, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> ModelInfo:
         """Load or reload a model (server in --model-control-mode explicit); returns it once ready."""
         return await self._run(self._plan.load_model(model), timeout, metadata)
 
-    async def unload_model(self, model: str | None = None, *, timeout: float | None = None,
-                     metadata: Metadata | None = None) -> None:
+    async def unload_model(
+        self, model: str | None = None, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> None:
         """Unload every version of a model once its requests in flight have finished (explicit mode)."""
         return await self._run(self._plan.unload_model(model), timeout, metadata)
 

@@ -49,8 +49,9 @@ class ClientBase:
         self._plan = Planner(model=model, version="" if version is None else str(version))
         self._timeout = timeout
         self._metadata = tuple(metadata) + ((("authorization", f"Bearer {token}"),) if token else ())
-        self._credentials = credentials or tls_credentials(tls=tls, ca_cert=ca_cert, client_cert=client_cert,
-                                                           client_key=client_key)
+        self._credentials = credentials or tls_credentials(
+            tls=tls, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key
+        )
         self._wait_for_ready = wait_for_ready
         self._chunk_size = chunk_size
         extra: list[tuple[str, Any]] = []

@@ -12,7 +12,16 @@ from typing import Any, Generic, TypeVar, cast
 
 from reward_api.v1 import reward_pb2 as pb
 
-from ._types import BestOfN, Chat, ModelInfo, RankResult, RepositoryModel, ScoreInputLike, ScoreResult, VersionStatus
+from ._types import (
+    BestOfN,
+    Chat,
+    ModelInfo,
+    RankResult,
+    RepositoryModel,
+    ScoreInputLike,
+    ScoreResult,
+    VersionStatus,
+)
 
 T = TypeVar("T")
 
@@ -81,8 +90,10 @@ def split_request(call: Call[Any], chunk_size: int | None) -> list[Any]:
     if chunk_size is None or len(inputs) <= chunk_size:
         return [call.request]
     request = call.request
-    return [pb.ScoreRequest(model=request.model, version=request.version, inputs=inputs[i:i + chunk_size])
-            for i in range(0, len(inputs), chunk_size)]
+    return [
+        pb.ScoreRequest(model=request.model, version=request.version, inputs=inputs[i : i + chunk_size])
+        for i in range(0, len(inputs), chunk_size)
+    ]
 
 
 def chunk_position(index: int, chunk_size: int | None) -> str:
@@ -104,11 +115,15 @@ def merge_responses(responses: Sequence[Any]) -> Any:
 
 def _messages(chat: Chat) -> list[pb.Message]:
     if isinstance(chat, (str, bytes)) or not isinstance(chat, Sequence):
-        raise TypeError(f"a chat is a list of {{'role': ..., 'content': ...}} messages, got {type(chat).__name__}")
+        raise TypeError(
+            f"a chat is a list of {{'role': ..., 'content': ...}} messages, got {type(chat).__name__}"
+        )
     out = []
     for message in chat:
         if not isinstance(message, Mapping):
-            raise TypeError(f"a chat message is a mapping with 'role' and 'content', got {type(message).__name__}")
+            raise TypeError(
+                f"a chat message is a mapping with 'role' and 'content', got {type(message).__name__}"
+            )
         out.append(pb.Message(role=message["role"], content=message["content"]))
     return out
 
@@ -181,11 +196,16 @@ class Planner:
         return pb.ScoreRequest(model=self.model, version=self.version, inputs=inputs)
 
     def score(self, inputs: Sequence[ScoreInputLike]) -> Call[list[ScoreResult]]:
-        return Call("Score", self._score_request([_score_input(i) for i in inputs]), _results, splittable=True)
+        return Call(
+            "Score", self._score_request([_score_input(i) for i in inputs]), _results, splittable=True
+        )
 
     def get_score(self, chat: Chat) -> Call[float]:
-        return Call("Score", self._score_request([pb.ScoreInput(conversation=_conversation(chat))]),
-                    lambda r: _scores(r)[0])
+        return Call(
+            "Score",
+            self._score_request([pb.ScoreInput(conversation=_conversation(chat))]),
+            lambda r: _scores(r)[0],
+        )
 
     def get_scores(self, chats: Sequence[Chat]) -> Call[list[float]]:
         request = self._score_request([pb.ScoreInput(conversation=_conversation(c)) for c in chats])
@@ -232,11 +252,16 @@ class Planner:
         return Call("ListModels", pb.ListModelsRequest(), lambda r: [_model_info(m) for m in r.models])
 
     def repository_index(self, ready_only: bool = False) -> Call[list[RepositoryModel]]:
-        return Call("RepositoryIndex", pb.RepositoryIndexRequest(ready=ready_only),
-                    lambda r: [_repository_model(m) for m in r.models])
+        return Call(
+            "RepositoryIndex",
+            pb.RepositoryIndexRequest(ready=ready_only),
+            lambda r: [_repository_model(m) for m in r.models],
+        )
 
     def load_model(self, model: str | None = None) -> Call[ModelInfo]:
-        return Call("LoadModel", pb.LoadModelRequest(model=model or self.model), lambda r: _model_info(r.model))
+        return Call(
+            "LoadModel", pb.LoadModelRequest(model=model or self.model), lambda r: _model_info(r.model)
+        )
 
     def unload_model(self, model: str | None = None) -> Call[None]:
         return Call("UnloadModel", pb.UnloadModelRequest(model=model or self.model), lambda r: None)

@@ -61,8 +61,9 @@ def _read_pem(value: Pem | None) -> bytes | None:
         return f.read()
 
 
-def tls_credentials(*, tls: bool, ca_cert: Pem | None, client_cert: Pem | None,
-                    client_key: Pem | None) -> grpc.ChannelCredentials | None:
+def tls_credentials(
+    *, tls: bool, ca_cert: Pem | None, client_cert: Pem | None, client_key: Pem | None
+) -> grpc.ChannelCredentials | None:
     """The channel credentials: None for plaintext.
 
     TLS when asked for or when any certificate is given (the system's roots when no CA is); mutual TLS
@@ -72,5 +73,8 @@ def tls_credentials(*, tls: bool, ca_cert: Pem | None, client_cert: Pem | None,
         raise ValueError("client_cert and client_key go together (mutual TLS)")
     if not (tls or ca_cert is not None or client_cert is not None):
         return None
-    return grpc.ssl_channel_credentials(root_certificates=_read_pem(ca_cert), private_key=_read_pem(client_key),
-                                        certificate_chain=_read_pem(client_cert))
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(ca_cert),
+        private_key=_read_pem(client_key),
+        certificate_chain=_read_pem(client_cert),
+    )

@@ -58,56 +58,85 @@ class RewardClient(ClientBase):
                 future.cancel()
         return call.parse(merge_responses(responses))
 
-    def get_score(self, chat: Chat, *, timeout: float | None = None, metadata: Metadata | None = None) -> float:
+    def get_score(
+        self, chat: Chat, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> float:
         return self._run(self._plan.get_score(chat), timeout, metadata)
 
-    def get_scores(self, chats: Sequence[Chat], *, timeout: float | None = None,
-                   metadata: Metadata | None = None) -> list[float]:
+    def get_scores(
+        self, chats: Sequence[Chat], *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[float]:
         return self._run(self._plan.get_scores(chats), timeout, metadata)
 
-    def compare(self, chat_a: Chat, chat_b: Chat, *, timeout: float | None = None,
-                metadata: Metadata | None = None) -> bool:
+    def compare(
+        self, chat_a: Chat, chat_b: Chat, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> bool:
         return self._run(self._plan.compare(chat_a, chat_b), timeout, metadata)
 
-    def rank(self, chats: Sequence[Chat], *, timeout: float | None = None,
-             metadata: Metadata | None = None) -> list[int]:
+    def rank(
+        self, chats: Sequence[Chat], *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[int]:
         return self._run(self._plan.rank(chats), timeout, metadata)
 
-    def best_of_n(self, prompt: Chat, responses: Sequence[str], *, timeout: float | None = None,
-                  metadata: Metadata | None = None) -> BestOfN:
+    def best_of_n(
+        self,
+        prompt: Chat,
+        responses: Sequence[str],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> BestOfN:
         return self._run(self._plan.best_of_n(prompt, responses), timeout, metadata)
 
-    def score(self, inputs: Sequence[ScoreInputLike], *, timeout: float | None = None,
-              metadata: Metadata | None = None) -> list[ScoreResult]:
+    def score(
+        self,
+        inputs: Sequence[ScoreInputLike],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> list[ScoreResult]:
         return self._run(self._plan.score(inputs), timeout, metadata)
 
-    def rank_conversations(self, chats: Sequence[Chat], *, timeout: float | None = None,
-                           metadata: Metadata | None = None) -> RankResult:
+    def rank_conversations(
+        self, chats: Sequence[Chat], *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> RankResult:
         return self._run(self._plan.rank_conversations(chats), timeout, metadata)
 
-    def rank_candidates(self, prompt: Chat, responses: Sequence[str], *, timeout: float | None = None,
-                        metadata: Metadata | None = None) -> RankResult:
+    def rank_candidates(
+        self,
+        prompt: Chat,
+        responses: Sequence[str],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> RankResult:
         return self._run(self._plan.rank_candidates(prompt, responses), timeout, metadata)
 
-    def model_metadata(self, model: str | None = None, *, timeout: float | None = None,
-                       metadata: Metadata | None = None) -> ModelInfo:
+    def model_metadata(
+        self, model: str | None = None, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> ModelInfo:
         return self._run(self._plan.model_metadata(model), timeout, metadata)
 
-    def list_models(self, *, timeout: float | None = None, metadata: Metadata | None = None) -> list[ModelInfo]:
+    def list_models(
+        self, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[ModelInfo]:
         return self._run(self._plan.list_models(), timeout, metadata)
 
-    def repository_index(self, ready_only: bool = False, *, timeout: float | None = None,
-                         metadata: Metadata | None = None) -> list[RepositoryModel]:
+    def repository_index(
+        self, ready_only: bool = False, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[RepositoryModel]:
         """Every model in the server's repository with its state (and why it is not ready)."""
         return self._run(self._plan.repository_index(ready_only), timeout, metadata)
 
-    def load_model(self, model: str | None = None, *, timeout: float | None = None,
-                   metadata: Metadata | None = None) -> ModelInfo:
+    def load_model(
+        self, model: str | None = None, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> ModelInfo:
         """Load or reload a model (server in --model-control-mode explicit); returns it once ready."""
         return self._run(self._plan.load_model(model), timeout, metadata)
 
-    def unload_model(self, model: str | None = None, *, timeout: float | None = None,
-                     metadata: Metadata | None = None) -> None:
+    def unload_model(
+        self, model: str | None = None, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> None:
         """Unload every version of a model once its requests in flight have finished (explicit mode)."""
         return self._run(self._plan.unload_model(model), timeout, metadata)
 

@@ -41,7 +41,9 @@ class VersionStatus:
     version: str
     state: str
     reason: str
-    forward: str = ""  # which forward pass serves a ready version, e.g. "packed+traced+last-position+unmasked"
+    forward: str = (
+        ""  # which forward pass serves a ready version, e.g. "packed+traced+last-position+unmasked"
+    )
 
 
 @dataclass(frozen=True)

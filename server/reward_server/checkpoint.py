@@ -1,10 +1,10 @@
 """The canonical layout of one version folder, shared by every backend:
 
-    config.json                  a transformers config of a built-in architecture (no remote code)
-    tokenizer.json, tokenizer_config.json          a fast tokenizer (chat template in the config)
-    pytorch backend:     model.safetensors (or model.safetensors.index.json + shards): backbone keys
-                         `model.*`, reward head `score.weight` [1, hidden] and optionally `score.bias` [1]
-    onnxruntime backend: model.onnx (+ external data), the head and pooling inside the graph
+config.json                  a transformers config of a built-in architecture (no remote code)
+tokenizer.json, tokenizer_config.json          a fast tokenizer (chat template in the config)
+pytorch backend:     model.safetensors (or model.safetensors.index.json + shards): backbone keys
+                     `model.*`, reward head `score.weight` [1, hidden] and optionally `score.bias` [1]
+onnxruntime backend: model.onnx (+ external data), the head and pooling inside the graph
 """
 
 from __future__ import annotations
@@ -46,11 +46,15 @@ def weight_files(folder: Path, default_model_filename: str = "") -> tuple[Path, 
     if not name:
         name = SINGLE_FILE if (folder / SINGLE_FILE).exists() else SHARD_INDEX
     if name.endswith((".bin", ".pt", ".pth", ".pkl")):
-        raise LoadError(f"{folder}: {name!r} is a pickle; only safetensors are loaded "
-                        "(convert the checkpoint with `reward-server import`)")
+        raise LoadError(
+            f"{folder}: {name!r} is a pickle; only safetensors are loaded "
+            "(convert the checkpoint with `reward-server import`)"
+        )
     if not (folder / name).exists() and any(folder.glob("*.bin")):
-        raise LoadError(f"{folder}: no safetensors weights, only pickled .bin files; "
-                        "convert the checkpoint with `reward-server import`")
+        raise LoadError(
+            f"{folder}: no safetensors weights, only pickled .bin files; "
+            "convert the checkpoint with `reward-server import`"
+        )
     path = _plain_file(folder, name, "weights file")
     if not name.endswith(".index.json"):
         return (path,)
@@ -75,7 +79,8 @@ def read_checkpoint(folder: Path, default_model_filename: str = "") -> Checkpoin
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
     except Exception as e:  # the tokenizers library raises its own bare Exception for a malformed file
         reason = " ".join(str(e).split())[:300]
-        raise LoadError(f"{folder}: cannot load the tokenizer: {type(e).__name__}: {reason}",
-                        public=f"{folder}: tokenizer.json or tokenizer_config.json is malformed "
-                               f"({type(e).__name__})") from e
+        raise LoadError(
+            f"{folder}: cannot load the tokenizer: {type(e).__name__}: {reason}",
+            public=f"{folder}: tokenizer.json or tokenizer_config.json is malformed ({type(e).__name__})",
+        ) from e
     return Checkpoint(folder, model_config, tokenizer, default_model_filename)

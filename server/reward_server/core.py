@@ -46,21 +46,30 @@ def rank_of(scores: Sequence[float]) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 class RewardCore:
-    def __init__(self, repository: ModelRepository, encode_pool: Executor, max_items_per_request: int) -> None:
+    def __init__(
+        self, repository: ModelRepository, encode_pool: Executor, max_items_per_request: int
+    ) -> None:
         self.repository = repository
         self._encode_pool = encode_pool
         self._max_items = max_items_per_request
         self.draining = False
 
     async def _score_inputs(
-        self, model: str, version: str, inputs: Sequence[ScoreInput], deadline: float | None, share_prompt: bool = False
+        self,
+        model: str,
+        version: str,
+        inputs: Sequence[ScoreInput],
+        deadline: float | None,
+        share_prompt: bool = False,
     ) -> tuple[str, int, tuple[ScoreResult, ...]]:
         if self.draining:
             raise Unavailable("server is shutting down")
         if not inputs:
             raise InvalidArgument("the request has no inputs")
         if len(inputs) > self._max_items:
-            raise InvalidArgument(f"the request has {len(inputs)} inputs; at most {self._max_items} are allowed")
+            raise InvalidArgument(
+                f"the request has {len(inputs)} inputs; at most {self._max_items} are allowed"
+            )
         record = current_request.get()
         # The version is held until its scores are in: a hot swap or unload lets this request finish on it.
         with self.repository.acquire(model, version) as loaded:
@@ -71,7 +80,9 @@ class RewardCore:
             if encoder.fits_inline(inputs):
                 encoded = encoder.encode(inputs, parallel=False)
             else:
-                encoded = await asyncio.get_running_loop().run_in_executor(self._encode_pool, encoder.encode, inputs)
+                encoded = await asyncio.get_running_loop().run_in_executor(
+                    self._encode_pool, encoder.encode, inputs
+                )
             # Identical inputs of one request are computed once: equal inputs get equal scores (a tie stays
             # a tie whatever rows the batcher puts them in), and duplicated best-of-N samples cost nothing.
             unique = list(dict.fromkeys(e.ids for e in encoded))
@@ -85,16 +96,22 @@ class RewardCore:
         return loaded.name, loaded.version, results
 
     @staticmethod
-    async def _compute(loaded: LoadedVersion, unique: list[tuple[int, ...]], deadline: float | None,
-                       share_prompt: bool) -> list[Scored]:
+    async def _compute(
+        loaded: LoadedVersion, unique: list[tuple[int, ...]], deadline: float | None, share_prompt: bool
+    ) -> list[Scored]:
         """The distinct inputs' scores: as one shared-prompt group when they share a long enough prefix
         and the backend can reuse its KV cache, else as inputs of the dynamic batcher."""
         loop = asyncio.get_running_loop()
         group = plan_shared_prompt(unique) if share_prompt else None
         future = loaded.submit_shared(group, deadline, loop) if group else None
         if future is not None and group is not None:
-            log.debug("%s/%d: shared-prompt group: %d prefix tokens, %d candidates", loaded.name, loaded.version,
-                      len(group.prefix), len(group.suffixes))
+            log.debug(
+                "%s/%d: shared-prompt group: %d prefix tokens, %d candidates",
+                loaded.name,
+                loaded.version,
+                len(group.prefix),
+                len(group.suffixes),
+            )
             return await future  # type: ignore[misc]  # an asyncio future: submitted with the running loop
         futures = loaded.submit(unique, deadline, loop)
         if len(futures) == 1:  # most RL requests: no gather (its future and callbacks) for one input
@@ -102,14 +119,17 @@ class RewardCore:
         return list(await asyncio.gather(*futures))  # type: ignore[arg-type]  # as above
 
     async def score(self, request: ScoreRequest, deadline: float | None) -> ScoreResponse:
-        return ScoreResponse(*await self._score_inputs(request.model, request.version, request.inputs, deadline))
+        return ScoreResponse(
+            *await self._score_inputs(request.model, request.version, request.inputs, deadline)
+        )
 
     async def rank(self, request: RankRequest, deadline: float | None) -> RankResponse:
         items = request.items
         shared = isinstance(items, Candidates)  # one prompt, N responses: the prompt may be computed once
         inputs = candidate_conversations(items) if isinstance(items, Candidates) else items
-        name, version, results = await self._score_inputs(request.model, request.version, inputs, deadline,
-                                                          share_prompt=shared)
+        name, version, results = await self._score_inputs(
+            request.model, request.version, inputs, deadline, share_prompt=shared
+        )
         rank, order = rank_of([r.score for r in results])
         return RankResponse(name, version, results, rank, order)
 
@@ -125,7 +145,8 @@ class RewardCore:
         return self.repository.index(ready_only)
 
     async def load_model(self, model: str) -> ModelMetadata:
-        """Load (or reload) off the event loop; a version that failed makes the request fail with its reason."""
+        """Load (or reload) off the event loop; a version that failed makes the request fail
+        with its reason."""
         failures = await asyncio.to_thread(self.repository.load_model, model)
         if failures:
             serving = " (a loaded version keeps serving)" if self.repository.model_ready(model) else ""

@@ -36,8 +36,9 @@ def size_limit(name: str) -> int | None:
     return JSON_LIMIT if name.endswith(TEXT_SUFFIXES) else None
 
 
-def checked_file(path: Path, root: Path, limit: int | None, what: str,
-                 error: type[ModelFolderError] = LoadError) -> Path:
+def checked_file(
+    path: Path, root: Path, limit: int | None, what: str, error: type[ModelFolderError] = LoadError
+) -> Path:
     """`path` with its symlinks resolved, once it is known to be a regular file inside `root` and no
     larger than `limit` bytes. Never opens it."""
     try:
@@ -45,31 +46,42 @@ def checked_file(path: Path, root: Path, limit: int | None, what: str,
     except FileNotFoundError as e:
         raise error(f"{path}: {what} does not exist", public=f"{path}: {what} does not exist") from e
     except (OSError, RuntimeError) as e:  # a symlink loop, a permission error on the way
-        raise error(f"{path}: {what} cannot be resolved: {e}", public=f"{path}: {what} cannot be resolved") from e
+        raise error(
+            f"{path}: {what} cannot be resolved: {e}", public=f"{path}: {what} cannot be resolved"
+        ) from e
     if not resolved.is_relative_to(root.resolve()):
-        raise error(f"{path}: {what} resolves outside the model repository (to {resolved})",
-                    public=f"{path}: {what} is a symlink that leaves the model repository")
+        raise error(
+            f"{path}: {what} resolves outside the model repository (to {resolved})",
+            public=f"{path}: {what} is a symlink that leaves the model repository",
+        )
     info = os.stat(resolved)
     if not stat.S_ISREG(info.st_mode):
-        raise error(f"{path}: {what} is not a regular file (it resolves to {resolved})",
-                    public=f"{path}: {what} is not a regular file")
+        raise error(
+            f"{path}: {what} is not a regular file (it resolves to {resolved})",
+            public=f"{path}: {what} is not a regular file",
+        )
     if limit is not None and info.st_size > limit:
         message = f"{path}: {what} is {info.st_size} bytes, over the {limit}-byte limit"
         raise error(message, public=message)
     return resolved
 
 
-def read_file(path: Path, root: Path, limit: int, what: str, error: type[ModelFolderError] = LoadError) -> bytes:
+def read_file(
+    path: Path, root: Path, limit: int, what: str, error: type[ModelFolderError] = LoadError
+) -> bytes:
     """The bytes of a checked file, read with the cap applied again (the file may have grown)."""
     resolved = checked_file(path, root, limit, what, error)
     try:
-        # O_NONBLOCK: should a FIFO have been swapped in since the check, opening it does not wait for a writer.
+        # O_NONBLOCK: should a FIFO have been swapped in since the check, opening it does not wait
+        # for a writer.
         fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as e:
         raise error(f"{path}: cannot open {what}: {e}", public=f"{path}: cannot open {what}") from e
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise error(f"{path}: {what} is not a regular file", public=f"{path}: {what} is not a regular file")
+            raise error(
+                f"{path}: {what} is not a regular file", public=f"{path}: {what} is not a regular file"
+            )
         data = f.read(limit + 1)
     if len(data) > limit:
         message = f"{path}: {what} is over the {limit}-byte limit"
@@ -106,5 +118,7 @@ def _check_dir(path: Path, root: Path) -> None:
     except (OSError, RuntimeError) as e:
         raise LoadError(f"{path}: cannot be resolved: {e}", public=f"{path}: cannot be resolved") from e
     if not resolved.is_relative_to(root.resolve()):
-        raise LoadError(f"{path}: folder resolves outside the model repository (to {resolved})",
-                        public=f"{path}: folder is a symlink that leaves the model repository")
+        raise LoadError(
+            f"{path}: folder resolves outside the model repository (to {resolved})",
+            public=f"{path}: folder is a symlink that leaves the model repository",
+        )

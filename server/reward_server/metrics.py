@@ -12,7 +12,14 @@ import logging
 from collections.abc import Callable, Sequence
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,37 +34,77 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, process_start_time_seconds
-        # (from /proc: Linux only; elsewhere it exports nothing).
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds,
+        # process_start_time_seconds (from /proc: Linux only; elsewhere it exports nothing).
         ProcessCollector(registry=r)
         # Per RPC (Score, Rank, ...): the guard's view. A call refused before its model was resolved counts
         # under the model it named when that is one of ours (version ""), else under model "".
-        self.request_success = Counter("reward_request_success", "RPCs answered OK",
-                                       [*_MODEL, "method"], registry=r)
-        self.request_failure = Counter("reward_request_failure", "RPCs answered with an error status",
-                                       [*_MODEL, "method", "code"], registry=r)
-        self.request_duration = Histogram("reward_request_duration_seconds", "RPC time, received to answered",
-                                          [*_MODEL, "method"], buckets=_SECONDS, registry=r)
+        self.request_success = Counter(
+            "reward_request_success", "RPCs answered OK", [*_MODEL, "method"], registry=r
+        )
+        self.request_failure = Counter(
+            "reward_request_failure",
+            "RPCs answered with an error status",
+            [*_MODEL, "method", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "reward_request_duration_seconds",
+            "RPC time, received to answered",
+            [*_MODEL, "method"],
+            buckets=_SECONDS,
+            registry=r,
+        )
         # Labels never come from a name a client made up: bounded series.
-        self.pending_requests = Gauge("reward_pending_requests", "RPCs received and not answered yet", registry=r)
+        self.pending_requests = Gauge(
+            "reward_pending_requests", "RPCs received and not answered yet", registry=r
+        )
         # Per batch a model instance computes: the batcher's view.
         self.inference_count = Counter("reward_inference_count", "inputs computed", _MODEL, registry=r)
         self.execution_count = Counter("reward_execution_count", "batches computed", _MODEL, registry=r)
-        self.execution_failure = Counter("reward_execution_failure", "batches the backend failed on", _MODEL, registry=r)
-        self.queue_duration = Histogram("reward_queue_duration_seconds", "time an input waited for its batch",
-                                        _MODEL, buckets=_SECONDS, registry=r)
-        self.compute_duration = Histogram("reward_compute_duration_seconds", "backend time of one batch",
-                                          _MODEL, buckets=_SECONDS, registry=r)
-        self.batch_size = Histogram("reward_batch_size", "inputs per batch", _MODEL, buckets=_BATCH_SIZES, registry=r)
-        self.batch_tokens = Histogram("reward_batch_tokens", "tokens computed per batch, padding included",
-                                      _MODEL, buckets=_TOKENS, registry=r)
+        self.execution_failure = Counter(
+            "reward_execution_failure", "batches the backend failed on", _MODEL, registry=r
+        )
+        self.queue_duration = Histogram(
+            "reward_queue_duration_seconds",
+            "time an input waited for its batch",
+            _MODEL,
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.compute_duration = Histogram(
+            "reward_compute_duration_seconds",
+            "backend time of one batch",
+            _MODEL,
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "reward_batch_size", "inputs per batch", _MODEL, buckets=_BATCH_SIZES, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "reward_batch_tokens",
+            "tokens computed per batch, padding included",
+            _MODEL,
+            buckets=_TOKENS,
+            registry=r,
+        )
         self.real_tokens = Counter("reward_real_tokens", "tokens of the inputs computed", _MODEL, registry=r)
-        self.computed_tokens = Counter("reward_computed_tokens", "tokens computed, padding included", _MODEL, registry=r)
-        self.padding_efficiency = Gauge("reward_padding_efficiency", "real tokens / computed tokens, since load",
-                                        _MODEL, registry=r)
-        self.queued_inputs = Gauge("reward_queued_inputs", "inputs waiting in the batch queues", _MODEL, registry=r)
-        self.model_forward_info = Gauge("reward_model_forward_info", "1 for the forward pass serving a loaded version",
-                                        [*_MODEL, "forward"], registry=r)
+        self.computed_tokens = Counter(
+            "reward_computed_tokens", "tokens computed, padding included", _MODEL, registry=r
+        )
+        self.padding_efficiency = Gauge(
+            "reward_padding_efficiency", "real tokens / computed tokens, since load", _MODEL, registry=r
+        )
+        self.queued_inputs = Gauge(
+            "reward_queued_inputs", "inputs waiting in the batch queues", _MODEL, registry=r
+        )
+        self.model_forward_info = Gauge(
+            "reward_model_forward_info",
+            "1 for the forward pass serving a loaded version",
+            [*_MODEL, "forward"],
+            registry=r,
+        )
         self._forwards: dict[tuple[str, str], str] = {}
         self._http: WSGIServer | None = None
 
@@ -118,8 +165,9 @@ class BatchMetrics:
         self._padding_efficiency = m.padding_efficiency.labels(*labels)
         self._real, self._computed = 0, 0
 
-    def batch_done(self, size: int, real_tokens: int, padded_tokens: int, queue_s: Sequence[float],
-                   compute_s: float) -> None:
+    def batch_done(
+        self, size: int, real_tokens: int, padded_tokens: int, queue_s: Sequence[float], compute_s: float
+    ) -> None:
         self._inference_count.inc(size)
         self._execution_count.inc()
         for waited in queue_s:

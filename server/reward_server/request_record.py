@@ -22,9 +22,11 @@ class RequestRecord:
     resolved: bool = False  # model and version name a served version (set by the core)
 
     def log_fields(self) -> str:
-        return (f"request_id={self.request_id} method={self.method} model={self.model or '-'} "
-                f"version={self.version or '-'} items={self.items} tokens={self.tokens} "
-                f"queue_ms={self.queue_s * 1e3:.1f} compute_ms={self.compute_s * 1e3:.1f}")
+        return (
+            f"request_id={self.request_id} method={self.method} model={self.model or '-'} "
+            f"version={self.version or '-'} items={self.items} tokens={self.tokens} "
+            f"queue_ms={self.queue_s * 1e3:.1f} compute_ms={self.compute_s * 1e3:.1f}"
+        )
 
 
 current_request: ContextVar[RequestRecord | None] = ContextVar("current_request", default=None)

@@ -96,7 +96,8 @@ class RewardServer:
         # nothing is in flight and no call came for quiet_s: clients that watch health have heard
         # NOT_SERVING by then and send elsewhere.
         while time.monotonic() < deadline and (
-                self.guard.in_flight or time.monotonic() - self.guard.last_arrival < quiet_s):
+            self.guard.in_flight or time.monotonic() - self.guard.last_arrival < quiet_s
+        ):
             await asyncio.sleep(0.02)
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
@@ -163,15 +164,25 @@ def _initial_load(repository: ModelRepository, settings: ServerSettings) -> list
     return failures
 
 
-def _register_services(server: grpc.aio.Server, core: RewardCore, guard: RequestGuard,
-                       health_servicer: health.aio.HealthServicer, settings: ServerSettings) -> None:
+def _register_services(
+    server: grpc.aio.Server,
+    core: RewardCore,
+    guard: RequestGuard,
+    health_servicer: health.aio.HealthServicer,
+    settings: ServerSettings,
+) -> None:
     servicer = RewardServicer(core, settings.max_items_per_request)
     guard.add_service(server, SERVICE, servicer, servicer.decoders())
     # Triton's KServe v2 protocol on the same port, behind the same guard (fronts/kserve/grpc_front.py).
     add_kserve_service(server, KServeCore(core, settings.max_chars_per_message), guard)
     # Reflection through the guard too: the token applies to it, as to every service but health.
-    guard.add_service(server, REFLECTION_SERVICE, reflection.aio.ReflectionServicer(
-        (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)))
+    guard.add_service(
+        server,
+        REFLECTION_SERVICE,
+        reflection.aio.ReflectionServicer(
+            (SERVICE_NAME, KSERVE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        ),
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
 
@@ -179,7 +190,9 @@ def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
     try:
-        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        port = (
+            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        )
     except RuntimeError as e:
         port = 0
         log.debug("bind failed: %s", e)
@@ -200,20 +213,28 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     metrics = ServerMetrics()
     health_servicer = health.aio.HealthServicer()
     on_change = _HealthUpdater(health_servicer, asyncio.get_running_loop())
-    repository = ModelRepository(settings.model_repository, mode=settings.model_control_mode, metrics=metrics,
-                                 on_change=on_change)
+    repository = ModelRepository(
+        settings.model_repository, mode=settings.model_control_mode, metrics=metrics, on_change=on_change
+    )
     on_change.repository = repository
     failures = await asyncio.to_thread(_initial_load, repository, settings)
     if failures and settings.strict:
         await asyncio.to_thread(repository.close)
-        raise StartupError("models failed to load (use --no-strict to serve the others):\n  " + "\n  ".join(failures))
+        raise StartupError(
+            "models failed to load (use --no-strict to serve the others):\n  " + "\n  ".join(failures)
+        )
 
     encode_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="encode")
     core = RewardCore(repository, encode_pool, settings.max_items_per_request)
     on_change.core = core
     server = grpc.aio.server(options=server_options(settings))
-    guard = RequestGuard(metrics, settings.max_concurrent_rpcs, settings.max_chars_per_message,
-                         known_model=repository.knows, auth_token=settings.auth_token)
+    guard = RequestGuard(
+        metrics,
+        settings.max_concurrent_rpcs,
+        settings.max_chars_per_message,
+        known_model=repository.knows,
+        auth_token=settings.auth_token,
+    )
     _register_services(server, core, guard, health_servicer, settings)
 
     # What a failed start undoes, last started first.
@@ -222,13 +243,17 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
         port = _bind(server, settings)
         metrics_port = None
         if (wanted := settings.metrics_port) is not None:
-            metrics_port = await _started("metrics", wanted, partial(
-                asyncio.to_thread, metrics.serve_http, settings.host.strip("[]"), wanted))
+            metrics_port = await _started(
+                "metrics",
+                wanted,
+                partial(asyncio.to_thread, metrics.serve_http, settings.host.strip("[]"), wanted),
+            )
         undo.append(lambda: asyncio.to_thread(metrics.close))
         health_server, health_port = None, None
         if (wanted := settings.health_port) is not None:
             health_server, health_port = await _started(
-                "health checks", wanted, partial(start_health_port, health_servicer, settings.host, wanted))
+                "health checks", wanted, partial(start_health_port, health_servicer, settings.host, wanted)
+            )
             undo.append(lambda: health_server.stop(0))
         heap = FrozenHeap()
         heap.freeze()
@@ -237,7 +262,9 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
         undo.append(lambda: server.stop(0))
         http = None
         if settings.http_port is not None:
-            http = await _started("HTTP", settings.http_port, lambda: start_http(settings, core, guard, metrics))
+            http = await _started(
+                "HTTP", settings.http_port, lambda: start_http(settings, core, guard, metrics)
+            )
     except StartupError:
         for step in reversed(undo):
             await step()
@@ -246,15 +273,34 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     if settings.model_control_mode == "poll":
         poller = RepositoryPoller(repository, settings.repository_poll_s)
         poller.start()
-    running = RewardServer(server, port, core, repository, health_servicer, encode_pool, metrics, guard,
-                           metrics_port, poller, health_server, health_port, http)
+    running = RewardServer(
+        server,
+        port,
+        core,
+        repository,
+        health_servicer,
+        encode_pool,
+        metrics,
+        guard,
+        metrics_port,
+        poller,
+        health_server,
+        health_port,
+        http,
+    )
     await health_servicer.set("", _SERVING)
     await health_servicer.set(SERVICE_NAME, _SERVING)
     await on_change.start_ready()
     for model in repository.index():
         await on_change._update(model.name)
-    log.info("serving %d model(s) on %s:%d, model control mode %s%s", len(repository.list_models()), settings.host,
-             port, settings.model_control_mode, f", metrics on port {metrics_port}" if metrics_port is not None else "")
+    log.info(
+        "serving %d model(s) on %s:%d, model control mode %s%s",
+        len(repository.list_models()),
+        settings.host,
+        port,
+        settings.model_control_mode,
+        f", metrics on port {metrics_port}" if metrics_port is not None else "",
+    )
     if health_port is not None:
         log.info("plaintext health checks on %s:%d", settings.host, health_port)
     return running, port

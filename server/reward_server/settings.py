@@ -52,7 +52,9 @@ class Option:
     maximum: float | None = None
     exclusive_minimum: bool = False  # `minimum` itself is refused too (a positive duration)
     default_text: str | None = None  # the default as --help shows it, where repr would not read well
-    read: Callable[[str], Any] | None = None  # the field's value from the option's text (default: by its type)
+    read: Callable[[str], Any] | None = (
+        None  # the field's value from the option's text (default: by its type)
+    )
 
 
 def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
@@ -78,54 +80,105 @@ class ServerSettings:
     max_items_per_request: int = option(4096, "most inputs one Score or Rank request may carry", minimum=1)
     # Bearer token required in `authorization` metadata; None disables auth. Health stays open.
     auth_token: str | None = option(
-        None, f"require the bearer token in this file (else ${AUTH_TOKEN_ENV}, the token itself, if set; "
-              "else no auth)", flag="--auth-token-file", metavar="PATH", read=read_token_file)
-    grace_period_s: float = option(30.0, "seconds requests in flight may take to finish after SIGTERM",
-                                   flag="--grace-period", minimum=0)
-    tokenizer_threads: int = option(2, "threads that format and tokenize requests off the event loop", minimum=1)
+        None,
+        f"require the bearer token in this file (else ${AUTH_TOKEN_ENV}, the token itself, if set; "
+        "else no auth)",
+        flag="--auth-token-file",
+        metavar="PATH",
+        read=read_token_file,
+    )
+    grace_period_s: float = option(
+        30.0, "seconds requests in flight may take to finish after SIGTERM", flag="--grace-period", minimum=0
+    )
+    tokenizer_threads: int = option(
+        2, "threads that format and tokenize requests off the event loop", minimum=1
+    )
     # TLS: PEM files of the server's certificate chain and key; a client CA makes it mutual TLS.
     tls_cert: Path | None = option(None, "PEM certificate chain of the server (enables TLS)", metavar="PATH")
     tls_key: Path | None = option(None, "PEM private key of the server", metavar="PATH")
     tls_client_ca: Path | None = option(
-        None, "PEM CA bundle; clients must present a certificate it signed (mutual TLS)", metavar="PATH")
+        None, "PEM CA bundle; clients must present a certificate it signed (mutual TLS)", metavar="PATH"
+    )
     health_port: int | None = option(
-        None, "also serve grpc.health.v1 alone, in plaintext, on this port (for probes that cannot speak TLS; "
-              "0 picks one)", minimum=0, maximum=65535, default_text="off", metavar="PORT")
+        None,
+        "also serve grpc.health.v1 alone, in plaintext, on this port (for probes that cannot speak TLS; "
+        "0 picks one)",
+        minimum=0,
+        maximum=65535,
+        default_text="off",
+        metavar="PORT",
+    )
     # Limits against abuse (see fronts/grpc/limits.py); each over-limit request gets a clear status.
-    max_message_bytes: int = option(64 * 1024 * 1024, "largest request or response message (larger -> "
-                                    "RESOURCE_EXHAUSTED)", minimum=1, default_text="64 MiB")
-    max_chars_per_message: int = option(1_000_000, "most characters in one chat message or text input (more -> "
-                                        "INVALID_ARGUMENT)", minimum=1)
-    max_concurrent_rpcs: int = option(1024, "most RPCs handled at once, health checks excepted (more -> "
-                                      "RESOURCE_EXHAUSTED)", minimum=1)
+    max_message_bytes: int = option(
+        64 * 1024 * 1024,
+        "largest request or response message (larger -> RESOURCE_EXHAUSTED)",
+        minimum=1,
+        default_text="64 MiB",
+    )
+    max_chars_per_message: int = option(
+        1_000_000, "most characters in one chat message or text input (more -> INVALID_ARGUMENT)", minimum=1
+    )
+    max_concurrent_rpcs: int = option(
+        1024, "most RPCs handled at once, health checks excepted (more -> RESOURCE_EXHAUSTED)", minimum=1
+    )
     # Let several processes bind the same port (SO_REUSEPORT); the kernel spreads connections.
     reuse_port: bool = option(False, "let several server processes listen on the same port (SO_REUSEPORT)")
     max_connection_age_s: float | None = option(
-        None, "end each client connection after this many seconds, so that clients re-resolve DNS and find new "
-              "replicas", flag="--max-connection-age", minimum=0, exclusive_minimum=True, default_text="never")
+        None,
+        "end each client connection after this many seconds, so that clients re-resolve DNS and find new "
+        "replicas",
+        flag="--max-connection-age",
+        minimum=0,
+        exclusive_minimum=True,
+        default_text="never",
+    )
     model_control_mode: ModelControlMode = option(
-        ModelControlMode.NONE, "none: load every model at start; explicit: LoadModel/UnloadModel RPCs and "
-                               "--load-model; poll: rescan the repository every --repository-poll-secs")
-    repository_poll_s: float = option(15.0, "poll mode: seconds between rescans of the repository",
-                                      flag="--repository-poll-secs", minimum=0, exclusive_minimum=True)
+        ModelControlMode.NONE,
+        "none: load every model at start; explicit: LoadModel/UnloadModel RPCs and "
+        "--load-model; poll: rescan the repository every --repository-poll-secs",
+    )
+    repository_poll_s: float = option(
+        15.0,
+        "poll mode: seconds between rescans of the repository",
+        flag="--repository-poll-secs",
+        minimum=0,
+        exclusive_minimum=True,
+    )
     load_models: tuple[str, ...] = option(
-        (), "explicit mode: a model to load at start (repeatable; in the environment, comma-separated)",
-        flag="--load-model", metavar="NAME", default_text="none")
+        (),
+        "explicit mode: a model to load at start (repeatable; in the environment, comma-separated)",
+        flag="--load-model",
+        metavar="NAME",
+        default_text="none",
+    )
     metrics_port: int | None = option(
-        None, "serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a port)", minimum=0, maximum=65535,
-        default_text="off", metavar="PORT")
-    # KServe v2 REST (Triton's HTTP API), the RL routes and /metrics, with the same TLS, auth and limits as gRPC.
+        None,
+        "serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a port)",
+        minimum=0,
+        maximum=65535,
+        default_text="off",
+        metavar="PORT",
+    )
+    # KServe v2 REST (Triton's HTTP API), the RL routes and /metrics,
+    # with the same TLS, auth and limits as gRPC.
     http_port: int | None = option(
-        8000, "KServe v2 REST (Triton's HTTP API), the RL-framework routes and /metrics on this port (Triton's "
-              "default 8000; 0 picks one; -1: no HTTP)", minimum=0, maximum=65535, metavar="PORT",
-        read=lambda port: None if port == -1 else port)
+        8000,
+        "KServe v2 REST (Triton's HTTP API), the RL-framework routes and /metrics on this port (Triton's "
+        "default 8000; 0 picks one; -1: no HTTP)",
+        minimum=0,
+        maximum=65535,
+        metavar="PORT",
+        read=lambda port: None if port == -1 else port,
+    )
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "model_control_mode", ModelControlMode(self.model_control_mode))
         except ValueError:
             modes = ", ".join(m.value for m in ModelControlMode)
-            raise ValueError(f"model control mode must be one of {modes}, got {self.model_control_mode!r}") from None
+            raise ValueError(
+                f"model control mode must be one of {modes}, got {self.model_control_mode!r}"
+            ) from None
         for opt in serve_options():
             opt.check(getattr(self, opt.name))
         if not Path(self.model_repository).is_dir():
@@ -133,7 +186,9 @@ class ServerSettings:
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth token is empty")
         if self.load_models and self.model_control_mode != ModelControlMode.EXPLICIT:
-            raise ValueError("--load-model needs --model-control-mode explicit (the other modes load every model)")
+            raise ValueError(
+                "--load-model needs --model-control-mode explicit (the other modes load every model)"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -214,7 +269,9 @@ class ServeOption:
         spec = self.spec
         if value is None or (spec.minimum is None and spec.maximum is None):
             return
-        low_ok = spec.minimum is None or (value > spec.minimum if spec.exclusive_minimum else value >= spec.minimum)
+        low_ok = spec.minimum is None or (
+            value > spec.minimum if spec.exclusive_minimum else value >= spec.minimum
+        )
         high_ok = spec.maximum is None or value <= spec.maximum
         if low_ok and high_ok:
             return
@@ -274,7 +331,9 @@ def env_defaults(environ: Mapping[str, str]) -> dict[str, FromEnv]:
     return {opt.dest: FromEnv(environ[opt.env]) for opt in serve_options() if opt.env in environ}
 
 
-def settings_from_options(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ServerSettings:
+def settings_from_options(
+    values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> ServerSettings:
     """ServerSettings from parsed `serve` options (by dest; a FromEnv is parsed here). ValueError or
     OSError (an unreadable token file) when a value is refused."""
     environ = os.environ if environ is None else environ
@@ -307,6 +366,8 @@ def read_auth_token(path: str | None, environ: Mapping[str, str] | None = None) 
         return None
     token = environ[AUTH_TOKEN_ENV].strip()
     if not token:
-        raise ValueError(f"${AUTH_TOKEN_ENV} is set but empty (an empty token would turn authentication off): "
-                         "set a token or unset it")
+        raise ValueError(
+            f"${AUTH_TOKEN_ENV} is set but empty (an empty token would turn authentication off): "
+            "set a token or unset it"
+        )
     return token

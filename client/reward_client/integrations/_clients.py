@@ -1,4 +1,4 @@
-"""Where the reward functions send their calls: settings (arguments or environment) and one client per process.
+"""Where reward functions send their calls: settings (arguments or environment) and one client per process.
 
 RL frameworks call a reward function many times from many threads (OpenRLHF: `asyncio.to_thread` per
 sample; veRL: an executor per sample) or from an event loop (TRL's async loop, veRL's reward loop).
@@ -20,7 +20,9 @@ from .._aio import AsyncRewardClient
 from .._sync import RewardClient
 
 # The environment variables read when a setting is not passed as an argument.
-ENV_ADDRESS = "REWARD_SERVER_ADDRESS"  # "host:port", "dns:///name:port", or "host-a:port,host-b:port" (replicas)
+ENV_ADDRESS = (
+    "REWARD_SERVER_ADDRESS"  # "host:port", "dns:///name:port", or "host-a:port,host-b:port" (replicas)
+)
 ENV_MODEL = "REWARD_SERVER_MODEL"
 ENV_VERSION = "REWARD_SERVER_MODEL_VERSION"
 ENV_TOKEN = "REWARD_SERVER_TOKEN"
@@ -123,8 +125,10 @@ class ClientSettings:
 
 
 def parse_target(value: str | Sequence[str]) -> str | tuple[str, ...]:
-    """"a:1" -> "a:1"; "a:1,b:2" or ["a:1", "b:2"] -> ("a:1", "b:2") (replicas)."""
-    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else [str(p).strip() for p in value]
+    """`"a:1"` -> `"a:1"`; `"a:1,b:2"` or `["a:1", "b:2"]` -> `("a:1", "b:2")` (replicas)."""
+    parts = (
+        [p.strip() for p in value.split(",")] if isinstance(value, str) else [str(p).strip() for p in value]
+    )
     parts = [p for p in parts if p]
     if len(parts) == 1:
         return parts[0]

@@ -2,7 +2,8 @@
 
     export REWARD_SERVER_ADDRESS=rm-host:50051 REWARD_SERVER_MODEL=rm   # in the Ray job's env_vars
     python -m openrlhf.cli.train_ppo_ray ... \
-        --reward.remote_url "$(python -c 'import reward_client.integrations.openrlhf as m; print(m.__file__)')"
+        --reward.remote_url \
+            "$(python -c 'import reward_client.integrations.openrlhf as m; print(m.__file__)')"
 
 (or the ready copy client/examples/openrlhf_reward_func.py). This file uses absolute imports only, since
 OpenRLHF loads it by path, not as part of its package.
@@ -50,8 +51,9 @@ def _as_tensor(values: list[float]) -> Any:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def reward_func(queries: Sequence[str], prompts: Sequence[str] | None = None,
-                labels: Sequence[Any] | None = None) -> dict[str, Any]:
+def reward_func(
+    queries: Sequence[str], prompts: Sequence[str] | None = None, labels: Sequence[Any] | None = None
+) -> dict[str, Any]:
     """OpenRLHF's reward function: {"rewards", "scores", "extra_logs"} for the given queries."""
     rewards = _as_tensor(score_queries(queries))
     return {"rewards": rewards, "scores": rewards, "extra_logs": {}}

@@ -71,7 +71,9 @@ def _single_assistant(completion: list[dict[str, str]]) -> str | None:
 def plan_call(prompts: Sequence[Any], completions: Sequence[Any], config: TrlRewardConfig) -> _Plan:
     """The request for one TRL call (pure: tested without a server)."""
     if len(prompts) != len(completions):
-        raise ValueError(f"TRL passed {len(prompts)} prompts and {len(completions)} completions; they pair up")
+        raise ValueError(
+            f"TRL passed {len(prompts)} prompts and {len(completions)} completions; they pair up"
+        )
     if not prompts:
         return _Plan()
     if is_conversational(prompts[0]):
@@ -84,8 +86,10 @@ def plan_call(prompts: Sequence[Any], completions: Sequence[Any], config: TrlRew
         return _Plan(inputs=[p + c for p, c in zip(chats_p, chats_c)])
     for i, (p, c) in enumerate(zip(prompts, completions)):
         if not isinstance(p, str) or not isinstance(c, str):
-            raise TypeError(f"prompts[{i}] / completions[{i}]: a plain-text dataset gives strings, "
-                            f"got {type(p).__name__} / {type(c).__name__}")
+            raise TypeError(
+                f"prompts[{i}] / completions[{i}]: a plain-text dataset gives strings, "
+                f"got {type(p).__name__} / {type(c).__name__}"
+            )
     if config.plain_text == "text":
         return _Plan(inputs=[p + c for p, c in zip(prompts, completions)])
     if config.rank_groups and len(prompts) > 1 and all(p == prompts[0] for p in prompts):
@@ -111,8 +115,9 @@ class _TrlRewardBase:
 class TrlReward(_TrlRewardBase):
     """Blocking: TRL calls it in the training process, between generation and the loss."""
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
-                 **kwargs: Any) -> list[float]:
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any
+    ) -> list[float]:
         """One reward per completion, in order, as TRL's GRPOTrainer calls a reward function."""
         # kwargs: the dataset's other columns and trainer_state / log_extra / log_metric (unused).
         plan = plan_call(prompts, completions, self.config)
@@ -131,8 +136,9 @@ class AsyncTrlReward(_TrlRewardBase):
     its other async reward functions; one grpc.aio client per event loop.
     """
 
-    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
-                       **kwargs: Any) -> list[float]:
+    async def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any
+    ) -> list[float]:
         """One reward per completion, in order (awaited by TRL)."""
         plan = plan_call(prompts, completions, self.config)
         client = CLIENTS.async_client(self.config.client)
@@ -143,15 +149,26 @@ class AsyncTrlReward(_TrlRewardBase):
         return [r.score for r in await client.score(plan.inputs)]
 
 
-def _config(target: str | Sequence[str] | None, plain_text: PlainText, rank_groups: bool,
-            client_options: dict[str, Any]) -> TrlRewardConfig:
+def _config(
+    target: str | Sequence[str] | None,
+    plain_text: PlainText,
+    rank_groups: bool,
+    client_options: dict[str, Any],
+) -> TrlRewardConfig:
     if plain_text not in ("chat", "text"):
         raise ValueError(f"plain_text must be 'chat' or 'text', got {plain_text!r}")
     return TrlRewardConfig(ClientSettings.from_env(target=target, **client_options), plain_text, rank_groups)
 
 
-def reward_func(target: str | Sequence[str] | None = None, *, model: str | None = None, name: str | None = None,
-                plain_text: PlainText = "chat", rank_groups: bool = True, **client_options: Any) -> TrlReward:
+def reward_func(
+    target: str | Sequence[str] | None = None,
+    *,
+    model: str | None = None,
+    name: str | None = None,
+    plain_text: PlainText = "chat",
+    rank_groups: bool = True,
+    **client_options: Any,
+) -> TrlReward:
     """A TRL reward function scoring with the server (blocking).
 
     `target`, `model` and `client_options` (`version`, `token`, `tls`, `ca_cert`, `timeout`, `chunk_size`,
@@ -161,9 +178,15 @@ def reward_func(target: str | Sequence[str] | None = None, *, model: str | None 
     return TrlReward(_config(target, plain_text, rank_groups, {"model": model, **client_options}), name)
 
 
-def async_reward_func(target: str | Sequence[str] | None = None, *, model: str | None = None,
-                      name: str | None = None, plain_text: PlainText = "chat", rank_groups: bool = True,
-                      **client_options: Any) -> AsyncTrlReward:
+def async_reward_func(
+    target: str | Sequence[str] | None = None,
+    *,
+    model: str | None = None,
+    name: str | None = None,
+    plain_text: PlainText = "chat",
+    rank_groups: bool = True,
+    **client_options: Any,
+) -> AsyncTrlReward:
     """The same as `reward_func`, as a coroutine function."""
     return AsyncTrlReward(_config(target, plain_text, rank_groups, {"model": model, **client_options}), name)
 

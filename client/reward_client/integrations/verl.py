@@ -1,9 +1,9 @@
 """veRL: `compute_score` functions for `reward.custom_reward_function` (no veRL import needed).
 
     reward.custom_reward_function.path=pkg://reward_client.integrations.verl   # or this file's path
-    reward.custom_reward_function.name=compute_score            # per sample (naive reward manager / reward loop)
-    reward.custom_reward_function.name=compute_score_batch      # with reward.reward_manager.name=batch
-    reward.custom_reward_function.reward_kwargs.model=rm        # optional: any setting below, else REWARD_SERVER_*
+    reward.custom_reward_function.name=compute_score       # per sample (naive reward manager / reward loop)
+    reward.custom_reward_function.name=compute_score_batch # with reward.reward_manager.name=batch
+    reward.custom_reward_function.reward_kwargs.model=rm   # optional: any setting below, else REWARD_SERVER_*
 
 How veRL calls them (verl 0.9.1):
 - per sample, `verl/experimental/reward_loop/reward_manager/naive.py` (`NaiveRewardManager.run_single`):
@@ -43,14 +43,26 @@ from reward_client.integrations._messages import is_conversational, to_messages
 DEFAULT_PROMPT_KEY = "question"
 
 # The reward kwargs (custom_reward_function.reward_kwargs) that configure the client.
-_CLIENT_KEYS = ("target", "model", "version", "token", "tls", "ca_cert", "timeout", "chunk_size", "wait_for_ready")
+_CLIENT_KEYS = (
+    "target",
+    "model",
+    "version",
+    "token",
+    "tls",
+    "ca_cert",
+    "timeout",
+    "chunk_size",
+    "wait_for_ready",
+)
 
 
 def _settings(kwargs: Mapping[str, Any]) -> ClientSettings:
     return ClientSettings.from_env(**{k: kwargs.get(k) for k in _CLIENT_KEYS})
 
 
-def score_input(solution_str: str, extra_info: Mapping[str, Any] | None, prompt_key: str | None) -> Chat | str:
+def score_input(
+    solution_str: str, extra_info: Mapping[str, Any] | None, prompt_key: str | None
+) -> Chat | str:
     """The input one veRL sample is scored as (pure: tested without a server)."""
     if not isinstance(solution_str, str):
         raise TypeError(f"solution_str must be a string, got {type(solution_str).__name__}")
@@ -64,28 +76,51 @@ def score_input(solution_str: str, extra_info: Mapping[str, Any] | None, prompt_
         return [{"role": "user", "content": prompt}, answer]
     if is_conversational(prompt):
         return [*to_messages(prompt, f"extra_info[{prompt_key!r}]"), answer]
-    raise TypeError(f"extra_info[{prompt_key!r}] must be a string or a list of messages, got {type(prompt).__name__}")
+    raise TypeError(
+        f"extra_info[{prompt_key!r}] must be a string or a list of messages, got {type(prompt).__name__}"
+    )
 
 
-def compute_score(data_source: Any = None, solution_str: str = "", ground_truth: Any = None,
-                  extra_info: Mapping[str, Any] | None = None, *, prompt_key: str | None = DEFAULT_PROMPT_KEY,
-                  **kwargs: Any) -> float:
-    """The per-sample reward function of veRL (`custom_reward_function`): the served model's score of one response."""
+def compute_score(
+    data_source: Any = None,
+    solution_str: str = "",
+    ground_truth: Any = None,
+    extra_info: Mapping[str, Any] | None = None,
+    *,
+    prompt_key: str | None = DEFAULT_PROMPT_KEY,
+    **kwargs: Any,
+) -> float:
+    """The per-sample reward function of veRL (`custom_reward_function`).
+
+    The served model's score of one response.
+    """
     item = score_input(solution_str, extra_info, prompt_key)
     return CLIENTS.sync_client(_settings(kwargs)).score([item])[0].score
 
 
-async def compute_score_async(data_source: Any = None, solution_str: str = "", ground_truth: Any = None,
-                              extra_info: Mapping[str, Any] | None = None, *,
-                              prompt_key: str | None = DEFAULT_PROMPT_KEY, **kwargs: Any) -> float:
+async def compute_score_async(
+    data_source: Any = None,
+    solution_str: str = "",
+    ground_truth: Any = None,
+    extra_info: Mapping[str, Any] | None = None,
+    *,
+    prompt_key: str | None = DEFAULT_PROMPT_KEY,
+    **kwargs: Any,
+) -> float:
     """`compute_score` as a coroutine: veRL's reward loop awaits it on its own event loop."""
     item = score_input(solution_str, extra_info, prompt_key)
     return (await CLIENTS.async_client(_settings(kwargs)).score([item]))[0].score
 
 
-def compute_score_batch(data_sources: Sequence[Any] = (), solution_strs: Sequence[str] = (),
-                        ground_truths: Sequence[Any] = (), extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
-                        *, prompt_key: str | None = DEFAULT_PROMPT_KEY, **kwargs: Any) -> list[float]:
+def compute_score_batch(
+    data_sources: Sequence[Any] = (),
+    solution_strs: Sequence[str] = (),
+    ground_truths: Sequence[Any] = (),
+    extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
+    *,
+    prompt_key: str | None = DEFAULT_PROMPT_KEY,
+    **kwargs: Any,
+) -> list[float]:
     """The batched reward function of veRL (BatchRewardManager): one score per sample, in order."""
     infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
     if len(infos) != len(solution_strs):

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 
 from reward_server.backends.base import Backend, is_out_of_memory
 from reward_server.backends.plan import ForwardPlan
-from reward_server.backends.settings import OnnxRuntimeSettings, PyTorchSettings, onnxruntime_settings, pytorch_settings
+from reward_server.backends.settings import (
+    OnnxRuntimeSettings,
+    PyTorchSettings,
+    onnxruntime_settings,
+    pytorch_settings,
+)
 from reward_server.checkpoint import Checkpoint
 from reward_server.errors import LoadError
 
@@ -36,7 +41,9 @@ BackendFactory = Callable[[Checkpoint, str, str, "ModelConfig"], Backend]
 FACTORIES: dict[str, BackendFactory] = {"pytorch": _pytorch, "onnxruntime": _onnxruntime}
 
 
-def create_backend(name: str, checkpoint: Checkpoint, device: str, dtype: str, config: ModelConfig) -> Backend:
+def create_backend(
+    name: str, checkpoint: Checkpoint, device: str, dtype: str, config: ModelConfig
+) -> Backend:
     try:
         factory = FACTORIES[name]
     except KeyError:
@@ -47,5 +54,13 @@ def create_backend(name: str, checkpoint: Checkpoint, device: str, dtype: str, c
     return backend
 
 
-__all__ = ["Backend", "ForwardPlan", "is_out_of_memory", "BackendFactory", "FACTORIES", "create_backend", "OnnxRuntimeSettings",
-           "PyTorchSettings"]
+__all__ = [
+    "Backend",
+    "ForwardPlan",
+    "is_out_of_memory",
+    "BackendFactory",
+    "FACTORIES",
+    "create_backend",
+    "OnnxRuntimeSettings",
+    "PyTorchSettings",
+]

@@ -39,16 +39,23 @@ def providers_for(device: str) -> list[Any]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise LoadError(f"instance on {device} needs onnxruntime's CUDAExecutionProvider "
-                        "(install the `gpu` extra: onnxruntime-gpu)")
+        raise LoadError(
+            f"instance on {device} needs onnxruntime's CUDAExecutionProvider "
+            "(install the `gpu` extra: onnxruntime-gpu)"
+        )
     return [("CUDAExecutionProvider", {"device_id": int(device.split(":")[1])}), "CPUExecutionProvider"]
 
 
 class OnnxRuntimeBackend(Backend):
     """A session over model.onnx; pads every batch and shares no prefix (the graph has no KV cache input)."""
 
-    def __init__(self, checkpoint: Checkpoint, device: str, dtype: str,
-                 settings: OnnxRuntimeSettings = ONNXRUNTIME_DEFAULTS) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        device: str,
+        dtype: str,
+        settings: OnnxRuntimeSettings = ONNXRUNTIME_DEFAULTS,
+    ) -> None:
         path = checkpoint.model_file(MODEL_FILE)
         options = ort.SessionOptions()
         options.graph_optimization_level = LEVELS[settings.graph_optimization_level]
@@ -71,11 +78,15 @@ class OnnxRuntimeBackend(Backend):
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
         input_ids, attention_mask = right_padded(batch)
         if not self._on_gpu:
-            (logits,) = self._session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})
+            (logits,) = self._session.run(
+                ["logits"], {"input_ids": input_ids, "attention_mask": attention_mask}
+            )
             return logits.reshape(-1).astype(np.float32).tolist()
         binding = self._session.io_binding()
         for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id))
+            binding.bind_ortvalue_input(
+                name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id)
+            )
         binding.bind_output("logits", "cuda", self._device_id)
         self._session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0].reshape(-1).astype(np.float32).tolist()

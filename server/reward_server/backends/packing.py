@@ -24,7 +24,9 @@ def packed_rows(lengths: Sequence[int]) -> tuple[tuple[int, ...], ...]:
 def _first_fit(lengths: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     width = max(lengths)
     order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-    if 2 * lengths[order[-1]] > width:  # no two inputs fit in one row (the batcher's similar lengths): skip the search
+    if (
+        2 * lengths[order[-1]] > width
+    ):  # no two inputs fit in one row (the batcher's similar lengths): skip the search
         return tuple((index,) for index in order)
     rows: list[list[int]] = []
     room: list[int] = []
@@ -51,6 +53,7 @@ class PackedBatch:
     """Arrays of a packed batch, all int64. input_ids, segments, positions: [rows, width]; segments
     number the sequences of a row from 1 (0: padding); positions restart at 0 for each sequence.
     rows, last: [inputs], the row and column of each input's last token, in input order."""
+
     input_ids: np.ndarray
     segments: np.ndarray
     positions: np.ndarray
@@ -81,7 +84,11 @@ def packed(batch: Sequence[Sequence[int]]) -> PackedBatch | None:
     width = int(size.max())
     place = np.repeat(row_of * width + start_of, size) + position
     shape = (len(layout), width)
-    input_ids, segment_ids, positions = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+    input_ids, segment_ids, positions = (
+        np.zeros(shape, np.int64),
+        np.zeros(shape, np.int64),
+        np.zeros(shape, np.int64),
+    )
     input_ids.reshape(-1)[place] = np.fromiter(chain.from_iterable(batch), np.int64, count=total)
     segment_ids.reshape(-1)[place] = np.repeat(np.array(segments, np.int64), size)
     positions.reshape(-1)[place] = position

@@ -37,11 +37,17 @@ ONNXRUNTIME_DEFAULTS = OnnxRuntimeSettings()
 
 def pytorch_settings(config: ModelConfig) -> PyTorchSettings:
     """The pytorch block of a parsed (and validated) model config."""
-    return PyTorchSettings(torchscript=config.torchscript, intra_op_threads=config.torch_intra_op_threads,
-                           last_position_only=config.last_position_only, packed_batches=config.packed_batches)
+    return PyTorchSettings(
+        torchscript=config.torchscript,
+        intra_op_threads=config.torch_intra_op_threads,
+        last_position_only=config.last_position_only,
+        packed_batches=config.packed_batches,
+    )
 
 
 def onnxruntime_settings(config: ModelConfig) -> OnnxRuntimeSettings:
     """The onnxruntime block of a parsed (and validated) model config."""
-    return OnnxRuntimeSettings(graph_optimization_level=config.ort_graph_optimization_level,
-                               intra_op_threads=config.ort_intra_op_threads)
+    return OnnxRuntimeSettings(
+        graph_optimization_level=config.ort_graph_optimization_level,
+        intra_op_threads=config.ort_intra_op_threads,
+    )

@@ -31,16 +31,24 @@ def structure_key(module: nn.Module, example: Sequence[torch.Tensor], extra: str
     sizes and settings), each submodule's class and plain settings (a trace bakes them in as
     constants), each parameter's and buffer's name, shape, dtype and device, the example's shapes, and
     `extra` (the model's config)."""
-    settings = [(name, type(m).__module__, type(m).__qualname__, _plain_settings(m)) for name, m in module.named_modules()]
-    tensors = [(name, tuple(t.shape), str(t.dtype), str(t.device))
-               for name, t in itertools.chain(module.named_parameters(), module.named_buffers())]
+    settings = [
+        (name, type(m).__module__, type(m).__qualname__, _plain_settings(m))
+        for name, m in module.named_modules()
+    ]
+    tensors = [
+        (name, tuple(t.shape), str(t.dtype), str(t.device))
+        for name, t in itertools.chain(module.named_parameters(), module.named_buffers())
+    ]
     shapes = [(tuple(t.shape), str(t.dtype)) for t in example]
     return repr((str(module), settings, tensors, shapes, extra))
 
 
 def _plain_settings(module: nn.Module) -> list[tuple[str, object]]:
-    return sorted((k, v) for k, v in vars(module).items()
-                  if not k.startswith("_") and (v is None or isinstance(v, (bool, int, float, str))))
+    return sorted(
+        (k, v)
+        for k, v in vars(module).items()
+        if not k.startswith("_") and (v is None or isinstance(v, (bool, int, float, str)))
+    )
 
 
 def trace(module: nn.Module, example: tuple[torch.Tensor, ...], key: str) -> tuple[Any, bool]:

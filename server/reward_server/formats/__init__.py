@@ -10,7 +10,9 @@ from reward_server.formats.internlm2 import InternLM2Format
 from reward_server.formats.llama2 import Llama2Format
 from reward_server.formats.ziya import ZiyaFormat
 
-FORMATS: dict[str, type] = {cls.name: cls for cls in (ChatTemplateFormat, InternLM2Format, ZiyaFormat, Llama2Format)}
+FORMATS: dict[str, type] = {
+    cls.name: cls for cls in (ChatTemplateFormat, InternLM2Format, ZiyaFormat, Llama2Format)
+}
 
 
 def make_format(name: str, tokenizer: Any, reward_token_id: int | None = None) -> PromptFormat:

@@ -174,21 +174,28 @@ _FILTER_GROWTH: dict[str, Callable[..., int]] = {
     "replace": lambda _ctx, s, old, new, count=None: _replaced_size(str(s), str(old), str(new), count),
     "join": lambda _ctx, value, d="", *_, **__: len(value) * len(str(d)) if type(value) in _SIZED else 0,
     "wordwrap": lambda _env, s, width=79, break_long_words=True, wrapstring=None, *_, **__: (
-        len(str(s)) + (len(str(s)) // max(1, _width(width)) + str(s).count("\n") + 1) * len(wrapstring or "\n")),
+        len(str(s))
+        + (len(str(s)) // max(1, _width(width)) + str(s).count("\n") + 1) * len(wrapstring or "\n")
+    ),
     "tojson": lambda x, ensure_ascii=False, indent=None, *_, **__: (
-        _size(x) * _width(indent) * 8 if indent is not None else 0),
+        _size(x) * _width(indent) * 8 if indent is not None else 0
+    ),
 }
 # The same for str methods called from a template: (receiver, arguments) -> size.
 _METHOD_GROWTH: dict[str, Callable[..., int]] = {
-    "center": lambda s, width, *_: len(s) + width, "ljust": lambda s, width, *_: len(s) + width,
-    "rjust": lambda s, width, *_: len(s) + width, "zfill": lambda s, width: len(s) + width,
+    "center": lambda s, width, *_: len(s) + width,
+    "ljust": lambda s, width, *_: len(s) + width,
+    "rjust": lambda s, width, *_: len(s) + width,
+    "zfill": lambda s, width: len(s) + width,
     "expandtabs": lambda s, tabsize=8: len(s) + s.count("\t") * tabsize,
     "replace": lambda s, old, new, count=-1: _replaced_size(s, old, new, count),
     "join": lambda s, items: len(s) * len(items) if type(items) in _SIZED else 0,
 }
 
 
-def _estimate(table: dict[str, Callable[..., int]], name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+def _estimate(
+    table: dict[str, Callable[..., int]], name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> int:
     estimate = table.get(name)
     if estimate is None:
         return 0
@@ -258,8 +265,10 @@ def _metered(tree: nodes.Template, environment: jinja2.Environment) -> None:
         if loop.test is not None:  # iterations a loop filter skips cost too
             loop.test = nodes.And(_meter_call("tick", [], loop.lineno), loop.test).set_lineno(loop.lineno)
     for output in list(tree.find_all(nodes.Output)):
-        output.nodes = [n if isinstance(n, nodes.TemplateData) else _meter_call("emit", [n], n.lineno)
-                        for n in output.nodes]
+        output.nodes = [
+            n if isinstance(n, nodes.TemplateData) else _meter_call("emit", [n], n.lineno)
+            for n in output.nodes
+        ]
     for concat in list(tree.find_all(nodes.Concat)):
         concat.nodes = [_meter_call("sized", [n], n.lineno) for n in concat.nodes]
     for item in list(tree.find_all(nodes.Getitem)):
@@ -327,7 +336,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             for seq, times in ((left, right), (right, left)):
                 if type(seq) in _SIZED and isinstance(times, int) and len(seq) * times > budget.output:
                     raise _refuse("a repetition is over the output bound")
-            if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and left.bit_length() + right.bit_length() > MAX_INT_BITS
+            ):
                 raise _refuse(f"an integer product is over {MAX_INT_BITS} bits")
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and right > 0 and left.bit_length() * right > MAX_INT_BITS:
@@ -357,8 +370,13 @@ def _raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
     # transformers' tojson: no HTML escaping, options exposed.
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -370,7 +388,9 @@ def _strftime_now(format: str) -> str:  # noqa: A002 (the name templates call it
 class BoundedChatTemplate:
     """A chat template compiled in the bounded sandbox and checked on a probe conversation."""
 
-    def __init__(self, source: str, variables: Mapping[str, Any], bounds: RenderBounds = DEFAULT_BOUNDS) -> None:
+    def __init__(
+        self, source: str, variables: Mapping[str, Any], bounds: RenderBounds = DEFAULT_BOUNDS
+    ) -> None:
         self.bounds = bounds
         self._variables = dict(variables)
         try:
@@ -388,19 +408,34 @@ class BoundedChatTemplate:
         token = _budget.set(budget)
         try:
             parts, produced = [], 0
-            for part in self._template.generate(messages=list(messages), tools=None, documents=None,
-                                                add_generation_prompt=False, **self._variables):
+            for part in self._template.generate(
+                messages=list(messages),
+                tools=None,
+                documents=None,
+                add_generation_prompt=False,
+                **self._variables,
+            ):
                 produced += len(part)
                 if produced > budget.output:
                     raise TemplateBoundExceeded(
-                        f"the chat template went over its output bound ({budget.output} characters)")
+                        f"the chat template went over its output bound ({budget.output} characters)"
+                    )
                 parts.append(part)
             return "".join(parts)
         except InvalidArgument:
             raise
-        except (jinja2.TemplateError, RecursionError, TypeError, ValueError, LookupError, AttributeError,
-                ArithmeticError, MemoryError) as e:
-            raise TemplateRenderError(f"the chat template failed on this conversation: "
-                                      f"{type(e).__name__}: {e}") from None
+        except (
+            jinja2.TemplateError,
+            RecursionError,
+            TypeError,
+            ValueError,
+            LookupError,
+            AttributeError,
+            ArithmeticError,
+            MemoryError,
+        ) as e:
+            raise TemplateRenderError(
+                f"the chat template failed on this conversation: {type(e).__name__}: {e}"
+            ) from None
         finally:
             _budget.reset(token)

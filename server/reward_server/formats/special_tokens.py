@@ -73,7 +73,9 @@ class ContentSpecialTokens:
         """`backend`: the model's Rust tokenizer (tokenizers.Tokenizer)."""
         if mode not in MODES:
             raise LoadError(f"special_tokens_in_content {mode!r}: expected one of {', '.join(MODES)}")
-        special = {i: t.content for i, t in backend.get_added_tokens_decoder().items() if t.special and t.content}
+        special = {
+            i: t.content for i, t in backend.get_added_tokens_decoder().items() if t.special and t.content
+        }
         tokens = tuple(sorted(set(special.values())))
         if mode == KEEP or not tokens:
             return cls(KEEP if not tokens else mode, tokens)
@@ -83,8 +85,17 @@ class ContentSpecialTokens:
         to_content = {s: _sentinel(_CONTENT_KIND, i) for i, s in special.items()}
         to_template = {s: _sentinel(_TEMPLATE_KIND, i) for i, s in special.items()}
         plain, plain_ids = _plain_tokenizer(backend, special)
-        return cls(mode, tokens, pattern, plain, plain_ids, to_content, to_template,
-                   {v: k for k, v in to_content.items()}, _alternation(list(to_content.values())))
+        return cls(
+            mode,
+            tokens,
+            pattern,
+            plain,
+            plain_ids,
+            to_content,
+            to_template,
+            {v: k for k, v in to_content.items()},
+            _alternation(list(to_content.values())),
+        )
 
     def first_in(self, text: str) -> str | None:
         """The first special token's string in `text`, or None."""
@@ -99,8 +110,10 @@ class ContentSpecialTokens:
         for name, content in contents:
             token = self.first_in(content)
             if token is not None:
-                raise InvalidArgument(f"{name} contains the special token {token!r}, which this model refuses "
-                                      f"in content (special_tokens_in_content: REFUSE)")
+                raise InvalidArgument(
+                    f"{name} contains the special token {token!r}, which this model refuses "
+                    f"in content (special_tokens_in_content: REFUSE)"
+                )
 
     def needs_escape(self, contents: Iterable[tuple[str, str]]) -> bool:
         """Whether any content holds a special token's string (escape mode); content holding one of the
@@ -108,8 +121,10 @@ class ContentSpecialTokens:
         found = False
         for name, content in contents:
             if _NONCHARACTERS.search(content):
-                raise InvalidArgument(f"{name} contains a Unicode noncharacter (U+FDD0..U+FDEF), which this "
-                                      f"model reserves for escaping special tokens")
+                raise InvalidArgument(
+                    f"{name} contains a Unicode noncharacter (U+FDD0..U+FDEF), which this "
+                    f"model reserves for escaping special tokens"
+                )
             found = found or self.first_in(content) is not None
         return found
 
@@ -118,7 +133,9 @@ class ContentSpecialTokens:
         the content's special-token strings as they were (plain text to that tokenizer)."""
         assert self._pattern is not None and self._content_pattern is not None
         pattern, content_pattern = self._pattern, self._content_pattern
-        escaped = [Message(m.role, pattern.sub(lambda t: self._to_content[t.group()], m.content)) for m in messages]
+        escaped = [
+            Message(m.role, pattern.sub(lambda t: self._to_content[t.group()], m.content)) for m in messages
+        ]
         text = pattern.sub(lambda t: self._to_template[t.group()], render(escaped))
         return content_pattern.sub(lambda t: self._from_content[t.group()], text)
 
@@ -149,14 +166,20 @@ def _plain_tokenizer(backend: Any, special: dict[int, str]) -> tuple[Any, dict[i
     for content, token_id in original.items():
         got = plain.token_to_id(content)
         if got is None:
-            raise LoadError(f"special_tokens_in_content ESCAPE: the tokenizer copy lost the added token {content!r}")
+            raise LoadError(
+                f"special_tokens_in_content ESCAPE: the tokenizer copy lost the added token {content!r}"
+            )
         if got != token_id:
             if got < model_size:  # would be confused with an id the model itself produces
-                raise LoadError("special_tokens_in_content ESCAPE: cannot map this tokenizer's special tokens")
+                raise LoadError(
+                    "special_tokens_in_content ESCAPE: cannot map this tokenizer's special tokens"
+                )
             ids[got] = token_id
     for content in special.values():  # the guarantee: a special string alone never encodes to a special id
         encoded = [ids.get(i, i) for i in plain.encode(content, add_special_tokens=False).ids]
         if any(i in special for i in encoded):
-            raise LoadError(f"special_tokens_in_content ESCAPE: this tokenizer encodes the plain text {content!r} "
-                            f"to a special id")
+            raise LoadError(
+                f"special_tokens_in_content ESCAPE: this tokenizer encodes the plain text {content!r} "
+                f"to a special id"
+            )
     return plain, ids

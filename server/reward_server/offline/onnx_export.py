@@ -35,8 +35,14 @@ log = logging.getLogger(__name__)
 
 TASK = "text-classification"  # optimum's ONNX config for this task: input_ids, attention_mask -> logits
 OPSET = 17
-TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "added_tokens.json")
+TOKENIZER_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "added_tokens.json",
+)
 PROBE = [[1, 5, 6, 7, 8, 9], [2], list(range(3, 40)), [4, 4, 4, 4]]
 TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
 STEPS = 5
@@ -52,9 +58,12 @@ def onnx_config_for(model_config: Any) -> Any:
 
     try:
         constructor = TasksManager.get_exporter_config_constructor(
-            exporter="onnx", model_type=model_config.model_type, task=TASK, library_name="transformers")
+            exporter="onnx", model_type=model_config.model_type, task=TASK, library_name="transformers"
+        )
     except (KeyError, ValueError) as e:
-        raise ExportRefused(f"architecture {model_config.model_type!r} is not supported by optimum's ONNX exporter") from e
+        raise ExportRefused(
+            f"architecture {model_config.model_type!r} is not supported by optimum's ONNX exporter"
+        ) from e
     return constructor(model_config)
 
 
@@ -108,8 +117,10 @@ def _verify(folder: Path, torch_backend: Any, dtype: str) -> float:
     want = torch_backend.score_batch(probe)
     worst = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(got, want))
     if worst > TOLERANCE[dtype]:
-        raise ExportRefused(f"the exported graph disagrees with PyTorch: relative difference {worst:.2e} "
-                            f"> {TOLERANCE[dtype]:.0e}")
+        raise ExportRefused(
+            f"the exported graph disagrees with PyTorch: relative difference {worst:.2e} "
+            f"> {TOLERANCE[dtype]:.0e}"
+        )
     return worst
 
 
@@ -136,8 +147,15 @@ def _source(repository: Path, model: str, version: int | None) -> tuple[ModelCon
     return config, chosen, versions[chosen]
 
 
-def export_version(repository: Path, model: str, *, version: int | None = None, fp16: bool = False,
-                   name: str | None = None, output_version: int | None = None) -> tuple[Path, int]:
+def export_version(
+    repository: Path,
+    model: str,
+    *,
+    version: int | None = None,
+    fp16: bool = False,
+    name: str | None = None,
+    output_version: int | None = None,
+) -> tuple[Path, int]:
     """Export `model` (newest version by default) as a version of the onnxruntime model `name`
     (default `<model>-onnx`). Returns (version folder, version)."""
     from reward_server.backends.pytorch import PyTorchBackend
@@ -146,7 +164,9 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
     config, source_version, source = _source(repository, model, version)
     target = name or f"{model}-onnx"
     if target == model:
-        raise ExportRefused(f"{model!r} is a PyTorch model; the backend is per model, so export under another --name")
+        raise ExportRefused(
+            f"{model!r} is a PyTorch model; the backend is per model, so export under another --name"
+        )
     _step(1, f"loading {model} version {source_version} from {source}")
     try:
         checkpoint = read_checkpoint(source, config.default_model_filename)
@@ -161,13 +181,23 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
 
         graph = folder / MODEL_FILE
         _step(2, f"exporting with optimum ({checkpoint.model_config.model_type}, opset {OPSET})")
-        export(model=_exportable(torch_backend.module, checkpoint.model_config), config=onnx_config,
-               output=graph, opset=OPSET)
+        export(
+            model=_exportable(torch_backend.module, checkpoint.model_config),
+            config=onnx_config,
+            output=graph,
+            opset=OPSET,
+        )
         if fp16:
             _step(3, "converting the graph to float16")
             _to_fp16(graph)
-        _set_metadata(graph, {META_DTYPE: dtype, META_HEAD_BIAS: str(torch_backend.head_bias).lower(),
-                              "reward_exported_from": f"{model}/{source_version}"})
+        _set_metadata(
+            graph,
+            {
+                META_DTYPE: dtype,
+                META_HEAD_BIAS: str(torch_backend.head_bias).lower(),
+                "reward_exported_from": f"{model}/{source_version}",
+            },
+        )
         for file in TOKENIZER_FILES:
             if (source / file).is_file():
                 shutil.copy2(source / file, folder / file)
@@ -177,23 +207,42 @@ def export_version(repository: Path, model: str, *, version: int | None = None, 
         _step(5, "publishing")
 
     reward = RewardDefaults(
-        prompt_format=config.prompt_format, max_sequence_length=config.max_sequence_length,
-        truncation=config.truncation, truncation_side=config.truncation_side, dtype="auto",
-        reward_token_id=config.reward_token_id, add_special_tokens=config.add_special_tokens,
+        prompt_format=config.prompt_format,
+        max_sequence_length=config.max_sequence_length,
+        truncation=config.truncation,
+        truncation_side=config.truncation_side,
+        dtype="auto",
+        reward_token_id=config.reward_token_id,
+        add_special_tokens=config.add_special_tokens,
         head_bias=torch_backend.head_bias,
     )
 
     def accept_existing(existing: ModelConfig) -> None:
-        fields = ("prompt_format", "reward_token_id", "add_special_tokens", "truncation_side", "max_sequence_length")
+        fields = (
+            "prompt_format",
+            "reward_token_id",
+            "add_special_tokens",
+            "truncation_side",
+            "max_sequence_length",
+        )
         if reason := conflict_with(existing, "onnxruntime", {f: getattr(config, f) for f in fields}):
             raise ExportRefused(f"{reason}; export under another --name")
 
     comment = f"Exported from {model} version {source_version} by `reward-server export`."
     return publish_version(
-        repository, target, fill,
-        new_model_config=config_pbtxt(target, reward, comment=comment, backend="onnxruntime",
-                                      max_batch_size=config.max_batch_size,
-                                      max_queue_delay_us=int(config.max_queue_delay_s * 1e6),
-                                      max_queue_size=config.max_queue_size),
-        accept_existing=accept_existing, version=output_version, error=ExportRefused,
+        repository,
+        target,
+        fill,
+        new_model_config=config_pbtxt(
+            target,
+            reward,
+            comment=comment,
+            backend="onnxruntime",
+            max_batch_size=config.max_batch_size,
+            max_queue_delay_us=int(config.max_queue_delay_s * 1e6),
+            max_queue_size=config.max_queue_size,
+        ),
+        accept_existing=accept_existing,
+        version=output_version,
+        error=ExportRefused,
     )

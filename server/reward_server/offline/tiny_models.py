@@ -56,20 +56,29 @@ def train_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
     )
     tokenizer.train_from_iterator((corpus or CORPUS) * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def write_tiny_checkpoint(folder: Path, shape: TinyShape = TinyShape(), seed: int = 0,
-                          head_bias: float | None = None) -> Path:
+def write_tiny_checkpoint(
+    folder: Path, shape: TinyShape = TinyShape(), seed: int = 0, head_bias: float | None = None
+) -> Path:
     """Write config.json, model.safetensors (`model.*` + `score.weight` [+ `score.bias`]) and a
     fast tokenizer into `folder`. The weights are `*ForSequenceClassification` with one label."""
     import torch
     from safetensors.torch import load_file, save_file
-    from transformers import LlamaConfig, LlamaForSequenceClassification, MistralConfig, MistralForSequenceClassification
+    from transformers import (
+        LlamaConfig,
+        LlamaForSequenceClassification,
+        MistralConfig,
+        MistralForSequenceClassification,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,10 +118,18 @@ def write_tiny_checkpoint(folder: Path, shape: TinyShape = TinyShape(), seed: in
 def demo_config_pbtxt(name: str = "demo") -> str:
     from reward_server.repository.config import RewardDefaults, config_pbtxt
 
-    comment = ("The demo reward model: a tiny random Llama with a trained byte-level BPE tokenizer.\n"
-               "Its scores are deterministic but meaningless; it exists to try the server offline.")
-    return config_pbtxt(name, RewardDefaults(max_sequence_length=512), comment=comment, max_batch_size=32,
-                        max_queue_delay_us=2000, max_queue_size=4096)
+    comment = (
+        "The demo reward model: a tiny random Llama with a trained byte-level BPE tokenizer.\n"
+        "Its scores are deterministic but meaningless; it exists to try the server offline."
+    )
+    return config_pbtxt(
+        name,
+        RewardDefaults(max_sequence_length=512),
+        comment=comment,
+        max_batch_size=32,
+        max_queue_delay_us=2000,
+        max_queue_size=4096,
+    )
 
 
 def main() -> None:

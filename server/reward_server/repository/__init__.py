@@ -5,4 +5,11 @@ from reward_server.repository.loader import LoadedVersion
 from reward_server.repository.manager import CONTROL_MODES, ModelRepository
 from reward_server.repository.poller import RepositoryPoller
 
-__all__ = ["CONTROL_MODES", "LoadedVersion", "ModelConfig", "ModelRepository", "RepositoryPoller", "parse_model_config"]
+__all__ = [
+    "CONTROL_MODES",
+    "LoadedVersion",
+    "ModelConfig",
+    "ModelRepository",
+    "RepositoryPoller",
+    "parse_model_config",
+]

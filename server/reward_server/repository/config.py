@@ -32,7 +32,7 @@ class VersionPolicy:
             return ordered
         if self.kind == "specific":
             return [v for v in ordered if v in self.versions]
-        return ordered[-self.num_versions:]
+        return ordered[-self.num_versions :]
 
     def candidates(self, available: list[int]) -> list[int]:
         """The versions that may serve, newest first. For `latest`, every version: when a newer one fails
@@ -156,8 +156,10 @@ def _read_proto(path: Path, root: Path | None) -> mc.ModelConfig:
         # The parser quotes what it read; a config.pbtxt symlinked to a secret would have it sent to
         # clients. The log gets the parser's words; clients get the line, the column and the kind.
         where = f"line {e.GetLine()} column {e.GetColumn()}" if e.GetLine() else "unparseable"
-        raise ConfigError(f"{path}: {e}", public=f"{path}: {where}: {_parse_error_kind(str(e))} "
-                                                 "(not a valid ModelConfig text protobuf)") from e
+        raise ConfigError(
+            f"{path}: {e}",
+            public=f"{path}: {where}: {_parse_error_kind(str(e))} (not a valid ModelConfig text protobuf)",
+        ) from e
     return proto
 
 
@@ -206,8 +208,12 @@ def _instance_groups(path: Path, groups: list[mc.ModelInstanceGroup]) -> tuple[I
 
 def _special_tokens_in_content(path: Path, reward: mc.RewardSettings) -> str:
     """reward.special_tokens_in_content as "keep" | "escape" | "refuse" (unset: keep)."""
-    modes = {mc.RewardSettings.SPECIAL_TOKENS_IN_CONTENT_UNSPECIFIED: "keep", mc.RewardSettings.KEEP: "keep",
-             mc.RewardSettings.ESCAPE: "escape", mc.RewardSettings.REFUSE: "refuse"}
+    modes = {
+        mc.RewardSettings.SPECIAL_TOKENS_IN_CONTENT_UNSPECIFIED: "keep",
+        mc.RewardSettings.KEEP: "keep",
+        mc.RewardSettings.ESCAPE: "escape",
+        mc.RewardSettings.REFUSE: "refuse",
+    }
     value = reward.special_tokens_in_content
     if value not in modes:
         raise _fail(path, "reward.special_tokens_in_content", value, "expected KEEP, ESCAPE or REFUSE")
@@ -221,8 +227,12 @@ def _warmups(path: Path, max_batch_size: int, entries: list[mc.ModelWarmup]) -> 
     out = []
     for i, w in enumerate(entries):
         if w.batch_size > max_batch_size:
-            raise _fail(path, f"model_warmup[{i}].batch_size", w.batch_size,
-                        f"must be <= max_batch_size ({max_batch_size})")
+            raise _fail(
+                path,
+                f"model_warmup[{i}].batch_size",
+                w.batch_size,
+                f"must be <= max_batch_size ({max_batch_size})",
+            )
         _at_most(path, f"model_warmup[{i}].count", w.count, MAX_WARMUP_COUNT)
         _at_most(path, f"model_warmup[{i}].sequence_length", w.sequence_length, MAX_WARMUP_SEQUENCE_LENGTH)
         out.append(Warmup(w.batch_size or max_batch_size, w.sequence_length, w.count or 1))
@@ -239,7 +249,9 @@ def _check_top_level(path: Path, proto: mc.ModelConfig, folder_name: str) -> Non
     _at_most(path, "max_batch_size", proto.max_batch_size, MAX_BATCH_SIZE, 1)
     filename = proto.default_model_filename
     if filename and (Path(filename).name != filename or filename in (".", "..")):
-        raise _fail(path, "default_model_filename", filename, "must be a plain file name inside the version folder")
+        raise _fail(
+            path, "default_model_filename", filename, "must be a plain file name inside the version folder"
+        )
 
 
 @dataclass(frozen=True)
@@ -252,27 +264,49 @@ class _Batching:
 
 def _batching(path: Path, proto: mc.ModelConfig) -> _Batching:
     batching = proto.dynamic_batching
-    _at_most(path, "dynamic_batching.preferred_batch_size (how many)", len(batching.preferred_batch_size),
-             MAX_PREFERRED_BATCH_SIZES)
+    _at_most(
+        path,
+        "dynamic_batching.preferred_batch_size (how many)",
+        len(batching.preferred_batch_size),
+        MAX_PREFERRED_BATCH_SIZES,
+    )
     for size in batching.preferred_batch_size:
         if not 1 <= size <= proto.max_batch_size:
-            raise _fail(path, "dynamic_batching.preferred_batch_size", size,
-                        f"must be in 1..max_batch_size ({proto.max_batch_size})")
-    delay_us = _at_most(path, "dynamic_batching.max_queue_delay_microseconds", batching.max_queue_delay_microseconds,
-                        MAX_QUEUE_DELAY_US)
-    queue = _at_most(path, "dynamic_batching.default_queue_policy.max_queue_size",
-                     batching.default_queue_policy.max_queue_size, MAX_QUEUE_SIZE)
+            raise _fail(
+                path,
+                "dynamic_batching.preferred_batch_size",
+                size,
+                f"must be in 1..max_batch_size ({proto.max_batch_size})",
+            )
+    delay_us = _at_most(
+        path,
+        "dynamic_batching.max_queue_delay_microseconds",
+        batching.max_queue_delay_microseconds,
+        MAX_QUEUE_DELAY_US,
+    )
+    queue = _at_most(
+        path,
+        "dynamic_batching.default_queue_policy.max_queue_size",
+        batching.default_queue_policy.max_queue_size,
+        MAX_QUEUE_SIZE,
+    )
     tokens = None
     if batching.HasField("max_batch_tokens"):
-        tokens = _at_most(path, "dynamic_batching.max_batch_tokens", batching.max_batch_tokens, MAX_BATCH_TOKENS)
+        tokens = _at_most(
+            path, "dynamic_batching.max_batch_tokens", batching.max_batch_tokens, MAX_BATCH_TOKENS
+        )
     return _Batching(delay_us / 1e6, tuple(sorted(set(batching.preferred_batch_size))), queue, tokens)
 
 
 def _ort_level(path: Path, ort: mc.OnnxRuntimeSettings) -> str:
     ort_level = ort.graph_optimization_level or ONNXRUNTIME_DEFAULTS.graph_optimization_level
     if ort_level not in ORT_OPTIMIZATION_LEVELS:
-        raise _fail(path, "onnxruntime.graph_optimization_level", ort.graph_optimization_level,
-                    f"expected one of {', '.join(ORT_OPTIMIZATION_LEVELS)}")
+        raise _fail(
+            path,
+            "onnxruntime.graph_optimization_level",
+            ort.graph_optimization_level,
+            f"expected one of {', '.join(ORT_OPTIMIZATION_LEVELS)}",
+        )
     return ort_level
 
 
@@ -296,12 +330,16 @@ def parse_model_config(path: Path, folder_name: str, root: Path | None = None) -
     reward = proto.reward
     prompt_format = reward.prompt_format or "chat_template"
     if prompt_format not in FORMATS:
-        raise _fail(path, "reward.prompt_format", reward.prompt_format, f"expected one of {', '.join(FORMATS)}")
+        raise _fail(
+            path, "reward.prompt_format", reward.prompt_format, f"expected one of {', '.join(FORMATS)}"
+        )
     reward_token_id = reward.reward_token_id if reward.HasField("reward_token_id") else None
     if reward_token_id is not None and reward_token_id < 0:
         raise _fail(path, "reward.reward_token_id", reward_token_id, "must be >= 0")
     if prompt_format == "internlm2" and reward_token_id is None:
-        raise _fail(path, "reward.reward_token_id", None, "prompt_format 'internlm2' needs the reward token id")
+        raise _fail(
+            path, "reward.reward_token_id", None, "prompt_format 'internlm2' needs the reward token id"
+        )
     if reward.max_sequence_length < 0:
         raise _fail(path, "reward.max_sequence_length", reward.max_sequence_length, "must be >= 0")
     dtype = reward.dtype or "auto"
@@ -330,7 +368,9 @@ def parse_model_config(path: Path, folder_name: str, root: Path | None = None) -
         add_special_tokens=reward.add_special_tokens if reward.HasField("add_special_tokens") else None,
         head_bias=reward.head_bias if reward.HasField("head_bias") else None,
         ort_graph_optimization_level=_ort_level(path, proto.onnxruntime),
-        ort_intra_op_threads=_threads(path, "onnxruntime.intra_op_threads", proto.onnxruntime.intra_op_threads),
+        ort_intra_op_threads=_threads(
+            path, "onnxruntime.intra_op_threads", proto.onnxruntime.intra_op_threads
+        ),
         torchscript=_flag(proto.pytorch, "torchscript", PYTORCH_DEFAULTS.torchscript),
         torch_intra_op_threads=_threads(path, "pytorch.intra_op_threads", proto.pytorch.intra_op_threads),
         last_position_only=_flag(proto.pytorch, "last_position_only", PYTORCH_DEFAULTS.last_position_only),
@@ -354,9 +394,18 @@ class RewardDefaults:
     head_bias: bool | None = None
 
 
-def config_pbtxt(name: str, reward: RewardDefaults, *, comment: str = "", backend: str = "pytorch",
-                 max_batch_size: int = 16, max_queue_delay_us: int = 2000, max_queue_size: int = 4096) -> str:
+def config_pbtxt(
+    name: str,
+    reward: RewardDefaults,
+    *,
+    comment: str = "",
+    backend: str = "pytorch",
+    max_batch_size: int = 16,
+    max_queue_delay_us: int = 2000,
+    max_queue_size: int = 4096,
+) -> str:
     """A config.pbtxt for a new model, in the text form users edit."""
+
     def flag(value: bool) -> str:
         return "true" if value else "false"
 

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 class ModelState(TextEnum):
     """A version's (and a model's) state, by the names the API reports."""
 
@@ -55,7 +54,12 @@ class ModelState(TextEnum):
     UNLOADING = "UNLOADING"
 
 
-LOADING, READY, UNAVAILABLE, UNLOADING = ModelState.LOADING, ModelState.READY, ModelState.UNAVAILABLE, ModelState.UNLOADING
+LOADING, READY, UNAVAILABLE, UNLOADING = (
+    ModelState.LOADING,
+    ModelState.READY,
+    ModelState.UNAVAILABLE,
+    ModelState.UNLOADING,
+)
 CONTROL_MODES = tuple(mode.value for mode in ModelControlMode)
 
 VersionLoader = Callable[..., LoadedVersion]
@@ -77,12 +81,17 @@ class _VersionSlot:
     reason: str = ""
     loaded: LoadedVersion | None = None
     config: ModelConfig | None = None  # the config it was loaded (or tried) under
-    fingerprint: VersionPrint = ()  # its folder's files when it was tried: a failed one is retried when they change
+    # its folder's files when it was tried: a failed one is retried when they change
+    fingerprint: VersionPrint = ()
 
     def failed_as_before(self, config: ModelConfig, fingerprint: VersionPrint) -> bool:
         """True when this is a failed load of the same files under the same config (poll mode skips it)."""
-        return (self.state == UNAVAILABLE and self.loaded is None and self.config == config
-                and self.fingerprint == fingerprint)
+        return (
+            self.state == UNAVAILABLE
+            and self.loaded is None
+            and self.config == config
+            and self.fingerprint == fingerprint
+        )
 
 
 @dataclass
@@ -124,8 +133,9 @@ def _version_print(path: Path) -> VersionPrint:
 
 def _config_print(folder: ModelFolder, root: Path) -> str:
     try:
-        return hashlib.sha256(read_file(folder.config_path, root, CONFIG_PBTXT_LIMIT, "config.pbtxt",
-                                        ConfigError)).hexdigest()
+        return hashlib.sha256(
+            read_file(folder.config_path, root, CONFIG_PBTXT_LIMIT, "config.pbtxt", ConfigError)
+        ).hexdigest()
     except (ModelFolderError, OSError):  # unreadable: its stat still tells when it changes
         try:
             info = os.stat(folder.config_path)
@@ -157,12 +167,19 @@ def public_reason(error: BaseException, root: Path) -> str:
     for prefix in sorted(prefixes, key=len, reverse=True):
         text = text.replace(prefix + os.sep, "")
     text = _ABSOLUTE_PATH.sub("<path>", " ".join(text.split()))
-    return text if len(text) <= _PUBLIC_LIMIT else text[:_PUBLIC_LIMIT - 3] + "..."
+    return text if len(text) <= _PUBLIC_LIMIT else text[: _PUBLIC_LIMIT - 3] + "..."
 
 
 class ModelRepository:
-    def __init__(self, root: Path, loader: VersionLoader = load_version, *, mode: str = "none",
-                 metrics: ServerMetrics | None = None, on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        loader: VersionLoader = load_version,
+        *,
+        mode: str = "none",
+        metrics: ServerMetrics | None = None,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         if mode not in CONTROL_MODES:
             raise ValueError(f"model control mode must be one of {', '.join(CONTROL_MODES)}, got {mode!r}")
         self.root = Path(root)
@@ -188,13 +205,17 @@ class ModelRepository:
         """LoadModel: load, or reload with a fresh read of config.pbtxt and the version folders (versions
         that failed before are tried again)."""
         if self.mode != "explicit":
-            raise FailedPrecondition(f"loading a model by request needs --model-control-mode explicit (mode is {self.mode!r})")
+            raise FailedPrecondition(
+                f"loading a model by request needs --model-control-mode explicit (mode is {self.mode!r})"
+            )
         return self._load(self._folder(name), retry_failed=True)
 
     def unload_model(self, name: str) -> None:
         """UnloadModel: every version leaves the routing table; requests in flight finish first."""
         if self.mode != "explicit":
-            raise FailedPrecondition(f"unloading a model by request needs --model-control-mode explicit (mode is {self.mode!r})")
+            raise FailedPrecondition(
+                f"unloading a model by request needs --model-control-mode explicit (mode is {self.mode!r})"
+            )
         self._check_name(name)
         with self._control:
             entry = self._models.get(name)
@@ -228,8 +249,10 @@ class ModelRepository:
 
     def _check_name(self, name: str) -> None:
         if not MODEL_NAME.match(name):
-            raise InvalidArgument(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only, "
-                                  f"starting with a letter or digit")
+            raise InvalidArgument(
+                f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only, "
+                f"starting with a letter or digit"
+            )
 
     def _folder(self, name: str) -> ModelFolder:
         """The repository folder of a model named in a request: never a path that leaves the repository."""
@@ -285,8 +308,10 @@ class ModelRepository:
         config = parse_model_config(folder.config_path, folder.name, self.root)
         on_disk = version_folders(folder, self.root)
         if not config.version_policy.select(list(on_disk)):
-            raise ConfigError(f"{folder.path}: no version folder matches the version_policy "
-                              f"(found: {sorted(on_disk) or 'none'})")
+            raise ConfigError(
+                f"{folder.path}: no version folder matches the version_policy "
+                f"(found: {sorted(on_disk) or 'none'})"
+            )
         return config, on_disk
 
     def _refuse_config(self, name: str, old: _ModelEntry | None, error: ConfigError) -> str:
@@ -301,8 +326,13 @@ class ModelRepository:
                 self._models[name] = _ModelEntry(name, None, reason)
         return f"{name}: {reason}"
 
-    def _choose_versions(self, config: ModelConfig, on_disk: dict[int, Path], old_slots: dict[int, _VersionSlot],
-                         retry_failed: bool) -> tuple[dict[int, _VersionSlot], list[str]]:
+    def _choose_versions(
+        self,
+        config: ModelConfig,
+        on_disk: dict[int, Path],
+        old_slots: dict[int, _VersionSlot],
+        retry_failed: bool,
+    ) -> tuple[dict[int, _VersionSlot], list[str]]:
         """The version policy applied to the versions that load: newest first, each candidate kept (READY
         under the same config), loaded, or failed, until the policy has as many as it wants. A failed
         version stays in the table with its reason; an older one that loads serves in its place."""
@@ -312,14 +342,17 @@ class ModelRepository:
         for version in config.version_policy.candidates(list(on_disk)):
             if sum(slot.state == READY for slot in slots.values()) >= wanted:
                 break
-            slot, failure = self._version_slot(config, version, on_disk[version], old_slots.get(version), retry_failed)
+            slot, failure = self._version_slot(
+                config, version, on_disk[version], old_slots.get(version), retry_failed
+            )
             slots[version] = slot
             if failure:
                 failures.append(failure)
         return slots, failures
 
-    def _version_slot(self, config: ModelConfig, version: int, path: Path, previous: _VersionSlot | None,
-                      retry_failed: bool) -> tuple[_VersionSlot, str]:
+    def _version_slot(
+        self, config: ModelConfig, version: int, path: Path, previous: _VersionSlot | None, retry_failed: bool
+    ) -> tuple[_VersionSlot, str]:
         """The slot of one candidate version, and a failure line ("" when it serves or was not retried)."""
         name = config.name
         fingerprint = _version_print(path)
@@ -335,13 +368,22 @@ class ModelRepository:
             loaded = self._loader(config, version, path, self._metrics)
         except Exception as e:  # whatever a loader raises fails this version only
             reason = public_reason(e, self.root)
-            log.error("model=%s version=%d failed to load: %s", name, version, e,
-                      exc_info=not isinstance(e, EXPECTED_LOAD_ERRORS))
+            log.error(
+                "model=%s version=%d failed to load: %s",
+                name,
+                version,
+                e,
+                exc_info=not isinstance(e, EXPECTED_LOAD_ERRORS),
+            )
             if serving is not None:
                 log.error("model=%s version=%d: the loaded one keeps serving", name, version)
-                return serving, f"{name} version {version}: {reason} (the loaded version {version} keeps serving)"
-            return _VersionSlot(UNAVAILABLE, reason, config=config, fingerprint=fingerprint), \
-                f"{name} version {version}: {reason}"
+                return (
+                    serving,
+                    f"{name} version {version}: {reason} (the loaded version {version} keeps serving)",
+                )
+            return _VersionSlot(
+                UNAVAILABLE, reason, config=config, fingerprint=fingerprint
+            ), f"{name} version {version}: {reason}"
         return _VersionSlot(READY, loaded=loaded, config=config, fingerprint=fingerprint), ""
 
     def _show_loading(self, name: str, version: int) -> None:
@@ -355,7 +397,10 @@ class ModelRepository:
         live = {id(s.loaded) for s in slots.values() if s.loaded is not None}
         for version, slot in old_slots.items():
             if slot.loaded is not None and id(slot.loaded) not in live:
-                self._retire(slot.loaded, "replaced" if version in slots else "no longer selected by the version policy")
+                self._retire(
+                    slot.loaded,
+                    "replaced" if version in slots else "no longer selected by the version policy",
+                )
 
     def _unload(self, entry: _ModelEntry, reason: str) -> None:
         with self._lock:
@@ -374,8 +419,12 @@ class ModelRepository:
     def _retire(self, loaded: LoadedVersion, reason: str) -> None:
         """Close a version no request can newly reach, once the requests holding it have finished."""
         if not loaded.wait_idle(RETIRE_TIMEOUT_S):
-            log.warning("model=%s version=%d: requests still running after %.0f s; unloading anyway",
-                        loaded.name, loaded.version, RETIRE_TIMEOUT_S)
+            log.warning(
+                "model=%s version=%d: requests still running after %.0f s; unloading anyway",
+                loaded.name,
+                loaded.version,
+                RETIRE_TIMEOUT_S,
+            )
         loaded.close()
         if self._metrics is not None and self._routable(loaded.name, loaded.version) is None:
             self._metrics.forget(loaded.name, loaded.version)
@@ -389,7 +438,8 @@ class ModelRepository:
         return slot.loaded if slot is not None and slot.state == READY else None
 
     def resolve(self, model: str, version: str) -> LoadedVersion:
-        """The loaded version a request should run on: NOT_FOUND, UNAVAILABLE or INVALID_ARGUMENT otherwise."""
+        """The loaded version a request should run on:
+        NOT_FOUND, UNAVAILABLE or INVALID_ARGUMENT otherwise."""
         with self._lock:
             return self._resolve_locked(model, parse_version(version))
 
@@ -417,14 +467,19 @@ class ModelRepository:
         if wanted is None:
             ready = [v for v, slot in entry.versions.items() if slot.state == READY]
             if not ready:
-                reasons = "; ".join(f"version {v}: {s.state} {s.reason}".strip() for v, s in entry.versions.items())
+                reasons = "; ".join(
+                    f"version {v}: {s.state} {s.reason}".strip() for v, s in entry.versions.items()
+                )
                 raise Unavailable(f"model {model!r} has no ready version ({reasons or entry.reason})")
             wanted = max(ready)
         slot = entry.versions.get(wanted)
         if slot is None:
             raise NotFound(f"model {model!r} has no version {wanted} (served: {sorted(entry.versions)})")
         if slot.state != READY or slot.loaded is None:
-            raise Unavailable(f"model {model!r} version {wanted} is {slot.state}" + (f": {slot.reason}" if slot.reason else ""))
+            raise Unavailable(
+                f"model {model!r} version {wanted} is {slot.state}"
+                + (f": {slot.reason}" if slot.reason else "")
+            )
         return slot.loaded
 
     def knows(self, model: str) -> bool:
@@ -439,7 +494,9 @@ class ModelRepository:
     def ready(self) -> bool:
         """True when every model the server should serve has a ready version: all of them, but one that
         was unloaded by request (Triton's server readiness in explicit mode)."""
-        return all(self.model_ready(name) for name, entry in list(self._models.items()) if entry.reason != UNLOADED)
+        return all(
+            self.model_ready(name) for name, entry in list(self._models.items()) if entry.reason != UNLOADED
+        )
 
     def metadata(self, model: str) -> ModelMetadata:
         entry = self._models.get(model)
@@ -467,16 +524,22 @@ class ModelRepository:
                 state, reason = next(v.state for v in versions if v.state in (LOADING, UNLOADING)), ""  # type: ignore[assignment]
             else:
                 state = UNAVAILABLE
-                reason = entry.reason or "; ".join(f"version {v.version}: {v.reason}" for v in versions if v.reason)
+                reason = entry.reason or "; ".join(
+                    f"version {v.version}: {v.reason}" for v in versions if v.reason
+                )
             models.append(RepositoryModel(name, versions, state, reason))
         return [m for m in models if m.state == READY] if ready_only else models
 
     @staticmethod
     def _metadata(entry: _ModelEntry) -> ModelMetadata:
-        versions = tuple(VersionStatus(v, s.state, s.reason, s.loaded.forward if s.loaded else "")
-                         for v, s in sorted(entry.versions.items()))
+        versions = tuple(
+            VersionStatus(v, s.state, s.reason, s.loaded.forward if s.loaded else "")
+            for v, s in sorted(entry.versions.items())
+        )
         if entry.config is None:
-            return ModelMetadata(entry.name, (VersionStatus(0, UNAVAILABLE, entry.reason),), "", 0, "", 0, "", "")
+            return ModelMetadata(
+                entry.name, (VersionStatus(0, UNAVAILABLE, entry.reason),), "", 0, "", 0, "", ""
+            )
         ready = [s.loaded for _, s in sorted(entry.versions.items()) if s.loaded is not None]
         newest = ready[-1] if ready else None
         return ModelMetadata(
@@ -504,4 +567,13 @@ class ModelRepository:
                     slot.reason = "unloaded"
 
 
-__all__ = ["CONTROL_MODES", "ModelState", "LOADING", "READY", "UNAVAILABLE", "UNLOADING", "ModelRepository", "parse_version"]
+__all__ = [
+    "CONTROL_MODES",
+    "ModelState",
+    "LOADING",
+    "READY",
+    "UNAVAILABLE",
+    "UNLOADING",
+    "ModelRepository",
+    "parse_version",
+]

@@ -43,8 +43,10 @@ def publish_version(
     if model.is_symlink() or (model.exists() and not inside(repository, model)):
         # The server would not serve it (scan_models skips a model folder that leaves the repository),
         # and following it would write outside the repository.
-        raise error(f"{model} is a symlink; refusing to write through it (model folders are plain folders "
-                    "inside the repository)")
+        raise error(
+            f"{model} is a symlink; refusing to write through it (model folders are plain folders "
+            "inside the repository)"
+        )
     exists = model.exists()
     if exists:
         if not (model / CONFIG_FILENAME).is_file():

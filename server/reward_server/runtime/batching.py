@@ -49,8 +49,9 @@ class Scored:
 class BatchObserver(Protocol):
     """Told about every backend call of an instance (metrics); called on the batcher thread."""
 
-    def batch_done(self, size: int, real_tokens: int, padded_tokens: int, queue_s: Sequence[float],
-                   compute_s: float) -> None: ...
+    def batch_done(
+        self, size: int, real_tokens: int, padded_tokens: int, queue_s: Sequence[float], compute_s: float
+    ) -> None: ...
 
     def batch_failed(self, size: int) -> None: ...
 
@@ -85,7 +86,9 @@ class _Item:
     enqueued: float
     future: AnyFuture
     started: float = 0.0  # when its batch was formed
-    task: AloneTask | None = None  # work that runs alone (a shared-prompt group: its future gets a list of Scored)
+    task: AloneTask | None = (
+        None  # work that runs alone (a shared-prompt group: its future gets a list of Scored)
+    )
 
     def start(self) -> bool:
         """Mark it running; False if its caller cancelled it. (An asyncio future is only read here, on
@@ -149,6 +152,7 @@ class BatcherStats:
     @property
     def padding_efficiency(self) -> float:
         return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+
     batch_sizes: Counter = field(default_factory=Counter)  # size -> batches of that size
 
 
@@ -183,15 +187,22 @@ class InferenceStats:
             c = self._counts
             executions, ns = self._batches.get(size, (0, 0))
             self._batches[size] = (executions + 1, ns + compute_ns)
-            self._counts = replace(c, executions=c.executions + 1, inferences=c.inferences + size,
-                                   success_ns=c.success_ns + queue_ns + size * compute_ns,
-                                   queue_ns=c.queue_ns + queue_ns, compute_ns=c.compute_ns + size * compute_ns,
-                                   last_inference_ms=time.time_ns() // 1_000_000)
+            self._counts = replace(
+                c,
+                executions=c.executions + 1,
+                inferences=c.inferences + size,
+                success_ns=c.success_ns + queue_ns + size * compute_ns,
+                queue_ns=c.queue_ns + queue_ns,
+                compute_ns=c.compute_ns + size * compute_ns,
+                last_inference_ms=time.time_ns() // 1_000_000,
+            )
 
     def failed(self, waited_s: Sequence[float]) -> None:
         with self._lock:
             c = self._counts
-            self._counts = replace(c, fail_count=c.fail_count + len(waited_s), fail_ns=c.fail_ns + int(sum(waited_s) * 1e9))
+            self._counts = replace(
+                c, fail_count=c.fail_count + len(waited_s), fail_ns=c.fail_ns + int(sum(waited_s) * 1e9)
+            )
 
     def snapshot(self) -> InferenceCounts:
         with self._lock:
@@ -217,8 +228,9 @@ class DynamicBatcher:
     ) -> None:
         self.name = name
         self.backend = backend
-        self.policy = BatchPolicy(max_batch_size, max_queue_delay_s, tuple(sorted(preferred_batch_sizes)),
-                                  max_batch_tokens)
+        self.policy = BatchPolicy(
+            max_batch_size, max_queue_delay_s, tuple(sorted(preferred_batch_sizes)), max_batch_tokens
+        )
         self.max_queue_size = max_queue_size
         self.observer = observer
         self._queued_tokens = 0
@@ -246,15 +258,24 @@ class DynamicBatcher:
         """True once close() has returned: the thread has ended and the backend was released."""
         return self._closed and not self._thread.is_alive()
 
-    def submit(self, sequences: Sequence[Sequence[int]], deadline: float | None,
-               loop: asyncio.AbstractEventLoop | None = None) -> list[AnyFuture]:
+    def submit(
+        self,
+        sequences: Sequence[Sequence[int]],
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> list[AnyFuture]:
         """Queue every sequence of one request, or none of them. With `loop` (called on that loop's
         thread), the futures are asyncio futures of that loop; without, concurrent futures."""
         now = time.monotonic()
         return self._enqueue([_Item(ids, deadline, now, _new_future(loop)) for ids in sequences])
 
-    def submit_task(self, ids: Sequence[int], task: AloneTask, deadline: float | None,
-                    loop: asyncio.AbstractEventLoop | None = None) -> AnyFuture:
+    def submit_task(
+        self,
+        ids: Sequence[int],
+        task: AloneTask,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> AnyFuture:
         """Queue work that runs alone, as one batch, on this instance's thread, after the batches of the
         inputs queued before it (a shared-prompt group); `ids` are the tokens it reads; the future
         resolves to what task.execute returns (a GroupTask: one Scored per member)."""
@@ -341,7 +362,9 @@ class DynamicBatcher:
             elif expired(item.deadline, now):
                 self.stats.expired += 1
                 self.inference_stats.failed([now - item.enqueued])
-                settler.set(item.future, error=DeadlineExceeded("deadline passed while the input waited in the queue"))
+                settler.set(
+                    item.future, error=DeadlineExceeded("deadline passed while the input waited in the queue")
+                )
             else:
                 item.started = now
                 live.append(item)
@@ -364,7 +387,9 @@ class DynamicBatcher:
             now = time.monotonic()
             self.inference_stats.failed([now - item.enqueued for item in batch])
             log.exception("backend of %s failed on a batch of %d", self.name, len(batch))
-            error = BackendFailure(f"model {self.name} failed on a batch of {len(batch)}: {type(e).__name__}: {e}")
+            error = BackendFailure(
+                f"model {self.name} failed on a batch of {len(batch)}: {type(e).__name__}: {e}"
+            )
             for item in batch:
                 settler.set(item.future, error=error)
 
@@ -383,7 +408,9 @@ class DynamicBatcher:
             if len(batch) < 2 or not is_out_of_memory(e):
                 raise
             self.stats.oom_splits += 1
-            log.warning("%s: out of memory on a batch of %d (%s); retrying it in halves", self.name, len(batch), e)
+            log.warning(
+                "%s: out of memory on a batch of %d (%s); retrying it in halves", self.name, len(batch), e
+            )
             half = len(batch) // 2
             self._compute(batch[:half], settler)
             self._compute(batch[half:], settler)
@@ -417,6 +444,8 @@ class DynamicBatcher:
         self.stats.padded_tokens += task.padded_tokens
         self.stats.compute_s += compute_s
         if self.observer:
-            self.observer.batch_done(len(scores), len(ids), task.padded_tokens, [queue_s] * len(scores), compute_s)
+            self.observer.batch_done(
+                len(scores), len(ids), task.padded_tokens, [queue_s] * len(scores), compute_s
+            )
         self.inference_stats.batch_done([queue_s] * len(scores), compute_s)
         return [Scored(float(score), queue_s, compute_s) for score in scores]

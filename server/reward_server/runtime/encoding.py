@@ -29,7 +29,8 @@ MESSAGE_CHARS = 16
 def candidate_conversations(candidates: Candidates) -> tuple[Conversation, ...]:
     """The shared prompt followed by each response as the assistant's turn."""
     return tuple(
-        Conversation(candidates.prompt + (Message("assistant", response),)) for response in candidates.responses
+        Conversation(candidates.prompt + (Message("assistant", response),))
+        for response in candidates.responses
     )
 
 
@@ -38,8 +39,8 @@ def special_token_frame(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     framed = tokenizer("a", add_special_tokens=True)["input_ids"]
     for start in range(len(framed) - len(plain) + 1):
-        if framed[start:start + len(plain)] == plain:
-            return tuple(framed[:start]), tuple(framed[start + len(plain):])
+        if framed[start : start + len(plain)] == plain:
+            return tuple(framed[:start]), tuple(framed[start + len(plain) :])
     raise LoadError("cannot tell which special tokens the tokenizer adds around a text")
 
 
@@ -59,8 +60,10 @@ class InputEncoder:
 
     def __post_init__(self) -> None:
         if self.max_length <= len(self.prefix_ids) + len(self.suffix_ids):
-            raise LoadError(f"max_sequence_length {self.max_length} leaves no room for the text between "
-                            f"{len(self.prefix_ids)} prefix and {len(self.suffix_ids)} suffix tokens")
+            raise LoadError(
+                f"max_sequence_length {self.max_length} leaves no room for the text between "
+                f"{len(self.prefix_ids)} prefix and {len(self.suffix_ids)} suffix tokens"
+            )
         # The fast tokenizer's Rust tokenizer, called directly: the ids of tokenizer(texts,
         # add_special_tokens=False) without its Python overhead. A copy, with the truncation and padding
         # that tokenizer.json may carry switched off (transformers switches them off per call).
@@ -112,7 +115,9 @@ class InputEncoder:
         return [self._backend.encode(text, add_special_tokens=False).ids for text in texts]
 
     def encode(self, inputs: Sequence[ScoreInput], parallel: bool = True) -> list[Encoded]:
-        texts = [self._text(index, item) for index, item in enumerate(inputs) if not isinstance(item, TokenIds)]
+        texts = [
+            self._text(index, item) for index, item in enumerate(inputs) if not isinstance(item, TokenIds)
+        ]
         plain = [text for text, escaped in texts if escaped]
         if plain:  # rare: only content holding special-token strings, in escape mode
             assert self.special_tokens is not None
@@ -133,11 +138,13 @@ class InputEncoder:
         for token in ids:
             if not 0 <= token < self.vocab_size:
                 raise InvalidArgument(
-                    f"input {index}: token id {token} is outside the vocabulary (0..{self.vocab_size - 1})")
+                    f"input {index}: token id {token} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
         return ids
 
-    def _truncated(self, index: int, body: tuple[int, ...], prefix: tuple[int, ...],
-                   suffix: tuple[int, ...]) -> Encoded:
+    def _truncated(
+        self, index: int, body: tuple[int, ...], prefix: tuple[int, ...], suffix: tuple[int, ...]
+    ) -> Encoded:
         total = len(prefix) + len(body) + len(suffix)
         if not total:
             raise InvalidArgument(f"input {index} has no tokens to score")

@@ -34,10 +34,12 @@ class SharedPromptGroup:
         return len(self.prefix) + len(self.suffixes) * max(len(suffix) for suffix in self.suffixes)
 
 
-def plan_shared_prompt(sequences: Sequence[tuple[int, ...]],
-                       min_shared: int = MIN_SHARED_TOKENS) -> SharedPromptGroup | None:
+def plan_shared_prompt(
+    sequences: Sequence[tuple[int, ...]], min_shared: int = MIN_SHARED_TOKENS
+) -> SharedPromptGroup | None:
     """The common prefix and each sequence's rest, or None when fewer than 2 sequences or the prefix is short.
-    The prefix stops one token before the end of the shortest sequence: the score is read at a suffix's last token."""
+    The prefix stops one token before the end of the shortest sequence:
+    the score is read at a suffix's last token."""
     if len(sequences) < 2:
         return None
     common = len(os.path.commonprefix(list(sequences)))

@@ -46,8 +46,10 @@ def _probe(length: int, rows: int, vocab_size: int) -> list[list[int]]:
     """`rows` rows of `length` ids, the last one a token shorter when there are several: served batches of
     several rows are padded and run the masked forward, while a batch of one row (or of one length)
     runs the cheaper unmasked one, so a one-length probe would overrate every multi-row budget."""
+
     def row_length(row: int) -> int:
         return length - 1 if rows > 1 and row == rows - 1 and length > 1 else length
+
     return synthetic_batch(vocab_size, [row_length(row) for row in range(rows)])
 
 
@@ -64,9 +66,16 @@ def _tokens_per_s(score_batch: ScoreBatch, batch: list[list[int]], repeats: int)
     return sum(map(len, batch)) / max(best, 1e-9)
 
 
-def tune_token_budget(score_batch: ScoreBatch, *, max_length: int, max_batch_size: int, vocab_size: int,
-                      budgets: Sequence[int] = BUDGETS, probe_lengths: Sequence[int] = PROBE_LENGTHS,
-                      repeats: int = 2) -> TunedBudget:
+def tune_token_budget(
+    score_batch: ScoreBatch,
+    *,
+    max_length: int,
+    max_batch_size: int,
+    vocab_size: int,
+    budgets: Sequence[int] = BUDGETS,
+    probe_lengths: Sequence[int] = PROBE_LENGTHS,
+    repeats: int = 2,
+) -> TunedBudget:
     """The candidate budget with the most tokens/s on this backend (see the module docstring)."""
     started = time.perf_counter()
     score_batch(_probe(1, 1, vocab_size))  # lazy initialisation is not part of any shape's time
@@ -82,8 +91,9 @@ def tune_token_budget(score_batch: ScoreBatch, *, max_length: int, max_batch_siz
         previous_rows = rows_at
         for length in lengths:
             if (length, rows_at[length]) not in shapes:
-                shapes[length, rows_at[length]] = _tokens_per_s(score_batch, _probe(length, rows_at[length], vocab_size),
-                                                                repeats)
+                shapes[length, rows_at[length]] = _tokens_per_s(
+                    score_batch, _probe(length, rows_at[length], vocab_size), repeats
+                )
         # Equal tokens at each probe length: the harmonic mean of the per-length rates.
         measured[budget] = len(lengths) / sum(1 / shapes[length, rows_at[length]] for length in lengths)
         if not best or measured[budget] > measured[best] * (1 + TIE):

@@ -28,10 +28,13 @@ class PyTorchBackend(Backend):
     trace of LastPositionScorer (PaddedScorer where the layers do not allow it), or eagerly when tracing
     is off or fails; `forward_plan` says which."""
 
-    supports_shared_prompt = True  # score_shared_prompt: see shared_prompt.py; refused at load where it differs
+    supports_shared_prompt = (
+        True  # score_shared_prompt: see shared_prompt.py; refused at load where it differs
+    )
 
-    def __init__(self, checkpoint: Checkpoint, device: str, dtype: str,
-                 settings: PyTorchSettings = PYTORCH_DEFAULTS) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, device: str, dtype: str, settings: PyTorchSettings = PYTORCH_DEFAULTS
+    ) -> None:
         self.device = device
         self.dtype = dtype
         self._model = load_reward_model(checkpoint, device, dtype)
@@ -42,8 +45,15 @@ class PyTorchBackend(Backend):
         self._use_threads()
         self.sliding_window = getattr(checkpoint.model_config, "sliding_window", None)
         # The config keys the reuse of TorchScript traces across loads (trace_cache: torch never frees one).
-        scorers = choose_scorers(self._model, self.sliding_window, settings, device, tolerance, checkpoint.folder,
-                                 checkpoint.model_config.to_json_string())
+        scorers = choose_scorers(
+            self._model,
+            self.sliding_window,
+            settings,
+            device,
+            tolerance,
+            checkpoint.folder,
+            checkpoint.model_config.to_json_string(),
+        )
         self._plan = scorers.plan
         self.last_position = scorers.last_position
         self.traced = scorers.padded.traced
@@ -53,8 +63,9 @@ class PyTorchBackend(Backend):
         self._packed: Any = scorers.packed.run if scorers.packed else None
         self.unmasked_causal = self._unmasked is not None
         self.packs_batches = self._packed is not None
-        why = shared_prompt_refusal(PaddedScorer(self._model, self.sliding_window), device, self.last_position,
-                                    tolerance)
+        why = shared_prompt_refusal(
+            PaddedScorer(self._model, self.sliding_window), device, self.last_position, tolerance
+        )
         self.supports_shared_prompt = not why
         if why:
             log.info("%s: Rank candidates run whole, not as one shared prompt: %s", checkpoint.folder, why)
@@ -83,7 +94,9 @@ class PyTorchBackend(Backend):
             unmasked = self._unmasked is not None and runs_unmasked(batch, self.sliding_window)
             scorer, arrays = (self._unmasked if unmasked else self._scorer), right_padded(batch)
         inputs = on_device(arrays, self.device)
-        with torch.jit.optimized_execution(False):  # no fusion passes: the same kernels, the same digits as eager
+        with torch.jit.optimized_execution(
+            False
+        ):  # no fusion passes: the same kernels, the same digits as eager
             return scorer(*inputs)[0].cpu().tolist()
 
     def computed_tokens(self, lengths: Sequence[int]) -> int:
@@ -95,8 +108,9 @@ class PyTorchBackend(Backend):
     def score_shared_prompt(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]]) -> list[float]:
         """Scores of prefix + each suffix, the prefix computed once and its KV cache reused."""
         self._use_threads()
-        return shared_prompt_scores(self._model, prefix, suffixes, self.device, self.sliding_window,
-                                    self.last_position)
+        return shared_prompt_scores(
+            self._model, prefix, suffixes, self.device, self.sliding_window, self.last_position
+        )
 
     def close(self) -> None:
         del self._model, self._scorer, self._unmasked, self._packed

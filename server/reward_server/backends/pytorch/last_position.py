@@ -24,8 +24,12 @@ LLAMA_SHAPED_LAYERS = ("LlamaDecoderLayer", "MistralDecoderLayer")
 
 def supports_last_position(backbone: nn.Module) -> bool:
     layers = getattr(backbone, "layers", None)
-    return bool(layers) and all(type(layer).__name__ in LLAMA_SHAPED_LAYERS for layer in layers) \
-        and hasattr(backbone, "rotary_emb") and hasattr(backbone, "norm")
+    return (
+        bool(layers)
+        and all(type(layer).__name__ in LLAMA_SHAPED_LAYERS for layer in layers)
+        and hasattr(backbone, "rotary_emb")
+        and hasattr(backbone, "norm")
+    )
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -33,8 +37,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def rotated_keys_values(layer: nn.Module, normed: torch.Tensor, cos: torch.Tensor,
-                        sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rotated_keys_values(
+    layer: nn.Module, normed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The layer's keys (rotary embedding applied) and values of `normed` [batch, L, hidden], the
     input after input_layernorm: each [batch, kv heads, L, head_dim], as transformers caches them."""
     attention = layer.self_attn
@@ -44,9 +49,17 @@ def rotated_keys_values(layer: nn.Module, normed: torch.Tensor, cos: torch.Tenso
     return key * cos[:, None] + _rotate_half(key) * sin[:, None], value
 
 
-def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor,
-                  last: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                  cached: tuple[torch.Tensor, torch.Tensor] | None = None, packed: bool = False) -> torch.Tensor:
+def last_layer_at(
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    mask: torch.Tensor | None,
+    rows: torch.Tensor,
+    last: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    cached: tuple[torch.Tensor, torch.Tensor] | None = None,
+    packed: bool = False,
+) -> torch.Tensor:
     """The decoder layer's output at position `last[i]` of row `rows[i]` of `hidden`, for each input i:
     [inputs, hidden].
 
@@ -65,19 +78,29 @@ def last_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | N
     if packed:
         key, value = key[rows], value[rows]
     if cached is not None:
-        key, value = (torch.cat([c.expand(inputs, -1, -1, -1), x], dim=2) for c, x in zip(cached, (key, value)))
+        key, value = (
+            torch.cat([c.expand(inputs, -1, -1, -1), x], dim=2) for c, x in zip(cached, (key, value))
+        )
     groups = attention.num_key_value_groups
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     row_mask = None if mask is None else mask[rows, :, last][:, :, None]
-    out = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=row_mask, scale=attention.scaling)
+    out = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=row_mask, scale=attention.scaling
+    )
     residual = hidden[rows, last] + attention.o_proj(out.transpose(1, 2).reshape(inputs, -1))
     return residual + layer.mlp(layer.post_attention_layernorm(residual))
 
 
-def scores_at_last_positions(reward_model: Any, input_ids: torch.Tensor, mask: torch.Tensor | None,
-                             positions: torch.Tensor, rows: torch.Tensor, last: torch.Tensor,
-                             packed: bool = False) -> torch.Tensor:
+def scores_at_last_positions(
+    reward_model: Any,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor | None,
+    positions: torch.Tensor,
+    rows: torch.Tensor,
+    last: torch.Tensor,
+    packed: bool = False,
+) -> torch.Tensor:
     """The reward head's score of each input i, read at position last[i] of row rows[i]: every decoder
     layer but the last on all positions, the last one only there (last_layer_at). positions: [rows, L],
     or [1, L] when every row has the same positions (padded)."""
@@ -87,8 +110,16 @@ def scores_at_last_positions(reward_model: Any, input_ids: torch.Tensor, mask: t
     for layer in backbone.layers[:-1]:
         hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
     batch = input_ids.shape[0]
-    hidden = last_layer_at(backbone.layers[-1], hidden, mask, rows, last, cos.expand(batch, -1, -1),
-                           sin.expand(batch, -1, -1), packed=packed)
+    hidden = last_layer_at(
+        backbone.layers[-1],
+        hidden,
+        mask,
+        rows,
+        last,
+        cos.expand(batch, -1, -1),
+        sin.expand(batch, -1, -1),
+        packed=packed,
+    )
     return reward_model.score(backbone.norm(hidden)).squeeze(-1).float()
 
 
@@ -112,8 +143,9 @@ class LastPositionScorer(nn.Module):
         mask = None if self.unmasked else padded_causal_mask(attention_mask, self.sliding_window)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]  # shared by every row
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        return scores_at_last_positions(self.reward_model, input_ids, mask, positions, rows,
-                                        last_token_positions(attention_mask))
+        return scores_at_last_positions(
+            self.reward_model, input_ids, mask, positions, rows, last_token_positions(attention_mask)
+        )
 
 
 class PackedScorer(nn.Module):
@@ -126,7 +158,15 @@ class PackedScorer(nn.Module):
         self.reward_model = reward_model
         self.sliding_window = sliding_window
 
-    def forward(self, input_ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor,
-                rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        segments: torch.Tensor,
+        positions: torch.Tensor,
+        rows: torch.Tensor,
+        last: torch.Tensor,
+    ) -> torch.Tensor:
         mask = packed_causal_mask(segments, positions, self.sliding_window)
-        return scores_at_last_positions(self.reward_model, input_ids, mask, positions, rows, last, packed=True)
+        return scores_at_last_positions(
+            self.reward_model, input_ids, mask, positions, rows, last, packed=True
+        )

@@ -11,8 +11,9 @@ def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask).argmax(dim=1)
 
 
-def padded_causal_mask(attention_mask: torch.Tensor, sliding_window: int | None = None,
-                       queries: int | None = None) -> torch.Tensor:
+def padded_causal_mask(
+    attention_mask: torch.Tensor, sliding_window: int | None = None, queries: int | None = None
+) -> torch.Tensor:
     """[batch, 1, queries, L] bool, True where a query may attend a key: causal, inside the key's row
     length and, for sliding-window models, inside the window: the booleans transformers builds from a 2D
     mask, with a few tensor ops instead of its element-wise vmap (which costs more than a small model's
@@ -26,13 +27,16 @@ def padded_causal_mask(attention_mask: torch.Tensor, sliding_window: int | None 
     return allowed[None, None] & attention_mask.bool()[:, None, None, :]
 
 
-def packed_causal_mask(segments: torch.Tensor, positions: torch.Tensor,
-                       sliding_window: int | None = None) -> torch.Tensor:
+def packed_causal_mask(
+    segments: torch.Tensor, positions: torch.Tensor, sliding_window: int | None = None
+) -> torch.Tensor:
     """[rows, 1, width, width] bool for packed rows (see packing.py): a query may attend the keys of its
     own sequence up to itself (inside any window of positions). Padding (segment 0) attends padding, so
     that no row of the mask is empty (an empty one gives NaN, and a NaN value poisons every query)."""
     columns = torch.arange(segments.shape[1], device=segments.device)
-    allowed = (segments[:, :, None] == segments[:, None, :]) & (columns[None, None, :] <= columns[None, :, None])
+    allowed = (segments[:, :, None] == segments[:, None, :]) & (
+        columns[None, None, :] <= columns[None, :, None]
+    )
     if sliding_window:
         allowed &= positions[:, None, :] > positions[:, :, None] - sliding_window
     return allowed[:, None]

@@ -55,7 +55,9 @@ class PaddedScorer(nn.Module):
         mask: Any = padded_causal_mask(attention_mask, self.sliding_window)
         if self.full_attention_too:
             mask = {"sliding_attention": mask, "full_attention": padded_causal_mask(attention_mask)}
-        hidden = self.reward_model.model(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden = self.reward_model.model(
+            input_ids=input_ids, attention_mask=mask, use_cache=False
+        ).last_hidden_state
         return self.reward_model.head(hidden, last_token_positions(attention_mask))
 
 
@@ -77,6 +79,7 @@ class InputsKept(nn.Module):
 class Probes:
     """Token-id batches a candidate scorer is checked on: `example` (what a trace is recorded with)
     and `batches` of other shapes."""
+
     example: list[list[int]]
     batches: list[list[list[int]]]
 
@@ -84,25 +87,39 @@ class Probes:
     def make(cls, vocab_size: int, one_length_up_to: int | None = None) -> Probes:
         """Rows of different lengths (padded batches); or, given a length, rows of one length up to it
         (for the unmasked scorer)."""
+
         def ids(length: int, seed: int) -> list[int]:
             return synthetic_ids(vocab_size, length, seed)
+
         if one_length_up_to is None:
             return cls([ids(5, 5), ids(9, 10)], [[ids(3, 1)], [ids(17, 2), ids(4, 3), ids(11, 4)]])
         longest = max(2, one_length_up_to)
-        return cls([ids(min(5, longest), 5), ids(min(5, longest), 10)],
-                   [[ids(3, 1)], [ids(min(17, longest), 2 + row) for row in range(3)]])
+        return cls(
+            [ids(min(5, longest), 5), ids(min(5, longest), 10)],
+            [[ids(3, 1)], [ids(min(17, longest), 2 + row) for row in range(3)]],
+        )
 
     @classmethod
     def packing(cls, vocab_size: int) -> Probes:
         """Batches that pack into fewer rows (for the packed scorer), the longest past a window of 8."""
+
         def ids(length: int, seed: int) -> list[int]:
             return synthetic_ids(vocab_size, length, seed)
-        return cls([ids(9, 5), ids(5, 10), ids(3, 11)],
-                   [[ids(17, 2), ids(4, 3), ids(11, 4), ids(3, 1)], [ids(6, 6), ids(1, 7), ids(2, 8)]])
+
+        return cls(
+            [ids(9, 5), ids(5, 10), ids(3, 11)],
+            [[ids(17, 2), ids(4, 3), ids(11, 4), ids(3, 1)], [ids(6, 6), ids(1, 7), ids(2, 8)]],
+        )
 
 
-def _probe_difference(scorer: Any, reference: nn.Module, device: str, probes: Probes,
-                      inputs: Inputs = padded_tensors, reference_inputs: Inputs = padded_tensors) -> float:
+def _probe_difference(
+    scorer: Any,
+    reference: nn.Module,
+    device: str,
+    probes: Probes,
+    inputs: Inputs = padded_tensors,
+    reference_inputs: Inputs = padded_tensors,
+) -> float:
     """Largest |score difference| between `scorer` (its first output when it returns several) and
     `reference` over the probe batches, each given its own form of the batch."""
     worst = 0.0
@@ -114,8 +131,9 @@ def _probe_difference(scorer: Any, reference: nn.Module, device: str, probes: Pr
     return worst
 
 
-def last_position_scorer(full: PaddedScorer, device: str, probes: Probes, tolerance: float,
-                         unmasked: bool = False) -> tuple[nn.Module, str]:
+def last_position_scorer(
+    full: PaddedScorer, device: str, probes: Probes, tolerance: float, unmasked: bool = False
+) -> tuple[nn.Module, str]:
     """(LastPositionScorer, "") when the backbone's layers allow it and its scores match `full` within
     `tolerance` on the probe batches (of one length for the unmasked scorer); else (full, why not)."""
     if not supports_last_position(full.reward_model.model):
@@ -133,16 +151,28 @@ def packed_scorer(full: PaddedScorer, device: str, tolerance: float) -> tuple[nn
     return (None, why) if why else (checked, "")
 
 
-def _checked(candidate: nn.Module, full: PaddedScorer, device: str, probes: Probes, tolerance: float,
-             inputs: Inputs = padded_tensors) -> tuple[nn.Module, str]:
+def _checked(
+    candidate: nn.Module,
+    full: PaddedScorer,
+    device: str,
+    probes: Probes,
+    tolerance: float,
+    inputs: Inputs = padded_tensors,
+) -> tuple[nn.Module, str]:
     difference = _probe_difference(candidate, full, device, probes, inputs)
     if difference > tolerance:
         return full, f"its scores differ from the full forward by {difference:.3g}"
     return candidate, ""
 
 
-def traced_scorer(scorer: nn.Module, device: str, probes: Probes, tolerance: float,
-                  inputs: Inputs = padded_tensors, structure: str = "") -> tuple[torch.jit.ScriptModule | None, str]:
+def traced_scorer(
+    scorer: nn.Module,
+    device: str,
+    probes: Probes,
+    tolerance: float,
+    inputs: Inputs = padded_tensors,
+    structure: str = "",
+) -> tuple[torch.jit.ScriptModule | None, str]:
     """(InputsKept(scorer) traced with TorchScript, "") or (None, why not).
 
     Why trace: an eager forward releases and re-takes the GIL at every operator, and while the event loop
@@ -159,8 +189,12 @@ def traced_scorer(scorer: nn.Module, device: str, probes: Probes, tolerance: flo
             example = inputs(probes.example, device)
             key = trace_cache.structure_key(kept, example, structure)
             with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # is_causal: False whenever a mask is given
-                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; eager is the fallback
+                warnings.simplefilter(
+                    "ignore", torch.jit.TracerWarning
+                )  # is_causal: False whenever a mask is given
+                warnings.simplefilter(
+                    "ignore", DeprecationWarning
+                )  # TorchScript is in maintenance; eager is the fallback
                 traced, reused = trace_cache.trace(kept, example, key)
             difference = _probe_difference(traced, scorer, device, probes, inputs, inputs)
         except Exception as e:  # an architecture the tracer cannot follow
@@ -176,12 +210,21 @@ def traced_scorer(scorer: nn.Module, device: str, probes: Probes, tolerance: flo
 @dataclass(frozen=True)
 class ServingForm:
     """A scorer as served: `run(*inputs)` returns (scores, inputs...); `traced`: a TorchScript trace."""
+
     run: Any
     traced: bool
 
 
-def serving_form(scorer: nn.Module, settings: PyTorchSettings, device: str, folder: Any, probes: Probes,
-                 tolerance: float, inputs: Inputs = padded_tensors, structure: str = "") -> ServingForm:
+def serving_form(
+    scorer: nn.Module,
+    settings: PyTorchSettings,
+    device: str,
+    folder: Any,
+    probes: Probes,
+    tolerance: float,
+    inputs: Inputs = padded_tensors,
+    structure: str = "",
+) -> ServingForm:
     """The TorchScript trace of InputsKept(scorer), or InputsKept(scorer) when tracing is off or fails."""
     if settings.torchscript:
         traced, why = traced_scorer(scorer, device, probes, tolerance, inputs, structure)
@@ -195,6 +238,7 @@ def serving_form(scorer: nn.Module, settings: PyTorchSettings, device: str, fold
 class Scorers:
     """What a loaded version serves with: `padded` for every batch the others do not take, `unmasked`
     for batches of one length, `packed` for batches that pack (None where refused or switched off)."""
+
     padded: ServingForm
     unmasked: ServingForm | None
     packed: ServingForm | None
@@ -205,12 +249,20 @@ class Scorers:
         forms = [form for form in (self.padded, self.unmasked, self.packed) if form is not None]
         traced = sum(form.traced for form in forms)
         execution = "traced" if traced == len(forms) else "eager" if not traced else "partly-traced"
-        return ForwardPlan("packed" if self.packed else "padded", execution, self.last_position,
-                           self.unmasked is not None)
+        return ForwardPlan(
+            "packed" if self.packed else "padded", execution, self.last_position, self.unmasked is not None
+        )
 
 
-def choose_scorers(model: RewardModel, sliding_window: int | None, settings: PyTorchSettings, device: str,
-                   tolerance: float, folder: Any, structure: str = "") -> Scorers:
+def choose_scorers(
+    model: RewardModel,
+    sliding_window: int | None,
+    settings: PyTorchSettings,
+    device: str,
+    tolerance: float,
+    folder: Any,
+    structure: str = "",
+) -> Scorers:
     """Build, check and (where asked) trace every forward variant the settings allow; log each refusal.
     `structure` (the model's config) keys the reuse of traces across loads (trace_cache)."""
     vocab_size = model.model.config.vocab_size
@@ -222,9 +274,13 @@ def choose_scorers(model: RewardModel, sliding_window: int | None, settings: PyT
     last_position = eager is not full
     if why:
         log.info("%s: the last layer runs at every position: %s", folder, why)
-    padded = serving_form(eager, settings, device, folder, Probes.make(vocab_size), tolerance, structure=structure)
+    padded = serving_form(
+        eager, settings, device, folder, Probes.make(vocab_size), tolerance, structure=structure
+    )
     if padded.traced:
-        log.info("%s on %s: serving a TorchScript trace of the forward (checked against eager)", folder, device)
+        log.info(
+            "%s on %s: serving a TorchScript trace of the forward (checked against eager)", folder, device
+        )
     # Batches of one length (every batch of one row) skip the mask: see LastPositionScorer.
     unmasked_form = None
     if last_position:
@@ -233,7 +289,9 @@ def choose_scorers(model: RewardModel, sliding_window: int | None, settings: PyT
         if unmasked is full:
             log.info("%s: batches of one length run with a mask too: %s", folder, why)
         else:
-            unmasked_form = serving_form(unmasked, settings, device, folder, probes, tolerance, structure=structure)
+            unmasked_form = serving_form(
+                unmasked, settings, device, folder, probes, tolerance, structure=structure
+            )
     # Batches of different lengths share rows where that saves some: see packing.py.
     packed_form = None
     if last_position and settings.packed_batches:
@@ -241,6 +299,14 @@ def choose_scorers(model: RewardModel, sliding_window: int | None, settings: PyT
         if scorer is None:
             log.info("%s: batches are padded, not packed: %s", folder, why)
         else:
-            packed_form = serving_form(scorer, settings, device, folder, Probes.packing(vocab_size), tolerance,
-                                       packed_tensors, structure)
+            packed_form = serving_form(
+                scorer,
+                settings,
+                device,
+                folder,
+                Probes.packing(vocab_size),
+                tolerance,
+                packed_tensors,
+                structure,
+            )
     return Scorers(padded, unmasked_form, packed_form, last_position)

@@ -32,8 +32,14 @@ def expanded_cache(cache: DynamicCache, rows: int) -> DynamicCache:
     return cache
 
 
-def run_layers(backbone: nn.Module, layers: Sequence[nn.Module], input_ids: torch.Tensor, mask: torch.Tensor | None,
-               start: int, cache: DynamicCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def run_layers(
+    backbone: nn.Module,
+    layers: Sequence[nn.Module],
+    input_ids: torch.Tensor,
+    mask: torch.Tensor | None,
+    start: int,
+    cache: DynamicCache,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`layers` over input_ids at positions start, start + 1, ... after the cache's keys and values
     (to which theirs are appended); mask: [batch, 1, length, start + length], or None for causal
     attention over a cache-less batch of one length. Returns the hidden states and the rotary cos, sin of
@@ -42,14 +48,26 @@ def run_layers(backbone: nn.Module, layers: Sequence[nn.Module], input_ids: torc
     positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)[None]
     cos, sin = backbone.rotary_emb(hidden, positions)
     for layer in layers:
-        hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin),
-                       past_key_values=cache, use_cache=True)
+        hidden = layer(
+            hidden,
+            attention_mask=mask,
+            position_ids=positions,
+            position_embeddings=(cos, sin),
+            past_key_values=cache,
+            use_cache=True,
+        )
     return hidden, cos, sin
 
 
 @torch.inference_mode()
-def shared_prompt_scores(model: RewardModel, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], device: str,
-                         sliding_window: int | None, last_position: bool) -> list[float]:
+def shared_prompt_scores(
+    model: RewardModel,
+    prefix: Sequence[int],
+    suffixes: Sequence[Sequence[int]],
+    device: str,
+    sliding_window: int | None,
+    last_position: bool,
+) -> list[float]:
     """One score per `prefix + suffix`; every suffix holds at least one token (the score is read there).
     last_position: the backbone's layers are Llama-shaped and the last one runs only where it is read."""
     backbone = model.model
@@ -65,15 +83,18 @@ def shared_prompt_scores(model: RewardModel, prefix: Sequence[int], suffixes: Se
 
     input_ids, suffix_mask = on_device(right_padded(suffixes), device)
     rows, width = input_ids.shape
-    attention_mask = torch.cat([torch.ones(rows, len(prefix), dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
+    attention_mask = torch.cat(
+        [torch.ones(rows, len(prefix), dtype=suffix_mask.dtype, device=device), suffix_mask], 1
+    )
     mask = padded_causal_mask(attention_mask, sliding_window, queries=width)
     hidden, cos, sin = run_layers(backbone, layers, input_ids, mask, len(prefix), expanded_cache(cache, rows))
     row_index, last = torch.arange(rows, device=device), last_token_positions(suffix_mask)
     if cut is None:
         pooled = hidden[row_index, last]
     else:
-        pooled = last_layer_at(cut, hidden, mask, row_index, last, cos.expand(rows, -1, -1),
-                               sin.expand(rows, -1, -1), cut_cache)
+        pooled = last_layer_at(
+            cut, hidden, mask, row_index, last, cos.expand(rows, -1, -1), sin.expand(rows, -1, -1), cut_cache
+        )
     return model.score(backbone.norm(pooled)).squeeze(-1).float().cpu().tolist()
 
 
@@ -88,7 +109,9 @@ def shared_prompt_refusal(full: PaddedScorer, device: str, last_position: bool, 
     prefix = [(5 + 7 * i) % vocab_size for i in range(min((full.sliding_window or 12) + 5, 40))]
     suffixes = [[(11 + 3 * i) % vocab_size for i in range(length)] for length in (1, 4, 9)]
     try:
-        got = shared_prompt_scores(full.reward_model, prefix, suffixes, device, full.sliding_window, last_position)
+        got = shared_prompt_scores(
+            full.reward_model, prefix, suffixes, device, full.sliding_window, last_position
+        )
     except Exception as e:  # a layer the loop above cannot drive
         return f"{type(e).__name__}: {e}"
     with torch.inference_mode():

@@ -33,7 +33,9 @@ def _messages(where: str, messages: Iterable[pb.Message]) -> tuple[Message, ...]
     out = []
     for index, m in enumerate(messages):
         if m.role not in ROLES:
-            raise InvalidArgument(f"{where} message {index}: unknown role {m.role!r} (expected one of {', '.join(ROLES)})")
+            raise InvalidArgument(
+                f"{where} message {index}: unknown role {m.role!r} (expected one of {', '.join(ROLES)})"
+            )
         if m.role in NON_EMPTY_ROLES and not m.content:
             raise InvalidArgument(f"{where} message {index}: empty content in a {m.role} message")
         out.append(Message(m.role, m.content))
@@ -71,7 +73,9 @@ def _count(items: int, max_items: int | None) -> None:
 def decode_score(request: pb.ScoreRequest, max_items: int | None = None) -> ScoreRequest:
     model = _model(request)
     _count(len(request.inputs), max_items)
-    return ScoreRequest(model, request.version, tuple(_score_input(i, x) for i, x in enumerate(request.inputs)))
+    return ScoreRequest(
+        model, request.version, tuple(_score_input(i, x) for i, x in enumerate(request.inputs))
+    )
 
 
 def decode_rank(request: pb.RankRequest, max_items: int | None = None) -> RankRequest:
@@ -93,12 +97,16 @@ def decode_rank(request: pb.RankRequest, max_items: int | None = None) -> RankRe
 
 
 def _results(results: Iterable[ScoreResult]) -> list[pb.ScoreResult]:
-    return [pb.ScoreResult(score=r.score, num_tokens=r.num_tokens, num_truncated_tokens=r.num_truncated_tokens)
-            for r in results]
+    return [
+        pb.ScoreResult(score=r.score, num_tokens=r.num_tokens, num_truncated_tokens=r.num_truncated_tokens)
+        for r in results
+    ]
 
 
 def encode_score(response: ScoreResponse) -> pb.ScoreResponse:
-    return pb.ScoreResponse(model=response.model, version=str(response.version), results=_results(response.results))
+    return pb.ScoreResponse(
+        model=response.model, version=str(response.version), results=_results(response.results)
+    )
 
 
 def encode_rank(response: RankResponse) -> pb.RankResponse:
@@ -116,16 +124,26 @@ def _state(name: str) -> pb.ModelState:
 
 
 def _versions(versions: Sequence[VersionStatus]) -> list[pb.VersionStatus]:
-    return [pb.VersionStatus(version=str(v.version) if v.version else "", state=_state(v.state), reason=v.reason,
-                             forward=v.forward)
-            for v in versions]
+    return [
+        pb.VersionStatus(
+            version=str(v.version) if v.version else "",
+            state=_state(v.state),
+            reason=v.reason,
+            forward=v.forward,
+        )
+        for v in versions
+    ]
 
 
 def encode_index(models: Sequence[RepositoryModel]) -> pb.RepositoryIndexResponse:
-    return pb.RepositoryIndexResponse(models=[
-        pb.RepositoryModel(name=m.name, versions=_versions(m.versions), state=_state(m.state), reason=m.reason)
-        for m in models
-    ])
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryModel(
+                name=m.name, versions=_versions(m.versions), state=_state(m.state), reason=m.reason
+            )
+            for m in models
+        ]
+    )
 
 
 def encode_metadata(m: ModelMetadata) -> pb.ModelMetadata:

@@ -99,7 +99,8 @@ class ThrottledLog:
 
 
 def status_of(error: BaseException) -> grpc.StatusCode:
-    """The status a call ending with `error` gets (CANCELLED: the client went away or the call was aborted)."""
+    """The status a call ending with `error` gets
+    (CANCELLED: the client went away or the call was aborted)."""
     if isinstance(error, RewardServerError):
         return error.code
     if isinstance(error, (asyncio.CancelledError, grpc.aio.AbortError)) or not isinstance(error, Exception):
@@ -123,17 +124,23 @@ class GuardedMethod:
 class RequestGuard:
     """Refuses a call without the bearer token `auth_token` (when set; UNAUTHENTICATED / PERMISSION_DENIED,
     before anything else), one with `max_concurrent_rpcs` others in flight (RESOURCE_EXHAUSTED, at once,
-    nothing queued), one whose bytes do not parse, whose model or version name is over its bound, or with a string
-    field over `max_chars` characters (INVALID_ARGUMENT); maps RewardServerError to its status and anything
-    else to INTERNAL (traceback logged once); sends the request id back (from `x-request-id`, or a new
-    one); counts the call in the metrics; logs one DEBUG line per call with its model, version, items,
+    nothing queued), one whose bytes do not parse, whose model or version name is over its bound, or with a
+    string field over `max_chars` characters (INVALID_ARGUMENT); maps RewardServerError to its status and
+    anything else to INTERNAL (traceback logged once); sends the request id back (from `x-request-id`, or a
+    new one); counts the call in the metrics; logs one DEBUG line per call with its model, version, items,
     tokens, queue and compute time.
 
     `known_model` says whether a name is one of the server's models: a call refused before its model was
     resolved is counted under that name if so, else under "" (client-chosen names add no series)."""
 
-    def __init__(self, metrics: ServerMetrics, max_concurrent_rpcs: int, max_chars: int,
-                 known_model: Callable[[str], bool] = lambda name: False, auth_token: str | None = None) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        max_concurrent_rpcs: int,
+        max_chars: int,
+        known_model: Callable[[str], bool] = lambda name: False,
+        auth_token: str | None = None,
+    ) -> None:
         self._metrics = metrics
         self._token = BearerToken(auth_token) if auth_token else None
         self._max_rpcs = max_concurrent_rpcs
@@ -146,8 +153,13 @@ class RequestGuard:
         self.in_flight = 0  # calls past the guard; only touched on the server's event loop
         self.last_arrival = float("-inf")  # time.monotonic() of the latest call, for the drain's quiet window
 
-    def add_service(self, server: grpc.aio.Server, service: ServiceDescriptor, servicer: object,
-                    decoders: Mapping[str, Decoder] | None = None) -> None:
+    def add_service(
+        self,
+        server: grpc.aio.Server,
+        service: ServiceDescriptor,
+        servicer: object,
+        decoders: Mapping[str, Decoder] | None = None,
+    ) -> None:
         """Serve every method of `service` with `servicer`'s method of the same name, guarded: unary-unary
         and stream-stream methods (each message of the stream parsed and checked as a unary request is).
         `decoders` maps a method's name to its decoder; its behaviour then takes the decoded value instead
@@ -158,24 +170,33 @@ class RequestGuard:
             raise ValueError(f"decoders for methods {sorted(unknown)} that {service.full_name} does not have")
         handlers: dict[str, grpc.RpcMethodHandler] = {}
         for m in service.methods:
-            method = GuardedMethod(m.name, message_factory.GetMessageClass(m.input_type), decoders.get(m.name))
+            method = GuardedMethod(
+                m.name, message_factory.GetMessageClass(m.input_type), decoders.get(m.name)
+            )
             behavior = getattr(servicer, m.name)
             # Requests as bytes (parsed by the guard, see the module docstring).
             if not m.client_streaming and not m.server_streaming:
                 handlers[m.name] = grpc.unary_unary_rpc_method_handler(
-                    self.wrap(method, behavior), request_deserializer=None, response_serializer=_serialize)
+                    self.wrap(method, behavior), request_deserializer=None, response_serializer=_serialize
+                )
             elif m.client_streaming and m.server_streaming:
                 handlers[m.name] = grpc.stream_stream_rpc_method_handler(
-                    self.wrap_stream(method, behavior), request_deserializer=None, response_serializer=_serialize)
+                    self.wrap_stream(method, behavior),
+                    request_deserializer=None,
+                    response_serializer=_serialize,
+                )
             else:
-                raise ValueError(f"{service.full_name}.{m.name}: the guard serves unary and bidirectional methods")
+                raise ValueError(
+                    f"{service.full_name}.{m.name}: the guard serves unary and bidirectional methods"
+                )
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
     def close(self) -> None:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    def wrap(self, method: GuardedMethod, behavior: Behavior) -> Callable[[bytes, grpc.aio.ServicerContext],
-                                                                          Awaitable[Any]]:
+    def wrap(
+        self, method: GuardedMethod, behavior: Behavior
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def guarded(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             record, start = self._begin(method, context)
             code = grpc.StatusCode.OK
@@ -194,9 +215,12 @@ class RequestGuard:
 
         return guarded
 
-    def wrap_stream(self, method: GuardedMethod, behavior: StreamBehavior) -> Callable[
-            [AsyncIterable[bytes], grpc.aio.ServicerContext], AsyncIterator[Any]]:
-        async def guarded(raw_requests: AsyncIterable[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    def wrap_stream(
+        self, method: GuardedMethod, behavior: StreamBehavior
+    ) -> Callable[[AsyncIterable[bytes], grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def guarded(
+            raw_requests: AsyncIterable[bytes], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             record, start = self._begin(method, context)
             code = grpc.StatusCode.OK
             large = False
@@ -204,6 +228,7 @@ class RequestGuard:
                 self._admit(context)
                 self.in_flight += 1
                 try:
+
                     async def requests() -> AsyncIterator[Any]:
                         nonlocal large
                         async for raw in raw_requests:
@@ -242,8 +267,9 @@ class RequestGuard:
         log.error("request %s to %s failed", record.request_id, record.method, exc_info=error)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {record.request_id})")
 
-    def _end(self, method: GuardedMethod, record: RequestRecord, start: float, code: grpc.StatusCode,
-             large: bool) -> None:
+    def _end(
+        self, method: GuardedMethod, record: RequestRecord, start: float, code: grpc.StatusCode, large: bool
+    ) -> None:
         seconds = time.monotonic() - start
         self._metrics.pending_requests.dec()
         self._metrics.request_done(*self.labels(record), method.name, code.name, seconds)
@@ -255,14 +281,18 @@ class RequestGuard:
     async def _decoded(self, method: GuardedMethod, raw: bytes, record: RequestRecord) -> Any:
         if len(raw) <= INLINE_DECODE_BYTES:
             return self._decode(method, raw, record)
-        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, self._decode, method, raw, record)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._decode_pool, self._decode, method, raw, record
+        )
 
     def _admit(self, context: grpc.aio.ServicerContext) -> None:
         if self._token is not None:
             self._token.check(context.invocation_metadata())
         if self.in_flight >= self._max_rpcs:
-            raise ResourceExhausted(f"the server is handling {self.in_flight} requests, its limit "
-                                    f"(--max-concurrent-rpcs); retry later or on another replica")
+            raise ResourceExhausted(
+                f"the server is handling {self.in_flight} requests, its limit "
+                f"(--max-concurrent-rpcs); retry later or on another replica"
+            )
 
     def _decode(self, method: GuardedMethod, raw: bytes, record: RequestRecord) -> Any:
         """Parse, check the bounds, decode: cheap checks first. Runs on the loop or on a decode thread."""
@@ -271,8 +301,12 @@ class RequestGuard:
         except (DecodeError, RecursionError, ValueError):
             # No detail of the parser's (it names our classes, and the bytes are the client's): a short,
             # throttled line for the operator, a fixed message for the client.
-            self._malformed.event("refused malformed requests (latest: %s, %d bytes, request id %s)",
-                                  method.name, len(raw), record.request_id)
+            self._malformed.event(
+                "refused malformed requests (latest: %s, %d bytes, request id %s)",
+                method.name,
+                len(raw),
+                record.request_id,
+            )
             raise InvalidArgument(MALFORMED.format(method.request_class.DESCRIPTOR.full_name)) from None
         if found := oversized_identifier(request):
             raise InvalidArgument(found)

@@ -8,7 +8,9 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2_grpc
 
 
-async def start_health_port(servicer: health.aio.HealthServicer, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+async def start_health_port(
+    servicer: health.aio.HealthServicer, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
     """The started health-only server and its bound port; OSError when the port cannot be bound."""
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)

@@ -35,8 +35,10 @@ def oversized_identifier(message: Message) -> str | None:
     """A description of the first top-level model or version name over its bound, or None. The
     description never quotes the name."""
     fields = message.DESCRIPTOR.fields_by_name
-    for names, limit, why in ((NAME_FIELDS, MAX_NAME_CHARS, ""),
-                              (VERSION_FIELDS, MAX_VERSION_CHARS, " (a version is a positive integer)")):
+    for names, limit, why in (
+        (NAME_FIELDS, MAX_NAME_CHARS, ""),
+        (VERSION_FIELDS, MAX_VERSION_CHARS, " (a version is a positive integer)"),
+    ):
         for name in names:
             field = fields.get(name)
             if field is None or field.type != FieldDescriptor.TYPE_STRING or field.is_repeated:

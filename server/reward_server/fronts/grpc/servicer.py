@@ -23,8 +23,10 @@ class RewardServicer:
         self._max_items = max_items
 
     def decoders(self) -> dict[str, Decoder]:
-        return {"Score": partial(codec.decode_score, max_items=self._max_items),
-                "Rank": partial(codec.decode_rank, max_items=self._max_items)}
+        return {
+            "Score": partial(codec.decode_score, max_items=self._max_items),
+            "Rank": partial(codec.decode_rank, max_items=self._max_items),
+        }
 
     async def Score(self, request: ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         response = await self._core.score(request, deadline_from(context.time_remaining()))
@@ -34,22 +36,28 @@ class RewardServicer:
         response = await self._core.rank(request, deadline_from(context.time_remaining()))
         return codec.encode_rank(response)
 
-    async def GetModelMetadata(self, request: pb.ModelMetadataRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ModelMetadata:
+    async def GetModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadata:
         return codec.encode_metadata(self._core.model_metadata(request.model, request.version))
 
-    async def ListModels(self, request: pb.ListModelsRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[codec.encode_metadata(m) for m in self._core.list_models()])
 
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
-                              context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
         return codec.encode_index(self._core.repository_index(request.ready))
 
-    async def LoadModel(self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext) -> pb.LoadModelResponse:
+    async def LoadModel(
+        self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoadModelResponse:
         return pb.LoadModelResponse(model=codec.encode_metadata(await self._core.load_model(request.model)))
 
-    async def UnloadModel(self, request: pb.UnloadModelRequest,
-                          context: grpc.aio.ServicerContext) -> pb.UnloadModelResponse:
+    async def UnloadModel(
+        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadModelResponse:
         await self._core.unload_model(request.model)
         return pb.UnloadModelResponse()

@@ -20,6 +20,9 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
     chain = Path(settings.tls_cert).read_bytes()
     key = Path(settings.tls_key).read_bytes()
     client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca is not None else None
-    log.info("TLS on (%s)", "mutual: client certificates required" if client_ca else "server certificate only")
-    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
-                                       require_client_auth=client_ca is not None)
+    log.info(
+        "TLS on (%s)", "mutual: client certificates required" if client_ca else "server certificate only"
+    )
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )

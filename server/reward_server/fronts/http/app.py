@@ -28,7 +28,9 @@ if TYPE_CHECKING:  # server.py imports this package: a runtime import would be a
 log = logging.getLogger(__name__)
 
 
-def build_app(settings: ServerSettings, core: RewardCore, guard: RequestGuard, metrics: ServerMetrics) -> web.Application:
+def build_app(
+    settings: ServerSettings, core: RewardCore, guard: RequestGuard, metrics: ServerMetrics
+) -> web.Application:
     http_guard = HttpGuard(core, guard, metrics, settings.auth_token, settings.max_concurrent_rpcs)
     app = web.Application(middlewares=[http_guard.middleware], client_max_size=settings.max_message_bytes)
     kserve = KServeCore(core, settings.max_chars_per_message)
@@ -48,16 +50,26 @@ class HttpFront:
         await self.runner.cleanup()
 
 
-async def start_http(settings: ServerSettings, core: RewardCore, guard: RequestGuard,
-                     metrics: ServerMetrics) -> HttpFront:
+async def start_http(
+    settings: ServerSettings, core: RewardCore, guard: RequestGuard, metrics: ServerMetrics
+) -> HttpFront:
     """The started front on settings.http_port (0 picks one); OSError when the port cannot be bound."""
     assert settings.http_port is not None
-    runner = web.AppRunner(build_app(settings, core, guard, metrics), access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.grace_period_s)
+    runner = web.AppRunner(
+        build_app(settings, core, guard, metrics),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.grace_period_s,
+    )
     await runner.setup()
     host = settings.host.strip("[]")
-    site = web.TCPSite(runner, host, settings.http_port, ssl_context=server_ssl_context(settings),
-                       reuse_port=settings.reuse_port or None)
+    site = web.TCPSite(
+        runner,
+        host,
+        settings.http_port,
+        ssl_context=server_ssl_context(settings),
+        reuse_port=settings.reuse_port or None,
+    )
     try:
         await site.start()
     except OSError:

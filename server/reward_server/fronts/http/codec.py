@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from reward_server.errors import InvalidArgument
-from reward_server.fronts.kserve.tensors import NUMPY_DTYPES, InferTensor, tensor_from_contents, tensor_from_raw, tensor_raw
+from reward_server.fronts.kserve.tensors import (
+    NUMPY_DTYPES,
+    InferTensor,
+    tensor_from_contents,
+    tensor_from_raw,
+    tensor_raw,
+)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -61,7 +67,9 @@ def parse_json(data: bytes, what: str = "request body") -> Any:
 
 def _shape(tensor: dict[str, Any], where: str) -> tuple[int, ...]:
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise InvalidArgument(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
     return tuple(shape)
 
@@ -106,7 +114,8 @@ def _json_tensor(name: str, datatype: str, shape: tuple[int, ...], data: Any) ->
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    """(JSON header, binary data) of a request body by its `Inference-Header-Content-Length` (None: all JSON)."""
+    """(JSON header, binary data) of a request body by its `Inference-Header-Content-Length`
+    (None: all JSON)."""
     if header_length is None:
         return body, b""
     try:
@@ -146,9 +155,11 @@ def _input_tensor(index: int, raw_tensor: Any, binary: bytes, offset: int) -> tu
     size = _binary_size(tensor, parameters, where)
     if size is not None:
         if offset + size > len(binary):
-            raise InvalidArgument(f"{where}: binary_data_size {size} runs past the binary data "
-                                  f"({len(binary) - offset} bytes left)")
-        return tensor_from_raw(name, datatype, shape, binary[offset:offset + size]), offset + size
+            raise InvalidArgument(
+                f"{where}: binary_data_size {size} runs past the binary data "
+                f"({len(binary) - offset} bytes left)"
+            )
+        return tensor_from_raw(name, datatype, shape, binary[offset : offset + size]), offset + size
     if "data" in tensor:
         return _json_tensor(name, datatype, shape, tensor["data"]), offset
     raise InvalidArgument(f"{where} has neither 'data' nor parameters.binary_data_size")
@@ -179,17 +190,22 @@ def decode_infer(body: bytes, header_length: str | None) -> InferBody:
         tensor, offset = _input_tensor(index, raw_tensor, binary, offset)
         inputs.append(tensor)
     if offset != len(binary):
-        raise InvalidArgument(f"the body has {len(binary) - offset} bytes of binary data that no input claims")
+        raise InvalidArgument(
+            f"the body has {len(binary) - offset} bytes of binary data that no input claims"
+        )
     outputs = [_requested_output(index, raw) for index, raw in enumerate(request.get("outputs") or [])]
     parameters = _parameters(request, "the inference request")
     timeout = parameters.get("timeout")
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
-        raise InvalidArgument(f"parameters.timeout must be a non-negative integer (microseconds), got {timeout!r}")
+        raise InvalidArgument(
+            f"parameters.timeout must be a non-negative integer (microseconds), got {timeout!r}"
+        )
     request_id = request.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidArgument(f"'id' must be a string, got {type(request_id).__name__}")
-    return InferBody(request_id, tuple(inputs), tuple(outputs), bool(parameters.get("binary_data_output", False)),
-                     timeout)
+    return InferBody(
+        request_id, tuple(inputs), tuple(outputs), bool(parameters.get("binary_data_output", False)), timeout
+    )
 
 
 def output_binary(body: InferBody, names: Sequence[str]) -> dict[str, bool]:
@@ -205,12 +221,17 @@ def _json_data(tensor: InferTensor) -> list[Any]:
     return flat.tolist()
 
 
-def encode_infer(model: str, version: str, request_id: str, outputs: Sequence[InferTensor],
-                 binary: dict[str, bool]) -> tuple[bytes, int | None]:
+def encode_infer(
+    model: str, version: str, request_id: str, outputs: Sequence[InferTensor], binary: dict[str, bool]
+) -> tuple[bytes, int | None]:
     """(body, JSON header length or None when all of it is JSON); `binary[name]`: send that output raw."""
     described, chunks = [], []
     for tensor in outputs:
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
         if binary.get(tensor.name, False):
             raw = tensor_raw(tensor)
             entry["parameters"] = {"binary_data_size": len(raw)}

@@ -31,10 +31,16 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 # The reverse, for metrics and logs of errors the HTTP layer itself raised (bad route, body too large).
-_CODE_OF_STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-                   403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
-                   405: grpc.StatusCode.UNIMPLEMENTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-                   429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+_CODE_OF_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 def http_status(code: grpc.StatusCode) -> int:
@@ -45,7 +51,9 @@ def grpc_code(status: int) -> grpc.StatusCode:
     """The gRPC code whose name the metrics and the access log show for an HTTP status."""
     if status < 400:
         return grpc.StatusCode.OK
-    return _CODE_OF_STATUS.get(status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT)
+    return _CODE_OF_STATUS.get(
+        status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT
+    )
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

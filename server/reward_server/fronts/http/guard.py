@@ -20,7 +20,13 @@ import grpc
 from aiohttp import web
 
 from reward_server.core import RewardCore
-from reward_server.errors import PermissionDenied, ResourceExhausted, RewardServerError, Unauthenticated, Unavailable
+from reward_server.errors import (
+    PermissionDenied,
+    ResourceExhausted,
+    RewardServerError,
+    Unauthenticated,
+    Unavailable,
+)
 from reward_server.fronts.http.errors import error_response, grpc_code, http_status
 from reward_server.metrics import ServerMetrics
 from reward_server.request_record import RequestRecord, current_request
@@ -42,8 +48,14 @@ METHOD_PREFIX = "http:"
 
 
 class HttpGuard:
-    def __init__(self, core: RewardCore, guard: RequestGuard, metrics: ServerMetrics, auth_token: str | None,
-                 max_concurrent: int) -> None:
+    def __init__(
+        self,
+        core: RewardCore,
+        guard: RequestGuard,
+        metrics: ServerMetrics,
+        auth_token: str | None,
+        max_concurrent: int,
+    ) -> None:
         self._core = core
         self._guard = guard
         self._metrics = metrics
@@ -72,8 +84,12 @@ class HttpGuard:
         start = self._guard.last_arrival = time.monotonic()
         request_id = self._request_id(request)
         method = METHOD_PREFIX + route
-        record = RequestRecord(request_id, method, model=request.match_info.get("model", ""),
-                               version=request.match_info.get("version", ""))
+        record = RequestRecord(
+            request_id,
+            method,
+            model=request.match_info.get("model", ""),
+            version=request.match_info.get("version", ""),
+        )
         current_request.set(record)
         self._metrics.pending_requests.inc()
         code = grpc.StatusCode.OK
@@ -83,10 +99,13 @@ class HttpGuard:
         except RewardServerError as e:
             code = e.code
             response = error_response(http_status(e.code), str(e))
-        except web.HTTPException as e:  # aiohttp's own: no such route (404), method (405), body too large (413)
+        except (
+            web.HTTPException
+        ) as e:  # aiohttp's own: no such route (404), method (405), body too large (413)
             code = grpc_code(e.status)
-            response = error_response(e.status, e.text or e.reason, {"Allow": e.headers["Allow"]}
-                                      if "Allow" in e.headers else None)
+            response = error_response(
+                e.status, e.text or e.reason, {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+            )
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -108,8 +127,10 @@ class HttpGuard:
         if self._core.draining:
             raise Unavailable("server is shutting down")
         if self._guard.in_flight >= self._max_concurrent:
-            raise ResourceExhausted(f"the server is handling {self._guard.in_flight} requests, its limit "
-                                    f"(--max-concurrent-rpcs); retry later or on another replica")
+            raise ResourceExhausted(
+                f"the server is handling {self._guard.in_flight} requests, its limit "
+                f"(--max-concurrent-rpcs); retry later or on another replica"
+            )
         self._guard.in_flight += 1
         try:
             return await handler(request)

@@ -25,7 +25,15 @@ from aiohttp import web
 from reward_server.errors import InvalidArgument
 from reward_server.fronts.http.codec import parse_json
 from reward_server.fronts.kserve.service import KServeCore
-from reward_server.fronts.kserve.tensors import MESSAGES, NUM_TOKENS, REWARDS, SENTENCES, SEQUENCE_LENGTHS, TOKENS, InferTensor
+from reward_server.fronts.kserve.tensors import (
+    MESSAGES,
+    NUM_TOKENS,
+    REWARDS,
+    SENTENCES,
+    SEQUENCE_LENGTHS,
+    TOKENS,
+    InferTensor,
+)
 
 # vLLM's label of a one-label classifier (transformers' default id2label).
 LABEL = "LABEL_0"
@@ -52,14 +60,16 @@ def _token_tensors(rows: Sequence[Sequence[int]]) -> list[InferTensor]:
     ids = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):
         try:
-            ids[i, :len(row)] = row
+            ids[i, : len(row)] = row
         except OverflowError:
             raise InvalidArgument(f"'input' row {i}: a token id does not fit in 64 bits") from None
     lengths = np.array([[len(r)] for r in rows], dtype=np.int64)
     if int(lengths.min()) < 1:
         raise InvalidArgument("'input' has an empty list of token ids")
-    return [InferTensor(TOKENS, "INT64", ids.shape, ids.reshape(-1)),
-            InferTensor(SEQUENCE_LENGTHS, "INT64", lengths.shape, lengths.reshape(-1))]
+    return [
+        InferTensor(TOKENS, "INT64", ids.shape, ids.reshape(-1)),
+        InferTensor(SEQUENCE_LENGTHS, "INT64", lengths.shape, lengths.reshape(-1)),
+    ]
 
 
 def _is_int(x: Any) -> bool:
@@ -73,14 +83,16 @@ def vllm_input_tensors(body: dict[str, Any]) -> list[InferTensor]:
             raise InvalidArgument("give 'input' or 'messages', not both")
         messages = body["messages"]
         if not isinstance(messages, list):
-            raise InvalidArgument("'messages' must be a list of {\"role\", \"content\"} objects")
+            raise InvalidArgument('\'messages\' must be a list of {"role", "content"} objects')
         return [_bytes_tensor(MESSAGES, [json.dumps([_plain_message(m) for m in messages])])]
     given = body.get("input")
     if isinstance(given, str):
         return [_bytes_tensor(SENTENCES, [given])]
     if not isinstance(given, list) or not given:
-        raise InvalidArgument("'input' must be a string, a non-empty list of strings, a list of token ids or a "
-                              "list of lists of token ids")
+        raise InvalidArgument(
+            "'input' must be a string, a non-empty list of strings, a list of token ids or a "
+            "list of lists of token ids"
+        )
     if all(isinstance(x, str) for x in given):
         return [_bytes_tensor(SENTENCES, given)]
     if all(_is_int(x) for x in given):
@@ -95,8 +107,10 @@ def _plain_message(message: Any) -> Any:
     left for the tensor view's checks (role, content, shape)."""
     if isinstance(message, dict) and isinstance(message.get("content"), list):
         parts = message["content"]
-        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts):
-            raise InvalidArgument("only text content parts ({\"type\": \"text\", \"text\": ...}) are supported")
+        if not all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts
+        ):
+            raise InvalidArgument('only text content parts ({"type": "text", "text": ...}) are supported')
         return {**message, "content": "".join(p["text"] for p in parts)}
     return message
 
@@ -121,12 +135,14 @@ class RLRoutes:
         self._kserve = kserve
 
     def add_to(self, app: web.Application) -> None:
-        app.add_routes([
-            web.post("/get_reward", self.get_reward, name="GetReward"),
-            web.post("/classify", self.classify, name="Classify"),
-            web.post("/pooling", self.pooling, name="Pooling"),
-            web.get("/v1/models", self.models, name="ListModelsV1"),
-        ])
+        app.add_routes(
+            [
+                web.post("/get_reward", self.get_reward, name="GetReward"),
+                web.post("/classify", self.classify, name="Classify"),
+                web.post("/pooling", self.pooling, name="Pooling"),
+                web.get("/v1/models", self.models, name="ListModelsV1"),
+            ]
+        )
 
     def _model(self, request: web.Request, body: dict[str, Any]) -> str:
         """The body's `model`, else ?model=, else the only model. veRL sends its reward model's path
@@ -139,8 +155,10 @@ class RLRoutes:
             tail = name.rstrip("/").rsplit("/", 1)[-1]
             return tail if name not in models and tail in models else name
         if len(models) != 1:
-            raise InvalidArgument(f"the server has {len(models)} models ({', '.join(models) or 'none'}): name one "
-                                  f"with ?model=NAME or a 'model' field")
+            raise InvalidArgument(
+                f"the server has {len(models)} models ({', '.join(models) or 'none'}): name one "
+                f"with ?model=NAME or a 'model' field"
+            )
         return models[0]
 
     async def _scores(self, model: str, tensors: list[InferTensor]) -> tuple[str, list[float], int]:
@@ -161,16 +179,31 @@ class RLRoutes:
 
     @staticmethod
     def _usage(tokens: int) -> dict[str, Any]:
-        return {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0, "prompt_tokens_details": None}
+        return {
+            "prompt_tokens": tokens,
+            "total_tokens": tokens,
+            "completion_tokens": 0,
+            "prompt_tokens_details": None,
+        }
 
     async def classify(self, request: web.Request) -> web.Response:
         body = await _body(request)
         activate = _use_activation(body)
         name, scores, tokens = await self._scores(self._model(request, body), vllm_input_tensors(body))
-        data = [{"index": i, "label": LABEL, "probs": [_sigmoid(s) if activate else s], "num_classes": 1}
-                for i, s in enumerate(scores)]
-        return web.json_response({"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-                                  "model": name, "data": data, "usage": self._usage(tokens)})
+        data = [
+            {"index": i, "label": LABEL, "probs": [_sigmoid(s) if activate else s], "num_classes": 1}
+            for i, s in enumerate(scores)
+        ]
+        return web.json_response(
+            {
+                "id": f"classify-{uuid.uuid4().hex}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": name,
+                "data": data,
+                "usage": self._usage(tokens),
+            }
+        )
 
     async def pooling(self, request: web.Request) -> web.Response:
         """The sequence-reward case: one value per input, the raw score (task "classify": vLLM's
@@ -178,17 +211,39 @@ class RLRoutes:
         body = await _body(request)
         task = body.get("task")
         if task not in (None, "reward", "classify", "score"):
-            raise InvalidArgument(f"task {task!r} is not served: this server pools one reward per input "
-                                  f"(tasks reward, classify, score)")
+            raise InvalidArgument(
+                f"task {task!r} is not served: this server pools one reward per input "
+                f"(tasks reward, classify, score)"
+            )
         activate = task == "classify" and _use_activation(body)
         name, scores, tokens = await self._scores(self._model(request, body), vllm_input_tensors(body))
-        data = [{"index": i, "object": "pooling", "data": [_sigmoid(s) if activate else s]} for i, s in enumerate(scores)]
-        return web.json_response({"id": f"pool-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-                                  "model": name, "data": data, "usage": self._usage(tokens)})
+        data = [
+            {"index": i, "object": "pooling", "data": [_sigmoid(s) if activate else s]}
+            for i, s in enumerate(scores)
+        ]
+        return web.json_response(
+            {
+                "id": f"pool-{uuid.uuid4().hex}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": name,
+                "data": data,
+                "usage": self._usage(tokens),
+            }
+        )
 
     async def models(self, request: web.Request) -> web.Response:
         created = int(time.time())
-        data = [{"id": m.name, "object": "model", "created": created, "owned_by": OWNER, "root": m.name,
-                 "parent": None, "max_model_len": m.max_sequence_length}
-                for m in self._kserve.core.list_models()]
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": created,
+                "owned_by": OWNER,
+                "root": m.name,
+                "parent": None,
+                "max_model_len": m.max_sequence_length,
+            }
+            for m in self._kserve.core.list_models()
+        ]
         return web.json_response({"object": "list", "data": data})

@@ -1,6 +1,7 @@
 """KServe v2 REST routes (Triton's HTTP API): decode the request, call KServeCore, encode the answer.
 
-Nothing here scores or validates a tensor's meaning: that is KServeCore's (fronts/kserve/), shared with gRPC."""
+Nothing here scores or validates a tensor's meaning: that is KServeCore's (fronts/kserve/),
+shared with gRPC."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reward_server.errors import InvalidArgument
-from reward_server.fronts.http.codec import HEADER_LENGTH, decode_infer, encode_infer, output_binary, parse_json
+from reward_server.fronts.http.codec import (
+    HEADER_LENGTH,
+    decode_infer,
+    encode_infer,
+    output_binary,
+    parse_json,
+)
 from reward_server.fronts.kserve.service import KServeCore
 from reward_server.metrics import ServerMetrics
 
@@ -97,11 +104,16 @@ class KServeRoutes:
         return web.json_response(self._kserve.model_config(*_ids(request)))
 
     async def statistics(self, request: web.Request) -> web.Response:
-        return web.json_response(self._kserve.model_statistics(request.match_info.get("model", ""),
-                                                               request.match_info.get("version", "")))
+        return web.json_response(
+            self._kserve.model_statistics(
+                request.match_info.get("model", ""), request.match_info.get("version", "")
+            )
+        )
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     # --- inference ----------------------------------------------------------------------------
 
@@ -112,13 +124,17 @@ class KServeRoutes:
         deadline = start + body.timeout_us / 1e6 if body.timeout_us else None
         requested = [o.name for o in body.outputs] or None
         model, version, outputs = await self._kserve.infer(*_ids(request), body.inputs, requested, deadline)
-        data, header_length = encode_infer(model, version, body.id, outputs,
-                                           output_binary(body, [t.name for t in outputs]))
+        data, header_length = encode_infer(
+            model, version, body.id, outputs, output_binary(body, [t.name for t in outputs])
+        )
         if header_length is None:
             response = web.Response(body=data, content_type="application/json")
         else:
-            response = web.Response(body=data, content_type="application/octet-stream",
-                                    headers={HEADER_LENGTH: str(header_length)})
+            response = web.Response(
+                body=data,
+                content_type="application/octet-stream",
+                headers={HEADER_LENGTH: str(header_length)},
+            )
         if len(data) >= COMPRESS_MIN_BYTES and "Accept-Encoding" in request.headers:
             response.enable_compression()  # gzip or deflate, as the client accepts (tritonclient can ask)
         return response

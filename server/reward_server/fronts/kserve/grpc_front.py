@@ -43,9 +43,16 @@ STREAM_WINDOW = 64
 # KServe v2 datatype -> the InferTensorContents field its typed values travel in.
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
-    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
-    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
-    "FP32": "fp32_contents", "FP64": "fp64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
 
@@ -73,71 +80,103 @@ def decode_inputs(request: pb.ModelInferRequest) -> list[InferTensor]:
     return tensors
 
 
-def encode_response(model: str, version: str, request_id: str, outputs: Iterable[InferTensor]) -> pb.ModelInferResponse:
+def encode_response(
+    model: str, version: str, request_id: str, outputs: Iterable[InferTensor]
+) -> pb.ModelInferResponse:
     """Outputs always in raw_output_contents: tritonclient reads numeric outputs only from there."""
     outputs = list(outputs)
     return pb.ModelInferResponse(
-        model_name=model, model_version=version, id=request_id,
+        model_name=model,
+        model_version=version,
+        id=request_id,
         outputs=[_OUTPUT(name=t.name, datatype=t.datatype, shape=t.shape) for t in outputs],
-        raw_output_contents=[tensor_raw(t) for t in outputs])
+        raw_output_contents=[tensor_raw(t) for t in outputs],
+    )
 
 
 class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, core: KServeCore) -> None:
         self._core = core
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._core.server_live())
 
-    async def ServerReady(self, request: pb.ServerReadyRequest,
-                          context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._core.server_ready())
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self._core.model_ready(request.name, request.version))
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest,
-                             context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         return json_format.ParseDict(self._core.server_metadata(), pb.ServerMetadataResponse())
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest,
-                            context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
-        return json_format.ParseDict(self._core.model_metadata(request.name, request.version), pb.ModelMetadataResponse())
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        return json_format.ParseDict(
+            self._core.model_metadata(request.name, request.version), pb.ModelMetadataResponse()
+        )
 
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
-        config = json_format.ParseDict(self._core.model_config(request.name, request.version), mc.ModelConfig())
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        config = json_format.ParseDict(
+            self._core.model_config(request.name, request.version), mc.ModelConfig()
+        )
         return pb.ModelConfigResponse(config=config)
 
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
-                              context: grpc.aio.ServicerContext) -> pb.ModelStatisticsResponse:
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
         stats = self._core.model_statistics(request.name, request.version)
         return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         model, version, outputs = await self._core.infer(
-            request.model_name, request.model_version, decode_inputs(request),
-            [o.name for o in request.outputs], deadline_from(context.time_remaining()))
+            request.model_name,
+            request.model_version,
+            decode_inputs(request),
+            [o.name for o in request.outputs],
+            deadline_from(context.time_remaining()),
+        )
         return encode_response(model, version, request.id, outputs)
 
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
-                              context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
-        return json_format.ParseDict({"models": self._core.repository_index(request.ready)}, pb.RepositoryIndexResponse())
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        return json_format.ParseDict(
+            {"models": self._core.repository_index(request.ready)}, pb.RepositoryIndexResponse()
+        )
 
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
-                                  context: grpc.aio.ServicerContext) -> pb.RepositoryModelLoadResponse:
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
         await self._core.load_model(request.model_name, dict(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
-    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
-                                    context: grpc.aio.ServicerContext) -> pb.RepositoryModelUnloadResponse:
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
         # Triton's unload_dependents concerns ensembles; a reward model has none, so false and true agree.
         parameters = {k: v for k, v in request.parameters.items() if k != "unload_dependents"}
         await self._core.unload_model(request.model_name, parameters)
         return pb.RepositoryModelUnloadResponse()
 
     async def _unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        raise Unimplemented("shared memory, tracing and log settings are not implemented by this server: "
-                            "send tensors in the request (raw_input_contents or contents)")
+        raise Unimplemented(
+            "shared memory, tracing and log settings are not implemented by this server: "
+            "send tensors in the request (raw_input_contents or contents)"
+        )
 
     SystemSharedMemoryStatus = SystemSharedMemoryRegister = SystemSharedMemoryUnregister = _unimplemented
     CudaSharedMemoryStatus = CudaSharedMemoryRegister = CudaSharedMemoryUnregister = _unimplemented
@@ -153,15 +192,18 @@ class _StreamInfer:
     def __init__(self, servicer: KServeServicer) -> None:
         self._servicer = servicer
 
-    async def _one(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelStreamInferResponse:
+    async def _one(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStreamInferResponse:
         try:
             response = await self._servicer.ModelInfer(request, context)
         except RewardServerError as e:
             return _failed(e)
         return pb.ModelStreamInferResponse(infer_response=response)
 
-    async def stream(self, requests: AsyncIterator[pb.ModelInferRequest],
-                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def stream(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         window: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(STREAM_WINDOW)
 
         async def read() -> None:
@@ -188,7 +230,9 @@ class _StreamInfer:
 
 
 def _failed(error: RewardServerError) -> pb.ModelStreamInferResponse:
-    from reward_server.fronts.grpc.guard import bounded  # here: server.py imports this module to register the service
+    from reward_server.fronts.grpc.guard import (
+        bounded,
+    )  # here: server.py imports this module to register the service
 
     return pb.ModelStreamInferResponse(error_message=f"{error.code.name}: {bounded(str(error))}")
 

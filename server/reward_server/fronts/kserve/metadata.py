@@ -30,7 +30,9 @@ def server_metadata(extra_extensions: Sequence[str] = ()) -> dict:
 
 
 def _tensor_metadata(specs: dict[str, tuple[str, tuple[int, ...]]]) -> list[dict]:
-    return [{"name": name, "datatype": datatype, "shape": [-1, *dims]} for name, (datatype, dims) in specs.items()]
+    return [
+        {"name": name, "datatype": datatype, "shape": [-1, *dims]} for name, (datatype, dims) in specs.items()
+    ]
 
 
 def model_metadata(meta: ModelMetadata) -> dict:
@@ -69,8 +71,10 @@ def _instance_groups(config: ModelConfig, device: str) -> list[dict]:
 
 def model_config(config: ModelConfig, device: str) -> dict:
     """Our config.pbtxt as Triton's ModelConfig; `device`: where the served version runs ("cpu", "cuda:0")."""
-    batching: dict = {"max_queue_delay_microseconds": round(config.max_queue_delay_s * 1e6),
-                      "default_queue_policy": {"max_queue_size": config.max_queue_size}}
+    batching: dict = {
+        "max_queue_delay_microseconds": round(config.max_queue_delay_s * 1e6),
+        "default_queue_policy": {"max_queue_size": config.max_queue_size},
+    }
     if config.preferred_batch_sizes:
         batching["preferred_batch_size"] = list(config.preferred_batch_sizes)
     return {
@@ -78,10 +82,14 @@ def model_config(config: ModelConfig, device: str) -> dict:
         "backend": config.backend,
         "version_policy": _version_policy(config),
         "max_batch_size": config.max_batch_size,
-        "input": [{"name": name, "data_type": CONFIG_TYPES[datatype], "dims": list(dims), "optional": True}
-                  for name, (datatype, dims) in INPUTS.items()],
-        "output": [{"name": name, "data_type": CONFIG_TYPES[datatype], "dims": list(dims)}
-                   for name, (datatype, dims) in OUTPUTS.items()],
+        "input": [
+            {"name": name, "data_type": CONFIG_TYPES[datatype], "dims": list(dims), "optional": True}
+            for name, (datatype, dims) in INPUTS.items()
+        ],
+        "output": [
+            {"name": name, "data_type": CONFIG_TYPES[datatype], "dims": list(dims)}
+            for name, (datatype, dims) in OUTPUTS.items()
+        ],
         "dynamic_batching": batching,
         "instance_group": _instance_groups(config, device),
         "default_model_filename": config.default_model_filename,
@@ -116,27 +124,32 @@ def model_statistics(versions: Iterable[VersionStatistics]) -> dict:
     of the scores as one call, whose time is all in compute_infer."""
     stats = []
     for v in versions:
-        stats.append({
-            "name": v.name,
-            "version": str(v.version),
-            "last_inference": v.last_inference_ms,
-            "inference_count": v.inference_count,
-            "execution_count": v.execution_count,
-            "inference_stats": {
-                "success": _duration(v.success_count, v.success_ns),
-                "fail": _duration(v.fail_count, v.fail_ns),
-                "queue": _duration(v.success_count, v.queue_ns),
-                "compute_input": _duration(v.success_count, 0),
-                "compute_infer": _duration(v.success_count, v.compute_infer_ns),
-                "compute_output": _duration(v.success_count, 0),
-                "cache_hit": _duration(0, 0),
-                "cache_miss": _duration(0, 0),
-            },
-            "batch_stats": [{
-                "batch_size": size,
-                "compute_input": _duration(executions, 0),
-                "compute_infer": _duration(executions, ns),
-                "compute_output": _duration(executions, 0),
-            } for size, executions, ns in v.batches],
-        })
+        stats.append(
+            {
+                "name": v.name,
+                "version": str(v.version),
+                "last_inference": v.last_inference_ms,
+                "inference_count": v.inference_count,
+                "execution_count": v.execution_count,
+                "inference_stats": {
+                    "success": _duration(v.success_count, v.success_ns),
+                    "fail": _duration(v.fail_count, v.fail_ns),
+                    "queue": _duration(v.success_count, v.queue_ns),
+                    "compute_input": _duration(v.success_count, 0),
+                    "compute_infer": _duration(v.success_count, v.compute_infer_ns),
+                    "compute_output": _duration(v.success_count, 0),
+                    "cache_hit": _duration(0, 0),
+                    "cache_miss": _duration(0, 0),
+                },
+                "batch_stats": [
+                    {
+                        "batch_size": size,
+                        "compute_input": _duration(executions, 0),
+                        "compute_infer": _duration(executions, ns),
+                        "compute_output": _duration(executions, 0),
+                    }
+                    for size, executions, ns in v.batches
+                ],
+            }
+        )
     return {"model_stats": stats}

@@ -45,8 +45,20 @@ def _sum_counts(counts: Sequence[InferenceCounts]) -> InferenceCounts:
 
 def version_statistics(loaded: LoadedVersion) -> VersionStatistics:
     c = _sum_counts([b.inference_stats.snapshot() for b in loaded.instances])
-    return VersionStatistics(loaded.name, loaded.version, c.last_inference_ms, c.inferences, c.executions,
-                             c.inferences, c.success_ns, c.fail_count, c.fail_ns, c.queue_ns, c.compute_ns, c.batches)
+    return VersionStatistics(
+        loaded.name,
+        loaded.version,
+        c.last_inference_ms,
+        c.inferences,
+        c.executions,
+        c.inferences,
+        c.success_ns,
+        c.fail_count,
+        c.fail_ns,
+        c.queue_ns,
+        c.compute_ns,
+        c.batches,
+    )
 
 
 class KServeCore:
@@ -65,7 +77,8 @@ class KServeCore:
         return True
 
     def server_ready(self) -> bool:
-        """Not draining, and every model the server should serve (not unloaded by request) has a ready version."""
+        """Not draining, and every model the server should serve (not unloaded by request) has a
+        ready version."""
         return not self.core.draining and self._repository.ready()
 
     def model_ready(self, model: str, version: str = "") -> bool:
@@ -110,9 +123,16 @@ class KServeCore:
 
     # --- inference ----------------------------------------------------------------------------
 
-    async def infer(self, model: str, version: str, tensors: Sequence[InferTensor],
-                    requested_outputs: Sequence[str] | None, deadline: float | None) -> tuple[str, str, list[InferTensor]]:
-        """(model name, version served as a numeric string, output tensors); `deadline` is time.monotonic()."""
+    async def infer(
+        self,
+        model: str,
+        version: str,
+        tensors: Sequence[InferTensor],
+        requested_outputs: Sequence[str] | None,
+        deadline: float | None,
+    ) -> tuple[str, str, list[InferTensor]]:
+        """(model name, version served as a numeric string, output tensors);
+        `deadline` is time.monotonic()."""
         if not model:
             raise InvalidArgument("the request names no model")
         inputs = request_inputs(tensors)
@@ -126,12 +146,19 @@ class KServeCore:
 
     def _check_chars(self, inputs: Sequence[ScoreInput]) -> None:
         for row, item in enumerate(inputs):
-            texts = [item.text] if isinstance(item, Text) else [m.content for m in item.messages] \
-                if isinstance(item, Conversation) else []
+            texts = (
+                [item.text]
+                if isinstance(item, Text)
+                else [m.content for m in item.messages]
+                if isinstance(item, Conversation)
+                else []
+            )
             for text in texts:
                 if len(text) > self._max_chars:
-                    raise InvalidArgument(f"input row {row} has a text of {len(text)} characters; at most "
-                                          f"{self._max_chars} are allowed (--max-chars-per-message)")
+                    raise InvalidArgument(
+                        f"input row {row} has a text of {len(text)} characters; at most "
+                        f"{self._max_chars} are allowed (--max-chars-per-message)"
+                    )
 
     # --- repository ---------------------------------------------------------------------------
 
@@ -146,14 +173,18 @@ class KServeCore:
             for v in versions:
                 if ready_only and v.state != "READY":
                     continue
-                entries.append({"name": m.name, "version": str(v.version), "state": v.state, "reason": v.reason})
+                entries.append(
+                    {"name": m.name, "version": str(v.version), "state": v.state, "reason": v.reason}
+                )
         return entries
 
     @staticmethod
     def _no_parameters(action: str, parameters: Mapping[str, object] | None) -> None:
         if parameters:
-            raise InvalidArgument(f"repository {action} parameters are not supported (got {', '.join(sorted(parameters))}); "
-                                  f"the model's folder and config.pbtxt are read from the repository")
+            raise InvalidArgument(
+                f"repository {action} parameters are not supported (got {', '.join(sorted(parameters))}); "
+                f"the model's folder and config.pbtxt are read from the repository"
+            )
 
     async def load_model(self, model: str, parameters: Mapping[str, object] | None = None) -> None:
         """RepositoryModelLoad: LoadModel's rules (explicit mode only: FAILED_PRECONDITION otherwise;

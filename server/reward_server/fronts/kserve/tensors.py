@@ -51,9 +51,17 @@ OUTPUTS: dict[str, tuple[str, tuple[int, ...]]] = {
 # KServe v2 datatype -> numpy dtype of its raw (little-endian) encoding; BYTES is an object array of bytes.
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
     "BYTES": np.dtype(object),
 }
 
@@ -84,16 +92,22 @@ def decode_bytes_raw(buf: bytes, count: int, name: str = "") -> list[bytes]:
     items, offset = [], 0
     for index in range(count):
         if offset + 4 > len(view):
-            raise InvalidArgument(f"{where}: raw data ends before element {index} of {count} (no length prefix)")
+            raise InvalidArgument(
+                f"{where}: raw data ends before element {index} of {count} (no length prefix)"
+            )
         (length,) = _LENGTH.unpack_from(view, offset)
         offset += 4
         if offset + length > len(view):
-            raise InvalidArgument(f"{where}: element {index} has a length prefix of {length} bytes, past the end "
-                                  f"of the raw data ({len(view) - offset} bytes left)")
-        items.append(bytes(view[offset:offset + length]))
+            raise InvalidArgument(
+                f"{where}: element {index} has a length prefix of {length} bytes, past the end "
+                f"of the raw data ({len(view) - offset} bytes left)"
+            )
+        items.append(bytes(view[offset : offset + length]))
         offset += length
     if offset != len(view):
-        raise InvalidArgument(f"{where}: {len(view) - offset} bytes of raw data after the {count} elements of its shape")
+        raise InvalidArgument(
+            f"{where}: {len(view) - offset} bytes of raw data after the {count} elements of its shape"
+        )
     return items
 
 
@@ -110,8 +124,10 @@ def encode_bytes_raw(items: Iterable[bytes | str]) -> bytes:
 def _known_dtype(name: str, datatype: str) -> np.dtype:
     dtype = NUMPY_DTYPES.get(datatype)
     if dtype is None:
-        raise InvalidArgument(f"tensor {name!r}: unknown or unsupported datatype {datatype!r} "
-                              f"(one of {', '.join(NUMPY_DTYPES)})")
+        raise InvalidArgument(
+            f"tensor {name!r}: unknown or unsupported datatype {datatype!r} "
+            f"(one of {', '.join(NUMPY_DTYPES)})"
+        )
     return dtype
 
 
@@ -124,8 +140,10 @@ def tensor_from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes) 
         data[:] = decode_bytes_raw(raw, count, name)
     else:
         if len(raw) != count * dtype.itemsize:
-            raise InvalidArgument(f"tensor {name!r}: {len(raw)} bytes of raw data, but shape {list(shape)} of "
-                                  f"{datatype} takes {count * dtype.itemsize}")
+            raise InvalidArgument(
+                f"tensor {name!r}: {len(raw)} bytes of raw data, but shape {list(shape)} of "
+                f"{datatype} takes {count * dtype.itemsize}"
+            )
         data = np.frombuffer(raw, dtype=dtype)
     return InferTensor(name, datatype, tuple(shape), data)
 
@@ -153,11 +171,15 @@ def _checked(tensor: InferTensor) -> np.ndarray:
         raise InvalidArgument(f"input {tensor.name!r}: datatype {tensor.datatype}, expected {datatype}")
     count = _element_count(tensor.name, tensor.shape)
     if tensor.data.size != count:
-        raise InvalidArgument(f"input {tensor.name!r}: shape {list(tensor.shape)} holds {count} elements, "
-                              f"the data has {tensor.data.size}")
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {list(tensor.shape)} holds {count} elements, "
+            f"the data has {tensor.data.size}"
+        )
     if not tensor.shape or tensor.shape[0] < 1:
-        raise InvalidArgument(f"input {tensor.name!r}: shape {list(tensor.shape)}: the first dimension is the "
-                              f"batch and must be at least 1")
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {list(tensor.shape)}: the first dimension is the "
+            f"batch and must be at least 1"
+        )
     return tensor.data.reshape(tensor.shape)
 
 
@@ -165,8 +187,10 @@ def _rows_of_one(tensor: InferTensor) -> list[bytes]:
     """A BYTES input of one element per row: shape [B] or [B, 1]."""
     data = _checked(tensor)
     if data.ndim > 2 or (data.ndim == 2 and data.shape[1] != 1):
-        raise InvalidArgument(f"input {tensor.name!r}: shape {list(tensor.shape)}: one element per row "
-                              f"is expected ([B] or [B, 1])")
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {list(tensor.shape)}: one element per row "
+            f"is expected ([B] or [B, 1])"
+        )
     return list(data.reshape(-1))
 
 
@@ -194,14 +218,22 @@ def _conversation(name: str, row: int, text: str) -> Conversation:
     except ValueError as e:
         raise InvalidArgument(f"{where}: not JSON ({e})") from e
     if not isinstance(parsed, list) or not parsed:
-        raise InvalidArgument(f"{where}: expected a non-empty JSON list of {{\"role\", \"content\"}} objects")
+        raise InvalidArgument(f'{where}: expected a non-empty JSON list of {{"role", "content"}} objects')
     messages = []
     for index, m in enumerate(parsed):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise InvalidArgument(f"{where} message {index}: expected an object with string \"role\" and \"content\"")
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise InvalidArgument(
+                f'{where} message {index}: expected an object with string "role" and "content"'
+            )
         role, content = m["role"], m["content"]
         if role not in ROLES:
-            raise InvalidArgument(f"{where} message {index}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+            raise InvalidArgument(
+                f"{where} message {index}: unknown role {role!r} (expected one of {', '.join(ROLES)})"
+            )
         if role in NON_EMPTY_ROLES and not content:
             raise InvalidArgument(f"{where} message {index}: empty content in a {role} message")
         messages.append(Message(role, content))
@@ -209,14 +241,18 @@ def _conversation(name: str, row: int, text: str) -> Conversation:
 
 
 def _messages(tensor: InferTensor) -> list[ScoreInput]:
-    return [_conversation(tensor.name, row, _text(tensor.name, row, value))
-            for row, value in enumerate(_rows_of_one(tensor))]
+    return [
+        _conversation(tensor.name, row, _text(tensor.name, row, value))
+        for row, value in enumerate(_rows_of_one(tensor))
+    ]
 
 
 def _token_rows(tokens: InferTensor, lengths: InferTensor | None) -> list[ScoreInput]:
     ids = _checked(tokens)
     if ids.ndim != 2:
-        raise InvalidArgument(f"input {TOKENS!r}: shape {list(tokens.shape)}: expected [B, L] (right-padded rows)")
+        raise InvalidArgument(
+            f"input {TOKENS!r}: shape {list(tokens.shape)}: expected [B, L] (right-padded rows)"
+        )
     if ids.size and int(ids.min()) < 0:
         row, column = (int(i[0]) for i in np.nonzero(ids < 0))
         raise InvalidArgument(f"input {TOKENS!r} row {row}: negative token id {int(ids[row, column])}")
@@ -226,13 +262,17 @@ def _token_rows(tokens: InferTensor, lengths: InferTensor | None) -> list[ScoreI
     else:
         given = _checked(lengths)
         if given.size != batch or (given.ndim == 2 and given.shape[1] != 1) or given.ndim > 2:
-            raise InvalidArgument(f"input {SEQUENCE_LENGTHS!r}: shape {list(lengths.shape)}: expected [{batch}, 1] "
-                                  f"or [{batch}], one length per row of {TOKENS!r}")
+            raise InvalidArgument(
+                f"input {SEQUENCE_LENGTHS!r}: shape {list(lengths.shape)}: expected [{batch}, 1] "
+                f"or [{batch}], one length per row of {TOKENS!r}"
+            )
         row_lengths = [int(n) for n in given.reshape(-1)]
         for row, n in enumerate(row_lengths):
             if not 1 <= n <= width:
-                raise InvalidArgument(f"input {SEQUENCE_LENGTHS!r} row {row}: length {n} is outside 1..{width} "
-                                      f"(the width of {TOKENS!r})")
+                raise InvalidArgument(
+                    f"input {SEQUENCE_LENGTHS!r} row {row}: length {n} is outside 1..{width} "
+                    f"(the width of {TOKENS!r})"
+                )
     return [TokenIds(tuple(ids[row, :n].tolist())) for row, n in enumerate(row_lengths)]
 
 
@@ -250,8 +290,10 @@ def request_inputs(tensors: Sequence[InferTensor]) -> list[ScoreInput]:
     if SEQUENCE_LENGTHS in by_name and TOKENS not in by_name:
         raise InvalidArgument(f"input {SEQUENCE_LENGTHS!r} needs {TOKENS!r}")
     if len(kinds) != 1:
-        raise InvalidArgument(f"give exactly one kind of input: {SENTENCES!r}, {MESSAGES!r} or {TOKENS!r} "
-                              f"(+ {SEQUENCE_LENGTHS!r}); got " + (", ".join(repr(n) for n in by_name) or "none"))
+        raise InvalidArgument(
+            f"give exactly one kind of input: {SENTENCES!r}, {MESSAGES!r} or {TOKENS!r} "
+            f"(+ {SEQUENCE_LENGTHS!r}); got " + (", ".join(repr(n) for n in by_name) or "none")
+        )
     kind = kinds[0]
     if kind == SENTENCES:
         return _sentences(by_name[SENTENCES])
@@ -260,7 +302,9 @@ def request_inputs(tensors: Sequence[InferTensor]) -> list[ScoreInput]:
     return _token_rows(by_name[TOKENS], by_name.get(SEQUENCE_LENGTHS))
 
 
-def result_tensors(results: Sequence[ScoreResult], requested: Sequence[str] | None = None) -> list[InferTensor]:
+def result_tensors(
+    results: Sequence[ScoreResult], requested: Sequence[str] | None = None
+) -> list[InferTensor]:
     """The output tensors of a request's results: all three, or the `requested` ones in that order."""
     names = list(OUTPUTS) if not requested else list(requested)
     for name in names:
@@ -274,9 +318,15 @@ def result_tensors(results: Sequence[ScoreResult], requested: Sequence[str] | No
         NUM_TOKENS: lambda: [r.num_tokens for r in results],
         NUM_TRUNCATED_TOKENS: lambda: [r.num_truncated_tokens for r in results],
     }
-    return [InferTensor(name, OUTPUTS[name][0], (batch, 1),
-                        np.array(columns[name](), dtype=NUMPY_DTYPES[OUTPUTS[name][0]]).reshape(batch, 1))
-            for name in names]
+    return [
+        InferTensor(
+            name,
+            OUTPUTS[name][0],
+            (batch, 1),
+            np.array(columns[name](), dtype=NUMPY_DTYPES[OUTPUTS[name][0]]).reshape(batch, 1),
+        )
+        for name in names
+    ]
 
 
 def tensor_raw(tensor: InferTensor) -> bytes:

@@ -29,9 +29,11 @@ def detect_family(source: SourceCheckpoint) -> ModuleType:
         if module.matches(source):
             return module
     architectures = source.config.get("architectures")
-    raise ImportRefused(f"{source.folder}: not a known reward model family (model_type "
-                        f"{source.config.get('model_type')!r}, architectures {architectures}); "
-                        f"pass --family {'|'.join(FAMILIES)}")
+    raise ImportRefused(
+        f"{source.folder}: not a known reward model family (model_type "
+        f"{source.config.get('model_type')!r}, architectures {architectures}); "
+        f"pass --family {'|'.join(FAMILIES)}"
+    )
 
 
 def _cast(state: dict, dtype: str) -> dict:
@@ -43,8 +45,16 @@ def _cast(state: dict, dtype: str) -> dict:
     return {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
 
 
-def import_checkpoint(source: str, repository: Path, name: str, *, family: str | None = None,
-                      base: Path | None = None, revision: str | None = None, dtype: str = "keep") -> tuple[Path, int]:
+def import_checkpoint(
+    source: str,
+    repository: Path,
+    name: str,
+    *,
+    family: str | None = None,
+    base: Path | None = None,
+    revision: str | None = None,
+    dtype: str = "keep",
+) -> tuple[Path, int]:
     """Import `source` (a folder or a hub id) as the next version of model `name`."""
     if family is not None and family not in FAMILIES:
         raise ImportRefused(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
@@ -58,7 +68,9 @@ def import_checkpoint(source: str, repository: Path, name: str, *, family: str |
     check_canonical(canonical)
     comment = f"Imported from {source} (family {module.NAME}) by `reward-server import`."
     return publish_version(
-        repository, name, lambda folder: write_canonical(folder, canonical),
+        repository,
+        name,
+        lambda folder: write_canonical(folder, canonical),
         new_model_config=config_pbtxt(name, canonical.reward, comment=comment),
         accept_existing=lambda existing: accept_under(existing, canonical),
         error=ImportRefused,

@@ -36,7 +36,9 @@ def check_config(config: Any, where: str) -> None:
     if heads <= 0 or hidden % heads:
         raise ImportRefused(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
     if kv_heads <= 0 or heads % kv_heads:
-        raise ImportRefused(f"{where}: num_attention_heads {heads} is not divisible by num_key_value_heads {kv_heads}")
+        raise ImportRefused(
+            f"{where}: num_attention_heads {heads} is not divisible by num_key_value_heads {kv_heads}"
+        )
 
 
 def check_canonical(canonical: Canonical) -> None:
@@ -48,10 +50,15 @@ def check_canonical(canonical: Canonical) -> None:
     check_config(canonical.config, f"{canonical.family} config")
     head_bias = "score.bias" in canonical.state
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in RewardModel(canonical.config, head_bias, torch.float32).state_dict().items()}
+        expected = {
+            k: tuple(v.shape)
+            for k, v in RewardModel(canonical.config, head_bias, torch.float32).state_dict().items()
+        }
     got = {k: tuple(v.shape) for k, v in canonical.state.items()}
     missing, unexpected = expected.keys() - got.keys(), got.keys() - expected.keys()
-    mismatched = {f"{k} {got[k]} != {expected[k]}" for k in expected.keys() & got.keys() if got[k] != expected[k]}
+    mismatched = {
+        f"{k} {got[k]} != {expected[k]}" for k in expected.keys() & got.keys() if got[k] != expected[k]
+    }
     problems = []
     if missing:
         problems.append(f"missing keys: {_listed(missing)}")
@@ -60,16 +67,22 @@ def check_canonical(canonical: Canonical) -> None:
     if mismatched:
         problems.append(f"shape mismatches: {_listed(mismatched)}")
     if problems:
-        raise ImportRefused(f"the {canonical.family} checkpoint does not map onto its backbone: " + "; ".join(problems))
+        raise ImportRefused(
+            f"the {canonical.family} checkpoint does not map onto its backbone: " + "; ".join(problems)
+        )
     if len(canonical.tokenizer) > canonical.config.vocab_size:
-        raise ImportRefused(f"the tokenizer has {len(canonical.tokenizer)} tokens, more than the model's "
-                            f"vocab_size {canonical.config.vocab_size}")
+        raise ImportRefused(
+            f"the tokenizer has {len(canonical.tokenizer)} tokens, more than the model's "
+            f"vocab_size {canonical.config.vocab_size}"
+        )
 
 
 def accept_under(existing: ModelConfig, canonical: Canonical) -> None:
     """A new version must be servable under the model's existing config.pbtxt."""
     reward = canonical.reward
-    wanted = {f: getattr(reward, f) for f in ("prompt_format", "reward_token_id", "add_special_tokens", "head_bias")}
+    wanted = {
+        f: getattr(reward, f) for f in ("prompt_format", "reward_token_id", "add_special_tokens", "head_bias")
+    }
     if reason := conflict_with(existing, "pytorch", wanted):
         raise ImportRefused(f"{reason}; import this {canonical.family} checkpoint under another --name")
 
@@ -93,13 +106,18 @@ def save_weights(state: dict[str, Any], folder: Path, shard_bytes: int = SHARD_B
     else:
         names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
         weight_map = {key: file for file, shard in zip(names, shards) for key in shard}
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
-                 "weight_map": weight_map}
+        index = {
+            "metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+            "weight_map": weight_map,
+        }
         (folder / SHARD_INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
     for file, shard in zip(names, shards):
         # clone: split views (InternLM2's wqkv) share storage, which safetensors refuses
-        save_file({k: v.detach().contiguous().clone() for k, v in shard.items()}, str(folder / file),
-                  metadata={"format": "pt"})
+        save_file(
+            {k: v.detach().contiguous().clone() for k, v in shard.items()},
+            str(folder / file),
+            metadata={"format": "pt"},
+        )
     return names
 
 

@@ -44,15 +44,19 @@ DROPPED = re.compile(r"rotary_emb\.inv_freq$")
 
 def matches(source: SourceCheckpoint) -> bool:
     config = source.config
-    return config.get("model_type") == "internlm2" or "InternLM2ForRewardModel" in (config.get("architectures") or [])
+    return config.get("model_type") == "internlm2" or "InternLM2ForRewardModel" in (
+        config.get("architectures") or []
+    )
 
 
 def split_wqkv(packed: Any, kv_heads: int, group: int, head_dim: int, key: str) -> tuple[Any, Any, Any]:
     """Packed [(K*(G+2))*d, ...] -> q [K*G*d, ...], k [K*d, ...], v [K*d, ...]."""
     rows = kv_heads * (group + 2) * head_dim
     if packed.shape[0] != rows:
-        raise ImportRefused(f"{key}: shape {tuple(packed.shape)}, expected {rows} rows "
-                            f"(({kv_heads} kv groups x ({group} + 2) slots) x head dim {head_dim})")
+        raise ImportRefused(
+            f"{key}: shape {tuple(packed.shape)}, expected {rows} rows "
+            f"(({kv_heads} kv groups x ({group} + 2) slots) x head dim {head_dim})"
+        )
     rest = tuple(packed.shape[1:])
     grouped = packed.reshape(kv_heads, group + 2, head_dim, *rest)
     q = grouped[:, :group].reshape(kv_heads * group * head_dim, *rest)
@@ -92,6 +96,11 @@ def convert(source: SourceCheckpoint) -> Canonical:
         pad_token="</s>",
         chat_template=tokenizer_config.get("chat_template") or CHAT_TEMPLATE,
     )
-    reward = RewardDefaults(prompt_format="internlm2", max_sequence_length=config.max_position_embeddings,
-                            reward_token_id=reward_token_id, add_special_tokens=False, head_bias=False)
+    reward = RewardDefaults(
+        prompt_format="internlm2",
+        max_sequence_length=config.max_position_embeddings,
+        reward_token_id=reward_token_id,
+        add_special_tokens=False,
+        head_bias=False,
+    )
     return Canonical(NAME, config, state, tokenizer, reward)

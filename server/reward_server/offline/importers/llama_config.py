@@ -24,8 +24,14 @@ def llama_config(c: dict[str, Any], where: str = "config.json") -> Any:
     if not isinstance(c.get("hidden_size"), int) or not isinstance(c.get("num_attention_heads"), int):
         raise ImportRefused(f"{where}: hidden_size and num_attention_heads are required integers")
     heads = c["num_attention_heads"]
-    check_config(SimpleNamespace(hidden_size=c["hidden_size"], num_attention_heads=heads,
-                                 num_key_value_heads=c.get("num_key_value_heads") or heads), where)
+    check_config(
+        SimpleNamespace(
+            hidden_size=c["hidden_size"],
+            num_attention_heads=heads,
+            num_key_value_heads=c.get("num_key_value_heads") or heads,
+        ),
+        where,
+    )
     try:
         config = _build(LlamaConfig, c)
     except KeyError as e:

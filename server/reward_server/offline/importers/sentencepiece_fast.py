@@ -34,11 +34,15 @@ def _model_proto(path: Path) -> Any:
 def _check_reproducible(path: Path, proto: Any) -> None:
     spec = proto.normalizer_spec
     if proto.trainer_spec.model_type != BPE_MODEL:
-        raise ImportRefused(f"{path}: only BPE sentencepiece models are supported (this one is type "
-                            f"{proto.trainer_spec.model_type})")
+        raise ImportRefused(
+            f"{path}: only BPE sentencepiece models are supported (this one is type "
+            f"{proto.trainer_spec.model_type})"
+        )
     if spec.precompiled_charsmap:
-        raise ImportRefused(f"{path}: the sentencepiece normalizer {spec.name!r} is not 'identity'; "
-                            "the fast tokenizer could not give the same ids")
+        raise ImportRefused(
+            f"{path}: the sentencepiece normalizer {spec.name!r} is not 'identity'; "
+            "the fast tokenizer could not give the same ids"
+        )
     if spec.remove_extra_whitespaces:
         raise ImportRefused(f"{path}: the sentencepiece model removes extra whitespace; not supported")
 
@@ -56,7 +60,8 @@ def fast_tokenizer_from_sentencepiece(
     chat_template: str | None = None,
 ) -> Any:
     """Build the fast tokenizer. `extra_tokens` are (id, text) added tokens of the original tokenizer
-    (tokenizer_config.json / added_tokens.json); an id beyond the sentencepiece vocabulary must be the next one."""
+    (tokenizer_config.json / added_tokens.json); an id beyond the sentencepiece vocabulary must be the
+    next one."""
     from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
@@ -67,35 +72,60 @@ def fast_tokenizer_from_sentencepiece(
     vocab_scores = [(piece.piece, piece.score) for piece in proto.pieces]
     _, merges = SentencePieceExtractor(str(path)).extract(vocab_scores)
     vocab = {piece: index for index, (piece, _) in enumerate(vocab_scores)}
-    tokenizer = Tokenizer(BPE(vocab, merges, unk_token=proto.trainer_spec.unk_piece, fuse_unk=True, byte_fallback=True))
+    tokenizer = Tokenizer(
+        BPE(vocab, merges, unk_token=proto.trainer_spec.unk_piece, fuse_unk=True, byte_fallback=True)
+    )
 
-    specials = {index: piece.piece for index, piece in enumerate(proto.pieces) if piece.type in (CONTROL, USER_DEFINED)}
+    specials = {
+        index: piece.piece
+        for index, piece in enumerate(proto.pieces)
+        if piece.type in (CONTROL, USER_DEFINED)
+    }
     for index, text in sorted(extra_tokens):
         if index < len(proto.pieces) and proto.pieces[index].piece != text:
-            raise ImportRefused(f"{path}: added token {text!r} claims id {index}, which is "
-                                f"{proto.pieces[index].piece!r} in the sentencepiece model")
+            raise ImportRefused(
+                f"{path}: added token {text!r} claims id {index}, which is "
+                f"{proto.pieces[index].piece!r} in the sentencepiece model"
+            )
         specials[index] = text
     # Matched before normalization, so each text piece between them gets its own dummy prefix.
-    tokenizer.add_special_tokens([AddedToken(specials[i], normalized=False, special=True) for i in sorted(specials)])
+    tokenizer.add_special_tokens(
+        [AddedToken(specials[i], normalized=False, special=True) for i in sorted(specials)]
+    )
     for index, text in specials.items():  # ids past the sentencepiece vocabulary must come in order
         if tokenizer.token_to_id(text) != index:
-            raise ImportRefused(f"{path}: added token {text!r} would get id {tokenizer.token_to_id(text)}, "
-                                f"but the original tokenizer gives it {index}")
+            raise ImportRefused(
+                f"{path}: added token {text!r} would get id {tokenizer.token_to_id(text)}, "
+                f"but the original tokenizer gives it {index}"
+            )
 
     steps = [normalizers.Replace(" ", "▁")]
     if proto.normalizer_spec.add_dummy_prefix:
         steps.insert(0, normalizers.Prepend("▁"))
     tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.decoder = decoders.Sequence([
-        decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(content=" ", left=1),
-    ])
+    tokenizer.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(content=" ", left=1),
+        ]
+    )
     frame = ([f"{bos_token}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos_token}:0"] if add_eos else [])
-    frame_tokens = [(t, tokenizer.token_to_id(t)) for t, on in ((bos_token, add_bos), (eos_token, add_eos)) if on]
-    tokenizer.post_processor = processors.TemplateProcessing(single=" ".join(frame), special_tokens=frame_tokens)
+    frame_tokens = [
+        (t, tokenizer.token_to_id(t)) for t, on in ((bos_token, add_bos), (eos_token, add_eos)) if on
+    ]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=" ".join(frame), special_tokens=frame_tokens
+    )
 
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=bos_token, eos_token=eos_token, unk_token=unk_token,
-        pad_token=pad_token, clean_up_tokenization_spaces=False,
+        tokenizer_object=tokenizer,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        unk_token=unk_token,
+        pad_token=pad_token,
+        clean_up_tokenization_spaces=False,
     )
     if chat_template:
         fast.chat_template = chat_template
@@ -140,4 +170,6 @@ def verify_against_sentencepiece(path: Path, fast: Any, texts: Iterable[str] = P
         want = sentencepiece_reference_ids(path, text, special)
         got = fast(text, add_special_tokens=False)["input_ids"]
         if got != want:
-            raise ImportRefused(f"{path}: the converted tokenizer gives other ids than sentencepiece on {text!r}")
+            raise ImportRefused(
+                f"{path}: the converted tokenizer gives other ids than sentencepiece on {text!r}"
+            )

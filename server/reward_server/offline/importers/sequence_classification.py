@@ -33,8 +33,10 @@ def _config(source: SourceCheckpoint) -> Any:
     try:
         config = AutoConfig.for_model(model_type, **raw)
     except (ValueError, KeyError, TypeError) as e:
-        raise ImportRefused(f"{source.folder}/config.json: model_type {model_type!r} is not a transformers "
-                            f"built-in architecture ({e})") from e
+        raise ImportRefused(
+            f"{source.folder}/config.json: model_type {model_type!r} is not a transformers "
+            f"built-in architecture ({e})"
+        ) from e
     labels = getattr(config, "num_labels", 1)
     if labels != 1:
         raise ImportRefused(f"{source.folder}/config.json: num_labels is {labels}; a reward model has one")
@@ -46,16 +48,26 @@ def convert(source: SourceCheckpoint) -> Canonical:
     from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     config = _config(source)
-    prefix = getattr(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None), "base_model_prefix", "model")
-    state = {("model." + k[len(prefix) + 1:] if k.startswith(prefix + ".") else k): v
-             for k, v in source.load_state().items()}
+    prefix = getattr(
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None), "base_model_prefix", "model"
+    )
+    state = {
+        ("model." + k[len(prefix) + 1 :] if k.startswith(prefix + ".") else k): v
+        for k, v in source.load_state().items()
+    }
     tokenizer = tokenizer_json_or_sentencepiece(source)
     if not tokenizer.chat_template:
-        raise ImportRefused(f"{source.folder}: the tokenizer has no chat_template, so conversations cannot be rendered")
+        raise ImportRefused(
+            f"{source.folder}: the tokenizer has no chat_template, so conversations cannot be rendered"
+        )
     model_max = getattr(tokenizer, "model_max_length", 0) or 0
     max_length = config.max_position_embeddings
     if 0 < model_max < SANE_MAX_LENGTH:
         max_length = min(max_length, model_max)
-    reward = RewardDefaults(prompt_format="chat_template", max_sequence_length=max_length, add_special_tokens=True,
-                            head_bias="score.bias" in state)
+    reward = RewardDefaults(
+        prompt_format="chat_template",
+        max_sequence_length=max_length,
+        add_special_tokens=True,
+        head_bias="score.bias" in state,
+    )
     return Canonical(NAME, config, state, tokenizer, reward)

@@ -54,7 +54,9 @@ class SourceCheckpoint:
     def config(self) -> dict[str, Any]:
         path = self.find("config.json")
         if path is None:
-            raise ImportRefused(f"{self.folder}: config.json is missing (pass --base FOLDER with the base model's config)")
+            raise ImportRefused(
+                f"{self.folder}: config.json is missing (pass --base FOLDER with the base model's config)"
+            )
         return _read_json(path)
 
     def json_file(self, name: str) -> dict[str, Any]:
@@ -82,7 +84,9 @@ class SourceCheckpoint:
         candidates = sorted(self.folder.glob("*.safetensors")) or sorted(self.folder.glob("*.bin"))
         if len(candidates) == 1:
             return candidates
-        raise ImportRefused(f"{self.folder}: no weights found (model.safetensors, pytorch_model.bin or a shard index)")
+        raise ImportRefused(
+            f"{self.folder}: no weights found (model.safetensors, pytorch_model.bin or a shard index)"
+        )
 
     @cached_property
     def keys(self) -> set[str]:
@@ -127,8 +131,10 @@ def _load_pickle(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
-        raise ImportRefused(f"{path}: refused: the pickle is not plain tensors (loaded with weights_only=True): "
-                            f"{str(e).splitlines()[0]}") from e
+        raise ImportRefused(
+            f"{path}: refused: the pickle is not plain tensors (loaded with weights_only=True): "
+            f"{str(e).splitlines()[0]}"
+        ) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ImportRefused(f"{path}: expected a dict of tensors")
     return state
@@ -143,9 +149,11 @@ def resolve_source(source: str, revision: str | None = None) -> Path:
         raise ImportRefused(f"{source}: not a folder")
     if not HUB_ID.match(source):
         raise ImportRefused(f"{source}: no such folder, and not a hub id (owner/name)")
-    offline_hint = (f"cannot download {source!r} from the Hugging Face hub: this machine is offline. "
-                    f"Download it where there is network (`huggingface-cli download {source}`), copy the "
-                    "folder here, and import the folder")
+    offline_hint = (
+        f"cannot download {source!r} from the Hugging Face hub: this machine is offline. "
+        f"Download it where there is network (`huggingface-cli download {source}`), copy the "
+        "folder here, and import the folder"
+    )
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ImportRefused(offline_hint + " (HF_HUB_OFFLINE is set)")
     from huggingface_hub import snapshot_download

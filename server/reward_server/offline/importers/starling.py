@@ -42,15 +42,21 @@ def convert(source: SourceCheckpoint) -> Canonical:
             state["score.weight"] = tensor
             continue
         prefix = next((p for p in ALIASES if key.startswith(p)), None)
-        name = "model." + key[len(prefix):] if prefix else key
+        name = "model." + key[len(prefix) :] if prefix else key
         if prefix and name in state:
             if not torch.equal(state[name], tensor):
-                raise ImportRefused(f"{key} and its alias differ: the checkpoint holds two different backbones")
+                raise ImportRefused(
+                    f"{key} and its alias differ: the checkpoint holds two different backbones"
+                )
             continue
         state[name] = tensor
     if "score.weight" not in state:
         raise ImportRefused(f"{source.folder}: v_head.weight is missing")
     tokenizer = tokenizer_json_or_sentencepiece(source, pad_token=special_token(source, "unk_token", "<unk>"))
-    reward = RewardDefaults(prompt_format="llama2", max_sequence_length=min(MAX_LENGTH, config.max_position_embeddings),
-                            add_special_tokens=True, head_bias=False)
+    reward = RewardDefaults(
+        prompt_format="llama2",
+        max_sequence_length=min(MAX_LENGTH, config.max_position_embeddings),
+        add_special_tokens=True,
+        head_bias=False,
+    )
     return Canonical(NAME, config, state, tokenizer, reward)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any, overload
 
 from reward_server.errors import ImportRefused
-from reward_server.offline.importers.sentencepiece_fast import fast_tokenizer_from_sentencepiece, verify_against_sentencepiece
+from reward_server.offline.importers.sentencepiece_fast import (
+    fast_tokenizer_from_sentencepiece,
+    verify_against_sentencepiece,
+)
 from reward_server.offline.importers.source import SourceCheckpoint
 
 
@@ -17,8 +20,11 @@ def _token_text(value: Any, default: str | None) -> str | None:
 
 def added_tokens(source: SourceCheckpoint) -> list[tuple[int, str]]:
     """(id, text) of the tokens the original tokenizer adds to its sentencepiece vocabulary."""
-    tokens = {int(i): t["content"] for i, t in source.json_file("tokenizer_config.json").get("added_tokens_decoder", {}).items()
-              if isinstance(t, dict) and "content" in t}
+    tokens = {
+        int(i): t["content"]
+        for i, t in source.json_file("tokenizer_config.json").get("added_tokens_decoder", {}).items()
+        if isinstance(t, dict) and "content" in t
+    }
     tokens.update({int(i): text for text, i in source.json_file("added_tokens.json").items()})
     return sorted(tokens.items())
 
@@ -36,11 +42,19 @@ def special_token(source: SourceCheckpoint, key: str, default: str | None) -> st
     return default
 
 
-def sentencepiece_tokenizer(source: SourceCheckpoint, *, add_bos: bool, add_eos: bool, pad_token: str | None,
-                            chat_template: str | None = None) -> Any:
+def sentencepiece_tokenizer(
+    source: SourceCheckpoint,
+    *,
+    add_bos: bool,
+    add_eos: bool,
+    pad_token: str | None,
+    chat_template: str | None = None,
+) -> Any:
     path = source.find("tokenizer.model")
     if path is None:
-        raise ImportRefused(f"{source.folder}: tokenizer.model is missing (pass --base FOLDER holding the tokenizer)")
+        raise ImportRefused(
+            f"{source.folder}: tokenizer.model is missing (pass --base FOLDER holding the tokenizer)"
+        )
     fast = fast_tokenizer_from_sentencepiece(
         path,
         add_bos=add_bos,
@@ -57,15 +71,19 @@ def sentencepiece_tokenizer(source: SourceCheckpoint, *, add_bos: bool, add_eos:
 
 
 def tokenizer_json_or_sentencepiece(source: SourceCheckpoint, *, pad_token: str | None = None) -> Any:
-    """A shipped tokenizer.json as is (it is data); else the sentencepiece model, framed as its config says."""
+    """A shipped tokenizer.json as is (it is data); else the sentencepiece model, framed as its
+    config says."""
     from transformers import PreTrainedTokenizerFast
 
     path = source.find("tokenizer.json")
     config = source.json_file("tokenizer_config.json")
     if path is None:
         return sentencepiece_tokenizer(
-            source, add_bos=config.get("add_bos_token", True), add_eos=config.get("add_eos_token", False),
-            pad_token=pad_token or special_token(source, "pad_token", None), chat_template=config.get("chat_template"),
+            source,
+            add_bos=config.get("add_bos_token", True),
+            add_eos=config.get("add_eos_token", False),
+            pad_token=pad_token or special_token(source, "pad_token", None),
+            chat_template=config.get("chat_template"),
         )
     try:
         fast = PreTrainedTokenizerFast.from_pretrained(path.parent, local_files_only=True)

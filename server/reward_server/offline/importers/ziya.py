@@ -23,7 +23,9 @@ HEAD = {"value_head.weight": "score.weight", "value_head.bias": "score.bias"}
 
 
 def matches(source: SourceCheckpoint) -> bool:
-    return "LlamaRewardModel" in (source.config.get("architectures") or []) or "value_head.weight" in source.keys
+    return (
+        "LlamaRewardModel" in (source.config.get("architectures") or []) or "value_head.weight" in source.keys
+    )
 
 
 def convert(source: SourceCheckpoint) -> Canonical:
@@ -32,8 +34,13 @@ def convert(source: SourceCheckpoint) -> Canonical:
     for key, tensor in source.load_state().items():
         if not DROPPED.search(key):
             state[HEAD.get(key, key)] = tensor
-    tokenizer = sentencepiece_tokenizer(source, add_bos=True, add_eos=True,
-                                        pad_token=special_token(source, "pad_token", None))
-    reward = RewardDefaults(prompt_format="ziya", max_sequence_length=min(MAX_LENGTH, config.max_position_embeddings),
-                            add_special_tokens=True, head_bias="score.bias" in state)
+    tokenizer = sentencepiece_tokenizer(
+        source, add_bos=True, add_eos=True, pad_token=special_token(source, "pad_token", None)
+    )
+    reward = RewardDefaults(
+        prompt_format="ziya",
+        max_sequence_length=min(MAX_LENGTH, config.max_position_embeddings),
+        add_special_tokens=True,
+        head_bias="score.bias" in state,
+    )
     return Canonical(NAME, config, state, tokenizer, reward)
