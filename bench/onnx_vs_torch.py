@@ -25,7 +25,7 @@ from pathlib import Path
 from bench_model import SHAPE, write_bench_model
 
 from reward_client import AsyncRewardClient
-from reward_server.runtime.openmp import on_passing_thread
+from reward_server.runtime.openmp import run_on_thread_that_ends
 from reward_server.server import build_server
 from reward_server.settings import ServerSettings
 
@@ -81,7 +81,9 @@ async def run(args: argparse.Namespace) -> dict:
         repo = Path(tmp)
         # Torch work before serving runs on threads that end with it: an OpenMP team left on this thread
         # would slow the served forwards beside it (reward_server/runtime/openmp.py).
-        on_passing_thread(lambda: (write_bench_model(repo, "rm"), export_version(repo, "rm")), "bench-setup")
+        run_on_thread_that_ends(
+            lambda: (write_bench_model(repo, "rm"), export_version(repo, "rm")), "bench-setup"
+        )
         sequences = workload(args.requests, SHAPE.vocab_size)
         torch_ckpt = read_checkpoint(repo / "rm" / "1")
         onnx_ckpt = read_checkpoint(repo / "rm-onnx" / "1")
@@ -92,10 +94,10 @@ async def run(args: argparse.Namespace) -> dict:
             "tokens": sum(map(len, sequences)),
         }
         results["bare"] = {
-            "pytorch": on_passing_thread(
+            "pytorch": run_on_thread_that_ends(
                 lambda: bare(PyTorchBackend(torch_ckpt, "cpu", "float32"), sequences), "bare-pytorch"
             ),
-            "onnxruntime": on_passing_thread(
+            "onnxruntime": run_on_thread_that_ends(
                 lambda: bare(OnnxRuntimeBackend(onnx_ckpt, "cpu", "float32"), sequences), "bare-onnxruntime"
             ),
         }

@@ -26,7 +26,7 @@ def child(mode: str) -> None:
     from reward_server.backends.pytorch import PyTorchBackend
     from reward_server.checkpoint import read_checkpoint
     from reward_server.offline.tiny_models import write_tiny_checkpoint
-    from reward_server.runtime.openmp import on_passing_thread
+    from reward_server.runtime.openmp import run_on_thread_that_ends
 
     rng = random.Random(0)
     sequences = [
@@ -38,7 +38,7 @@ def child(mode: str) -> None:
         def load() -> PyTorchBackend:
             return PyTorchBackend(checkpoint, "cpu", "float32")
 
-        backend = load() if mode == "lingering" else on_passing_thread(load, name="load")
+        backend = load() if mode == "lingering" else run_on_thread_that_ends(load, name="load")
         rates: list[float] = []
 
         def forwards() -> None:

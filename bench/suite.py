@@ -93,8 +93,7 @@ class SuiteOptions:
     max_batch_tokens: int | None = None  # None: left unset in config.pbtxt, tuned by the server at load
     # `tiny` is served with this many intra-op threads (pytorch { intra_op_threads }; 0: torch's default).
     # On 2 cores shared with the event loop a second OpenMP thread costs a 64-wide model more than it
-    # gives: A/B, two rounds of 3 pairs, server / bare grpc.aio 0.38 / 0.32 with two threads, 0.47 / 0.49
-    # with one.
+    # gives (the A/B is in docs/performance.md).
     tiny_intra_op_threads: int = 1
     # After the sweeps, the two ratios measured against a reference (mixed: the floor at its best shape;
     # tiny: bare grpc.aio) again this many times, server and reference back to back, at the top

@@ -14,7 +14,7 @@ import torch
 from helpers import add_model, config_text
 from reward_server.repository.config import parse_model_config
 from reward_server.repository.loader import load_version, with_cpu_threads_shared
-from reward_server.runtime.openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
+from reward_server.runtime.openmp import run_on_thread_that_ends, threads_per_cpu_instance, usable_cpus
 
 
 def os_thread_ids() -> set[str]:
@@ -56,10 +56,10 @@ def test_a_long_lived_thread_that_loads_a_model_keeps_no_openmp_team(tiny_checkp
             batcher.close()
 
 
-def test_on_passing_thread_returns_the_result_or_raises_the_error():
-    assert on_passing_thread(lambda: threading.current_thread().name, name="probe") == "probe"
+def test_run_on_thread_that_ends_returns_the_result_or_raises_the_error():
+    assert run_on_thread_that_ends(lambda: threading.current_thread().name, name="probe") == "probe"
     with pytest.raises(ZeroDivisionError):
-        on_passing_thread(lambda: 1 / 0, name="fails")
+        run_on_thread_that_ends(lambda: 1 / 0, name="fails")
 
 
 def test_several_cpu_instances_share_the_cpus_unless_the_config_sets_their_threads():

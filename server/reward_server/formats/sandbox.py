@@ -76,7 +76,7 @@ PROBE_CONVERSATION = (
 MAX_INT_ARGUMENT = 1 << 20
 # Integers beyond this many bits are refused (repeated squaring is exponential work).
 MAX_INT_BITS = 1 << 16
-# A macro call costs as much as this many loop iterations (measured: ~10x).
+# A macro call costs as much as this many loop iterations: a call does far more work than one iteration.
 MACRO_CALL_UNITS = 16
 # Jinja's defaults that no chat template needs and whose output a few characters of template can
 # multiply by the request: lipsum(n) paragraphs, urlize's per-link attributes.

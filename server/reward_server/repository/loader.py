@@ -20,7 +20,7 @@ from reward_server.formats.special_tokens import ContentSpecialTokens
 from reward_server.repository.config import DEFAULT_WARMUP_LENGTH, InstanceGroup, ModelConfig
 from reward_server.runtime.batching import AnyFuture, DynamicBatcher, GroupTask
 from reward_server.runtime.encoding import InputEncoder, special_token_frame
-from reward_server.runtime.openmp import on_passing_thread, threads_per_cpu_instance, usable_cpus
+from reward_server.runtime.openmp import run_on_thread_that_ends, threads_per_cpu_instance, usable_cpus
 from reward_server.runtime.shared_prompt_plan import SharedPromptGroup
 from reward_server.runtime.synthetic_ids import synthetic_batch
 from reward_server.runtime.tuning import tune_token_budget
@@ -284,7 +284,7 @@ def load_version(
         devices = instance_devices(config.instance_groups)
         config = with_cpu_threads_shared(config, devices)
         for index, device in enumerate(devices):
-            backend, budget = on_passing_thread(
+            backend, budget = run_on_thread_that_ends(
                 partial(_ready_backend, config, checkpoint, version, device, max_length),
                 name=f"load:{config.name}/{version}#{index}",
             )

@@ -20,7 +20,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def on_passing_thread(work: Callable[[], T], name: str) -> T:
+def run_on_thread_that_ends(work: Callable[[], T], name: str) -> T:
     """work() on a new thread that ends with it; its result, or its exception raised here."""
     outcome: list[T] = []
     failure: list[BaseException] = []
