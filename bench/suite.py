@@ -206,7 +206,7 @@ def batcher_delta(before, after) -> dict:
     """Batches, sizes and padding efficiency of what the server computed during one run."""
     real = after.real_tokens - before.real_tokens
     compute_s = after.compute_s - before.compute_s
-    padded = after.padded_tokens - before.padded_tokens
+    padded = after.computed_tokens - before.computed_tokens
     batches = after.batches - before.batches
     sizes = after.batch_sizes - before.batch_sizes
     return {

@@ -87,4 +87,4 @@ def test_batcher_counts_the_tokens_a_packed_batch_computes(tiny_checkpoint):
     [f.result(30) for f in futures]
     batcher.close()
     assert batcher.stats.batches == 1
-    assert (batcher.stats.real_tokens, batcher.stats.padded_tokens) == (52, 60)  # padded: 90
+    assert (batcher.stats.real_tokens, batcher.stats.computed_tokens) == (52, 60)  # padded: 90

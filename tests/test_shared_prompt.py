@@ -140,7 +140,7 @@ def test_batcher_runs_a_shared_group_alone_when_inputs_wait_beside_it(real_backe
     assert group is not None
     task = batcher.submit_task(
         group.tokens,
-        GroupTask(lambda: real_backend.score_shared_prompt(prefix, suffixes), group.padded_tokens),
+        GroupTask(lambda: real_backend.score_shared_prompt(prefix, suffixes), group.computed_tokens),
         None,
     )
     rest = batcher.submit([[5, 7], [5, 8]], None)

@@ -166,7 +166,7 @@ class BatchMetrics:
         self._real, self._computed = 0, 0
 
     def batch_done(
-        self, size: int, real_tokens: int, padded_tokens: int, queue_s: Sequence[float], compute_s: float
+        self, size: int, real_tokens: int, computed_tokens: int, queue_s: Sequence[float], compute_s: float
     ) -> None:
         self._inference_count.inc(size)
         self._execution_count.inc()
@@ -174,12 +174,12 @@ class BatchMetrics:
             self._queue_duration.observe(waited)
         self._compute_duration.observe(compute_s)
         self._batch_size.observe(size)
-        self._batch_tokens.observe(padded_tokens)
+        self._batch_tokens.observe(computed_tokens)
         self._real_tokens.inc(real_tokens)
-        self._computed_tokens.inc(padded_tokens)
+        self._computed_tokens.inc(computed_tokens)
         # Several instance threads report here; the ratio may lag a batch behind, never more.
         self._real += real_tokens
-        self._computed += padded_tokens
+        self._computed += computed_tokens
         self._padding_efficiency.set(self._real / self._computed)
 
     def batch_failed(self, size: int) -> None:

@@ -126,7 +126,8 @@ class LoadedVersion:
 
         def submit(batcher: DynamicBatcher) -> AnyFuture:
             task = GroupTask(
-                lambda: batcher.backend.score_shared_prompt(group.prefix, group.suffixes), group.padded_tokens
+                lambda: batcher.backend.score_shared_prompt(group.prefix, group.suffixes),
+                group.computed_tokens,
             )
             return batcher.submit_task(group.tokens, task, deadline, loop)
 

@@ -50,7 +50,7 @@ class BatchObserver(Protocol):
     """Told about every backend call of an instance (metrics); called on the batcher thread."""
 
     def batch_done(
-        self, size: int, real_tokens: int, padded_tokens: int, queue_s: Sequence[float], compute_s: float
+        self, size: int, real_tokens: int, computed_tokens: int, queue_s: Sequence[float], compute_s: float
     ) -> None: ...
 
     def batch_failed(self, size: int) -> None: ...
@@ -70,7 +70,7 @@ class GroupTask(AloneTask):
     """A shared-prompt group: run() gives one score per member; its future gets one Scored each."""
 
     run: Callable[[], list[float]]
-    padded_tokens: int  # tokens it computes, padding included
+    computed_tokens: int  # tokens it computes, padding included
 
     def execute(self, batcher: DynamicBatcher, ids: Sequence[int], queue_s: float) -> list[Scored]:
         return batcher._compute_group(self, ids, queue_s)
@@ -145,13 +145,13 @@ class BatcherStats:
     failed_batches: int = 0
     oom_splits: int = 0  # batches split in halves after an out-of-memory error
     real_tokens: int = 0  # tokens of the inputs computed
-    padded_tokens: int = 0  # tokens computed, padding included
+    computed_tokens: int = 0  # tokens computed, padding included
     shared_groups: int = 0  # shared-prompt groups computed (which Rank path ran)
     compute_s: float = 0.0  # backend time of the batches computed
 
     @property
     def padding_efficiency(self) -> float:
-        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
 
     batch_sizes: Counter = field(default_factory=Counter)  # size -> batches of that size
 
@@ -416,36 +416,32 @@ class DynamicBatcher:
             self._compute(batch[half:], settler)
             return
         lengths = [len(item.ids) for item in batch]
-        real_tokens = sum(lengths)
-        padded_tokens = self.backend.computed_tokens(lengths)  # fewer than rows x longest where it packs
-        self.stats.batches += 1
-        self.stats.computed += len(batch)
-        self.stats.batch_sizes[len(batch)] += 1
-        self.stats.real_tokens += real_tokens
-        self.stats.padded_tokens += padded_tokens
-        self.stats.compute_s += compute_s
         queue_s = [item.started - item.enqueued for item in batch]
-        if self.observer:
-            self.observer.batch_done(len(batch), real_tokens, padded_tokens, queue_s, compute_s)
-        self.inference_stats.batch_done(queue_s, compute_s)
+        # fewer computed tokens than rows x longest where the backend packs
+        self._record_batch(sum(lengths), self.backend.computed_tokens(lengths), queue_s, compute_s)
         for item, score, waited in zip(batch, scores, queue_s):
             settler.set(item.future, Scored(float(score), waited, compute_s))
+
+    def _record_batch(
+        self, real_tokens: int, computed_tokens: int, queue_s: Sequence[float], compute_s: float
+    ) -> None:
+        """The one stats update of a computed batch: this batcher's stats, Triton's statistics, metrics."""
+        size = len(queue_s)
+        self.stats.batches += 1
+        self.stats.computed += size
+        self.stats.batch_sizes[size] += 1
+        self.stats.real_tokens += real_tokens
+        self.stats.computed_tokens += computed_tokens
+        self.stats.compute_s += compute_s
+        if self.observer:
+            self.observer.batch_done(size, real_tokens, computed_tokens, queue_s, compute_s)
+        self.inference_stats.batch_done(queue_s, compute_s)
 
     def _compute_group(self, task: GroupTask, ids: Sequence[int], queue_s: float) -> list[Scored]:
         """A shared-prompt group: one backend call, one Scored per member (no split: it is one sequence)."""
         start = time.monotonic()
         scores = task.run()
         compute_s = time.monotonic() - start
-        self.stats.batches += 1
         self.stats.shared_groups += 1
-        self.stats.computed += len(scores)
-        self.stats.batch_sizes[len(scores)] += 1
-        self.stats.real_tokens += len(ids)
-        self.stats.padded_tokens += task.padded_tokens
-        self.stats.compute_s += compute_s
-        if self.observer:
-            self.observer.batch_done(
-                len(scores), len(ids), task.padded_tokens, [queue_s] * len(scores), compute_s
-            )
-        self.inference_stats.batch_done([queue_s] * len(scores), compute_s)
+        self._record_batch(len(ids), task.computed_tokens, [queue_s] * len(scores), compute_s)
         return [Scored(float(score), queue_s, compute_s) for score in scores]

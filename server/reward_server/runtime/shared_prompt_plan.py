@@ -29,7 +29,7 @@ class SharedPromptGroup:
         return self.prefix + tuple(token for suffix in self.suffixes for token in suffix)
 
     @property
-    def padded_tokens(self) -> int:
+    def computed_tokens(self) -> int:
         """Tokens computed: the prefix once, the suffixes right-padded to the longest."""
         return len(self.prefix) + len(self.suffixes) * max(len(suffix) for suffix in self.suffixes)
 
