@@ -210,3 +210,53 @@ def test_relative_links_resolve_when_followed_from_each_page(page):
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             broken.append(f"{target}: no such heading")
     assert not broken, broken
+
+
+# --- docs/architecture.md's source layout ---------------------------------------------------------
+
+PACKAGE = ROOT / "server" / "reward_server"
+
+
+def documented_layout() -> dict[str, set[str]]:
+    """The source map's entries under server/reward_server/: folder (relative, '' for the package) ->
+    the names listed in it (`cli.py`, `fronts/`), read from their indentation (two spaces a level)."""
+    block = section((ROOT / "docs" / "architecture.md").read_text(), "## Source layout").split("```")[1]
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("server/reward_server/"))
+    listed: dict[str, set[str]] = {"": set()}
+    folders = [""]
+    for line in lines[start + 1 :]:
+        indent = len(line) - len(line.lstrip(" "))
+        if indent == 0:
+            break  # the next top-level entry (tools/, deploy/)
+        if indent >= 28:
+            continue  # a description's continuation line
+        depth = indent // 2
+        folders = folders[:depth]
+        names = [name.strip() for name in line.strip().split("  ")[0].split(",")]
+        listed.setdefault(folders[-1], set()).update(names)
+        if names[0].endswith("/"):
+            folders.append(folders[-1] + names[0])
+            listed.setdefault(folders[-1], set())
+    return listed
+
+
+def test_source_layout_names_every_module_when_compared_with_the_package_tree():
+    listed = documented_layout()
+    for folder, names in listed.items():
+        for name in names:
+            assert (PACKAGE / folder / name).exists(), f"docs/architecture.md lists {folder}{name}: not found"
+        if names:  # a folder whose contents the map lists lists all of them
+            present = {
+                p.name + ("/" if p.is_dir() else "")
+                for p in (PACKAGE / folder).iterdir()
+                if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()
+            }
+            assert present == names, f"{folder or 'reward_server/'}: missing {present - names}"
+
+
+def test_every_source_folder_is_a_regular_package_when_walking_the_tree():
+    # setuptools' find (pyproject.toml) skips a folder without __init__.py: a wheel and the image would
+    # lack it while an editable install, which imports it as a namespace package, works.
+    folders = {p.parent for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    assert not [f for f in folders if not (f / "__init__.py").exists()]

@@ -1,0 +1,1 @@
+"""Commands that write a model repository (import, export, tiny models); never run while serving."""

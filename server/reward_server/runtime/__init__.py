@@ -1,0 +1,1 @@
+"""What runs between the core and a backend: encoding, batching, tuning, threads and memory."""
