@@ -124,6 +124,8 @@ def test_model_config_maps_config_pbtxt_with_an_explicit_instance_kind_when_aske
     assert config["instance_group"] == [{"name": "tiny_0", "kind": "KIND_CPU", "count": 1}]
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "2000"
     assert config["version_policy"] == {"latest": {"num_versions": 1}}
+    # the forward serving the version, as GetModelMetadata reports it
+    assert config["parameters"] == {"forward": {"string_value": "packed+traced+last-position+unmasked"}}
     assert [(i["name"], i["data_type"], i.get("optional")) for i in config["input"]] == [
         ("sentences", "TYPE_STRING", True),
         ("messages", "TYPE_STRING", True),

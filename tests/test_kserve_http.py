@@ -120,6 +120,7 @@ def test_http_health_and_metadata_answer_when_a_model_is_served(client):
     config = client.get_model_config("tiny")
     assert config["name"] == "tiny" and config["max_batch_size"] == 8
     assert config["instance_group"][0]["kind"] == "KIND_CPU"
+    assert config["parameters"] == {"forward": {"string_value": "packed+traced+last-position+unmasked"}}
     with pytest.raises(InferenceServerException, match="unknown model") as e:
         client.get_model_metadata("nope")
     assert e.value.status() == "404"

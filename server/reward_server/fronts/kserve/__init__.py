@@ -23,8 +23,8 @@ metadata.py -- JSON-shaped dicts in Triton's proto field names, int64 values as 
     server_metadata(extra_extensions=()) -> {"name", "version", "extensions"}
         EXTENSIONS are what both fronts implement; a front adds its own (HTTP: "binary_tensor_data").
     model_metadata(ModelMetadata) -> {"name", "versions", "platform", "inputs", "outputs"}
-    model_config(ModelConfig, device) -> Triton's ModelConfig (input/output, dynamic_batching,
-        version_policy, instance_group with an explicit kind)
+    model_config(ModelConfig, device, forward) -> Triton's ModelConfig (input/output, dynamic_batching,
+        version_policy, instance_group with an explicit kind, parameters {"forward": the forward plan})
     model_statistics(Iterable[VersionStatistics]) -> {"model_stats": [...]}
 service.py -- KServeCore(core: core.RewardCore)
     server_live() -> bool; server_ready() -> bool; model_ready(model, version="") -> bool

@@ -69,8 +69,9 @@ def _instance_groups(config: ModelConfig, device: str) -> list[dict]:
     return groups
 
 
-def model_config(config: ModelConfig, device: str) -> dict:
-    """Our config.pbtxt as Triton's ModelConfig; `device`: where the served version runs ("cpu", "cuda:0")."""
+def model_config(config: ModelConfig, device: str, forward: str) -> dict:
+    """Our config.pbtxt as Triton's ModelConfig; `device`: where the served version runs ("cpu", "cuda:0");
+    `forward`: the forward plan serving it, as the string parameter `forward` (GetModelMetadata's)."""
     batching: dict = {
         "max_queue_delay_microseconds": round(config.max_queue_delay_s * 1e6),
         "default_queue_policy": {"max_queue_size": config.max_queue_size},
@@ -93,6 +94,7 @@ def model_config(config: ModelConfig, device: str) -> dict:
         "dynamic_batching": batching,
         "instance_group": _instance_groups(config, device),
         "default_model_filename": config.default_model_filename,
+        "parameters": {"forward": {"string_value": forward}},
     }
 
 

@@ -100,7 +100,7 @@ class KServeCore:
 
     def model_config(self, model: str, version: str = "") -> dict:
         loaded = self._repository.resolve(model, version)
-        return model_config(loaded.config, loaded.device)
+        return model_config(loaded.config, loaded.device, loaded.forward)
 
     def model_statistics(self, model: str = "", version: str = "") -> dict:
         """Counters of one version, of every ready version of `model` (no version), or of every ready
