@@ -220,4 +220,6 @@ def test_gemma2_scores_apply_attention_softcapping_like_the_eager_forward(server
     assert not all(close(eager.score(c), default.score(c)) for c in chats)  # the cap changes the scores
     with RewardClient(server.target, model=SOFTCAPPED.name) as rm:
         scores = rm.get_scores(chats)
+        (version,) = rm.model_metadata().versions
+    assert version.forward == "padded+traced+eager-attention"  # what an operator sees
     assert all(close(score, eager.score(chat)) for score, chat in zip(scores, chats)), scores
