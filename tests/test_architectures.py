@@ -102,10 +102,7 @@ def write_original(folder: Path, architecture: Architecture, tokenizer: Any, see
 def originals(tmp_path_factory) -> dict[str, Path]:
     tokenizer = train_tokenizer()
     root = tmp_path_factory.mktemp("originals")
-    return {
-        a.name: write_original(root / a.name, a, tokenizer, seed)
-        for seed, a in enumerate(ARCHITECTURES)
-    }
+    return {a.name: write_original(root / a.name, a, tokenizer, seed) for seed, a in enumerate(ARCHITECTURES)}
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def last_position_scorer(
     if full.reward_model.attention != SDPA:
         # last_layer_at runs the last layer's attention as SDPA (no logit cap) and, unmasked, relies on
         # SDPA's causal attention without a mask: neither is the eager forward
-        return full, f"{full.reward_model.attention} attention (attn_logit_softcapping), which it does not run"
+        return full, "eager attention (the config caps attention logits), which the last layer's SDPA drops"
     candidate = LastPositionScorer(full.reward_model, full.sliding_window, unmasked)
     return _checked(candidate, full, device, probes, tolerance)
 
@@ -277,7 +277,9 @@ def choose_scorers(
     `structure` (the model's config) keys the reuse of traces across loads (trace_cache)."""
     vocab_size = model.model.config.vocab_size
     if model.attention != SDPA:
-        log.info("%s: %s attention: its config caps the attention logits, which SDPA drops", folder, model.attention)
+        log.info(
+            "%s: %s attention: the config caps attention logits, which SDPA drops", folder, model.attention
+        )
     full = PaddedScorer(model, sliding_window)
     eager: nn.Module = full
     why = "pytorch { last_position_only: false }"
