@@ -22,9 +22,9 @@ SDPA, EAGER = "sdpa", "eager"
 
 def attention_implementation(config: Any) -> str:
     """The attention the backbone runs: eager where the config caps the attention logits
-    (`attn_logit_softcapping`: Gemma2, and Gemma3 where set), since transformers' SDPA forward drops the
-    cap and only its eager (and flash-attention-2) forward applies it, as the models were trained and as
-    their cards score; SDPA otherwise (faster, and causal without a mask)."""
+    (`attn_logit_softcapping`: Gemma2, or any config that sets it), since transformers' SDPA forward drops
+    the cap and only its eager (and flash-attention-2) forward applies it, as the models were trained and
+    as their cards score; SDPA otherwise (faster, and causal without a mask)."""
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     capped = any(getattr(c, "attn_logit_softcapping", None) is not None for c in (config, text_config))
     return EAGER if capped else SDPA
