@@ -1,7 +1,8 @@
 """Each transformers architecture the README lists as supported, as a tiny random
 `*ForSequenceClassification` with one label: saved by transformers, imported by `reward-server import`
 (family `sequence-classification`), served by a real server, and scored like transformers' own
-`AutoModelForSequenceClassification` forward (one unpadded input at a time), alone, in batches of
+`AutoModelForSequenceClassification` forward (one unpadded input at a time; its eager attention for a
+model whose config caps the attention logits, as the cards of such models score), alone, in batches of
 mixed lengths and as Rank candidates sharing a long prompt; and the forward each one is served with.
 Each architecture's sliding window (where it has one) is shorter than most inputs, so the window is
 part of every mask the server builds."""
@@ -35,6 +36,8 @@ class Architecture:
     last_position: bool = False
     # Whether Rank candidates with a long common prompt run it once (backends/pytorch/shared_prompt.py).
     shared_prompt: bool = True
+    # The attention the backbone runs, and so the reference's: eager where attn_logit_softcapping is set.
+    attention: str = "sdpa"
 
 
 ARCHITECTURES = [
@@ -53,6 +56,7 @@ ARCHITECTURES = [
         "Gemma2Config",
         {"head_dim": 16, "sliding_window": WINDOW, "query_pre_attn_scalar": 16},
         shared_prompt=False,
+        attention="eager",  # Gemma2Config caps attention logits at 50 by default
     ),
     Architecture("phi3", "Phi3Config", {"sliding_window": WINDOW}),  # Phi-3-mini-4k: a window on every layer
 ]
@@ -62,7 +66,10 @@ SOFTCAPPED = Architecture(
     "gemma2_softcap",
     "Gemma2Config",
     {"head_dim": 16, "sliding_window": WINDOW, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 0.5},
+    shared_prompt=False,
+    attention="eager",
 )
+ARCHITECTURES.append(SOFTCAPPED)
 
 
 def write_original(folder: Path, architecture: Architecture, tokenizer: Any, seed: int) -> Path:
@@ -95,10 +102,7 @@ def write_original(folder: Path, architecture: Architecture, tokenizer: Any, see
 def originals(tmp_path_factory) -> dict[str, Path]:
     tokenizer = train_tokenizer()
     root = tmp_path_factory.mktemp("originals")
-    return {
-        a.name: write_original(root / a.name, a, tokenizer, seed)
-        for seed, a in enumerate([*ARCHITECTURES, SOFTCAPPED])
-    }
+    return {a.name: write_original(root / a.name, a, tokenizer, seed) for seed, a in enumerate(ARCHITECTURES)}
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +130,7 @@ def server(repo):
 class Reference:
     """transformers' own forward of the original checkpoint, one unpadded input at a time."""
 
-    def __init__(self, folder: Path, attention: str | None = None) -> None:
+    def __init__(self, folder: Path, attention: str) -> None:
         from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
         self.model = AutoModelForSequenceClassification.from_pretrained(
@@ -155,7 +159,7 @@ def mixed_chats(seed: int, count: int) -> list[list[dict]]:
 def test_architecture_imports_and_scores_like_transformers_when_alone_and_batched(
     server, originals, architecture
 ):
-    reference = Reference(originals[architecture.name])
+    reference = Reference(originals[architecture.name], architecture.attention)
     chats = mixed_chats(seed=len(architecture.name), count=10)
     with RewardClient(server.target, model=architecture.name) as rm:
         alone = [rm.score([chat])[0] for chat in chats[:4]]
@@ -171,7 +175,7 @@ def test_architecture_imports_and_scores_like_transformers_when_alone_and_batche
 def test_architecture_ranks_like_transformers_when_candidates_share_a_long_prompt(
     server, originals, architecture
 ):
-    reference = Reference(originals[architecture.name])
+    reference = Reference(originals[architecture.name], architecture.attention)
     prompt = [
         {
             "role": "user",
@@ -202,23 +206,17 @@ def test_architecture_is_served_with_its_fast_paths_when_imported(server, archit
     assert backend.last_position == architecture.last_position
     assert backend.packs_batches == architecture.last_position
     assert backend.unmasked_causal == architecture.last_position
+    assert backend.forward_plan.attention == architecture.attention
+    assert ("eager-attention" in str(backend.forward_plan)) == (architecture.attention == "eager")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the PyTorch backend runs every backbone with SDPA attention, which drops Gemma2's "
-        "attn_logit_softcapping (transformers' own default, sdpa, drops it too: the scores above match it); "
-        "the eager and flash-attention-2 forwards, which Gemma2 reward-model cards use, apply it. Serving "
-        "those scores needs eager attention, which takes an additive float mask where the scorers build a "
-        "boolean one"
-    ),
-)
 def test_gemma2_scores_apply_attention_softcapping_like_the_eager_forward(server, originals):
-    eager = Reference(originals[SOFTCAPPED.name], attention="eager")
-    default = Reference(originals[SOFTCAPPED.name])
+    eager = Reference(originals[SOFTCAPPED.name], "eager")
+    default = Reference(originals[SOFTCAPPED.name], "sdpa")  # transformers' default, which drops the cap
     chats = mixed_chats(seed=5, count=4)
     assert not all(close(eager.score(c), default.score(c)) for c in chats)  # the cap changes the scores
     with RewardClient(server.target, model=SOFTCAPPED.name) as rm:
         scores = rm.get_scores(chats)
+        (version,) = rm.model_metadata().versions
+    assert version.forward == "padded+traced+eager-attention"  # what an operator sees
     assert all(close(score, eager.score(chat)) for score, chat in zip(scores, chats)), scores

@@ -77,6 +77,7 @@ def test_load_log_line_names_the_forward_when_a_version_loads(tiny_checkpoint, t
 def test_forward_plan_short_form_names_each_choice_when_printed():
     assert str(ForwardPlan("packed", "traced", last_position_only=True, unmasked=True)) == DEFAULT
     assert str(ForwardPlan("padded", "eager")) == "padded+eager"
+    assert str(ForwardPlan("padded", "traced", attention="eager")) == "padded+traced+eager-attention"
 
 
 class _Doubling(Backend):

@@ -218,3 +218,26 @@ def test_onnxruntime_rank_takes_plain_path_with_pytorch_scores_when_prompt_share
     assert sum(b.stats.shared_groups for b in repository.resolve("internlm2-onnx", "").instances) == 0
     for s, p in zip(shared.scores, plain.scores):
         assert close(p, s), (p, s)
+
+
+def test_export_of_a_softcapped_gemma2_scores_like_the_eager_forward_when_served(tmp_path):
+    """Gemma2 caps its attention logits (attn_logit_softcapping), which SDPA drops: the export traces the
+    eager attention the PyTorch backend serves it with, so the graph's scores are the eager forward's
+    (what the cards of Gemma2 reward models score), not SDPA's, and its forward plan says so."""
+    from reward_server.offline.importers import import_checkpoint
+    from reward_server.offline.tiny_models import train_tokenizer
+    from test_architectures import SOFTCAPPED, Reference, mixed_chats, write_original
+
+    original = write_original(tmp_path / "original", SOFTCAPPED, train_tokenizer(), seed=7)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    import_checkpoint(str(original), repo, "gemma2", family="sequence-classification")
+    export_version(repo, "gemma2")
+    eager, sdpa = Reference(original, "eager"), Reference(original, "sdpa")
+    items = mixed_chats(seed=3, count=6)
+    with serve_repo(repo) as server, RewardClient(server.target, model="gemma2-onnx") as rm:
+        scores = rm.get_scores(items)
+        (version,) = rm.model_metadata().versions
+    assert all(close(s, eager.score(c)) for s, c in zip(scores, items)), scores
+    assert not all(close(s, sdpa.score(c)) for s, c in zip(scores, items))  # the cap changes the scores
+    assert version.forward == "padded+onnxruntime+eager-attention"

@@ -115,6 +115,41 @@ def test_last_position_keeps_the_full_forward_when_layers_are_not_llama_shaped()
     assert scorer is full and "LlamaDecoderLayer" in why
 
 
+def eager_attention_llama(tmp_path):
+    """The tiny Llama with `attn_logit_softcapping` in its config: served with eager attention, whose
+    masks are additive and which attends every key when given none; Llama's layers ignore the cap, so
+    its scores are the SDPA model's."""
+    checkpoint = tiny_architecture(tmp_path, "llama")
+    checkpoint.model_config.attn_logit_softcapping = 0.5
+    return checkpoint
+
+
+def test_softcapped_model_serves_eager_attention_padded_with_the_plain_forwards_scores(tmp_path):
+    """The fast paths that run the last layer through SDPA (last position, unmasked, packed) are refused
+    for an eager-attention model; the padded trace, given the server's additive masks, gives the digits
+    of the plain forward (transformers' own eager masks) and the SDPA model's scores."""
+    sdpa = PyTorchBackend(tiny_architecture(tmp_path / "sdpa", "llama"), "cpu", "float32")
+    backend = PyTorchBackend(eager_attention_llama(tmp_path), "cpu", "float32")
+    assert backend.module.attention == "eager" and backend.traced
+    assert not (backend.last_position or backend.unmasked_causal or backend.packs_batches)
+    assert str(backend.forward_plan) == "padded+traced+eager-attention"
+    for batch in random_batches(seed=3, count=8):
+        got = backend.score_batch(batch)
+        assert got == plain_forward_scores(backend, batch)
+        assert got == pytest.approx(sdpa.score_batch(batch), rel=1e-5, abs=1e-5)
+
+
+def test_attention_bias_is_zero_where_allowed_and_the_minimum_elsewhere_in_the_dtype():
+    from reward_server.backends.pytorch.masks import attention_bias, padded_causal_mask
+
+    allowed = padded_causal_mask(torch.tensor([[1, 1, 0]]), sliding_window=1)  # row 2: a padding query
+    assert not allowed[0, 0, 2].any()  # its window holds only itself, a padding key
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        bias = attention_bias(allowed, dtype)
+        low = torch.finfo(dtype).min
+        assert bias.dtype == dtype and bias[0, 0].tolist() == [[0, low, low], [low, 0, low], [0, 0, 0]]
+
+
 def test_torchscript_off_serves_the_eager_scorer_with_the_same_scores(tiny_checkpoint):
     checkpoint = read_checkpoint(tiny_checkpoint)
     traced = PyTorchBackend(checkpoint, "cpu", "float32")

@@ -170,3 +170,19 @@ def test_shared_prompt_scores_equal_full_sequences(tmp_path, architecture, last_
     suffixes = [[rng.randrange(5, 500) for _ in range(n)] for n in (1, 6, 13, 3)]
     shared = backend.score_shared_prompt(prefix, suffixes)
     assert shared == pytest.approx(backend.score_batch([prefix + s for s in suffixes]), rel=1e-5, abs=1e-5)
+
+
+def test_shared_prompt_scores_equal_full_sequences_when_attention_is_eager(tmp_path):
+    """An eager-attention model (test_serving_forward.eager_attention_llama) is checked at load against its
+    own eager forward and keeps the shared prompt: its prompt runs under an explicit causal mask (eager
+    attention given no mask attends every key) and its masks are additive."""
+    from reward_server.backends.pytorch import PyTorchBackend
+    from test_serving_forward import eager_attention_llama
+
+    backend = PyTorchBackend(eager_attention_llama(tmp_path), "cpu", "float32")
+    assert backend.forward_plan.attention == "eager" and backend.supports_shared_prompt
+    rng = random.Random(9)
+    prefix = [rng.randrange(5, 500) for _ in range(40)]
+    suffixes = [[rng.randrange(5, 500) for _ in range(n)] for n in (1, 6, 13, 3)]
+    shared = backend.score_shared_prompt(prefix, suffixes)
+    assert shared == pytest.approx(backend.score_batch([prefix + s for s in suffixes]), rel=1e-5, abs=1e-5)

@@ -33,6 +33,7 @@ LEVELS = {
 }
 # Written into the graph's metadata by `reward-server export`.
 META_DTYPE, META_HEAD_BIAS = "reward_dtype", "reward_head_bias"
+META_ATTENTION = "reward_attention"  # the attention traced into the graph (ForwardPlan.attention)
 
 
 def providers_for(device: str) -> list[Any]:
@@ -68,12 +69,14 @@ class OnnxRuntimeBackend(Backend):
         self.device = device
         self.dtype = meta.get(META_DTYPE, "float32")  # fixed at export; config's dtype does not apply
         self.head_bias = meta.get(META_HEAD_BIAS) == "true"
+        self.attention = meta.get(META_ATTENTION, "sdpa")  # graphs exported before it was recorded: sdpa
         self._on_gpu = device != "cpu"
         self._device_id = int(device.split(":")[1]) if self._on_gpu else 0
 
     @property
     def forward_plan(self) -> ForwardPlan:
-        return ForwardPlan("padded", "onnxruntime")  # every batch padded, one session run
+        # every batch padded, one session run
+        return ForwardPlan("padded", "onnxruntime", attention=self.attention)
 
     def score_batch(self, batch: Sequence[Sequence[int]]) -> list[float]:
         input_ids, attention_mask = right_padded(batch)

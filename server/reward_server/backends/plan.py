@@ -15,18 +15,24 @@ class ForwardPlan:
       session over model.onnx), or a custom backend's own name.
     last_position_only: the last decoder layer runs only where the reward head reads (last_position.py).
     unmasked: batches whose rows share one length run without an attention mask (causal attention).
+    attention: the backbone's attention implementation: "sdpa" (the default), or "eager" for models whose
+      config caps the attention logits (attn_logit_softcapping: Gemma2), which SDPA drops.
     """
 
     layout: str
     execution: str
     last_position_only: bool = False
     unmasked: bool = False
+    attention: str = "sdpa"
 
     def __str__(self) -> str:
-        """The short form, e.g. "packed+traced+last-position+unmasked" or "padded+onnxruntime"."""
+        """The short form, e.g. "packed+traced+last-position+unmasked", "padded+traced+eager-attention"
+        or "padded+onnxruntime": the attention is named only where it is not the default, sdpa."""
         parts = [self.layout, self.execution]
         if self.last_position_only:
             parts.append("last-position")
         if self.unmasked:
             parts.append("unmasked")
+        if self.attention != "sdpa":
+            parts.append(f"{self.attention}-attention")
         return "+".join(parts)

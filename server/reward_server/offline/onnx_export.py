@@ -5,8 +5,10 @@ pooling at the last attention-mask position, so both backends take the same toke
 same scores. The exporter is optimum's: its ONNX config for the backbone's architecture (inputs,
 dynamic batch and sequence axes, opset handling) drives `optimum.exporters.onnx.export`. Optimum's
 task-level `main_export` cannot express our head and pooling, so the model it exports is a thin
-PreTrainedModel wrapper around the server's own RewardModel. After export the graph is run with
-onnxruntime against the PyTorch scores; a graph that disagrees is never published.
+PreTrainedModel wrapper around the server's own RewardModel, so the graph holds the attention that
+backend runs: eager for models that cap the attention logits (Gemma2's attn_logit_softcapping, which
+SDPA drops), recorded in the graph's metadata. After export the graph is run with onnxruntime against
+the PyTorch scores; a graph that disagrees is never published.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from reward_server.backends.ort_session import META_DTYPE, META_HEAD_BIAS, MODEL_FILE
+from reward_server.backends.ort_session import META_ATTENTION, META_DTYPE, META_HEAD_BIAS, MODEL_FILE
 from reward_server.checkpoint import read_checkpoint
 from reward_server.errors import ConfigError, ExportRefused, LoadError
 from reward_server.folder_files import check_version_folder
@@ -195,6 +197,7 @@ def export_version(
             {
                 META_DTYPE: dtype,
                 META_HEAD_BIAS: str(torch_backend.head_bias).lower(),
+                META_ATTENTION: torch_backend.module.attention,
                 "reward_exported_from": f"{model}/{source_version}",
             },
         )

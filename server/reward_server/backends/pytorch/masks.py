@@ -40,3 +40,15 @@ def packed_causal_mask(
     if sliding_window:
         allowed &= positions[:, None, :] > positions[:, :, None] - sliding_window
     return allowed[:, None]
+
+
+def attention_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True: may attend) as eager attention takes it, added to the attention logits:
+    0 where a query may attend, the dtype's minimum where not (what transformers' eager_mask builds).
+    A query with no key to attend (a padding query of a padded batch) attends every key instead: its
+    output is never read, and a row of minimums plus negative logits overflows to -inf in half precision,
+    whose softmax is NaN, which would reach the real queries through the values (0 * NaN)."""
+    allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )

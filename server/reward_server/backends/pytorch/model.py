@@ -1,6 +1,7 @@
 """The model in PyTorch: a transformers built-in backbone plus a linear reward head, loaded from
 safetensors, read at the last position where the attention mask is 1 (never at pad_token_id: pad ids
-disagree across models)."""
+disagree across models). The backbone runs SDPA attention, or eager attention where the config caps the
+attention logits (SDPA drops the cap)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,22 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from reward_server.backends.pytorch.masks import last_token_positions
+from reward_server.backends.pytorch.masks import attention_bias, last_token_positions
 from reward_server.checkpoint import Checkpoint, weight_files
 from reward_server.errors import LoadError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SDPA, EAGER = "sdpa", "eager"
+
+
+def attention_implementation(config: Any) -> str:
+    """The attention the backbone runs: eager where the config caps the attention logits
+    (`attn_logit_softcapping`: Gemma2, or any config that sets it), since transformers' SDPA forward drops
+    the cap and only its eager (and flash-attention-2) forward applies it, as the models were trained and
+    as their cards score; SDPA otherwise (faster, and causal without a mask)."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    capped = any(getattr(c, "attn_logit_softcapping", None) is not None for c in (config, text_config))
+    return EAGER if capped else SDPA
 
 
 class RewardModel(nn.Module):
@@ -26,9 +38,22 @@ class RewardModel(nn.Module):
         from transformers import AutoModel
         from transformers.modeling_utils import no_init_weights
 
+        self.attention = attention_implementation(config)
         with no_init_weights():  # every weight is overwritten by the checkpoint
-            self.model = AutoModel.from_config(config, dtype=dtype, attn_implementation="sdpa")
+            self.model = AutoModel.from_config(config, dtype=dtype, attn_implementation=self.attention)
         self.score = nn.Linear(config.hidden_size, 1, bias=head_bias, dtype=dtype)
+
+    @property
+    def runs_causal_unmasked(self) -> bool:
+        """Whether attention given no mask runs as causal (SDPA does; eager attends every key)."""
+        return self.attention == SDPA
+
+    def attention_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A boolean 4D mask (True: may attend) in the form this backbone's attention takes: as it is
+        for SDPA, additive (attention_bias) for eager attention, which adds the mask to the logits."""
+        if self.attention == SDPA:
+            return allowed
+        return attention_bias(allowed, self.score.weight.dtype)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scores from a 2D attention mask (what the ONNX exporter traces)."""

@@ -30,7 +30,7 @@ from reward_server.backends.pytorch.last_position import (
     supports_last_position,
 )
 from reward_server.backends.pytorch.masks import last_token_positions, padded_causal_mask
-from reward_server.backends.pytorch.model import RewardModel
+from reward_server.backends.pytorch.model import SDPA, RewardModel
 from reward_server.backends.pytorch.tensors import Inputs, packed_tensors, padded_tensors
 from reward_server.backends.settings import PyTorchSettings
 from reward_server.runtime.synthetic_ids import synthetic_ids
@@ -52,9 +52,10 @@ class PaddedScorer(nn.Module):
         self.full_attention_too = bool(sliding_window) and "full_attention" in layer_types
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask: Any = padded_causal_mask(attention_mask, self.sliding_window)
+        as_taken = self.reward_model.attention_mask  # boolean for SDPA, additive for eager attention
+        mask: Any = as_taken(padded_causal_mask(attention_mask, self.sliding_window))
         if self.full_attention_too:
-            mask = {"sliding_attention": mask, "full_attention": padded_causal_mask(attention_mask)}
+            mask = {"sliding_attention": mask, "full_attention": as_taken(padded_causal_mask(attention_mask))}
         hidden = self.reward_model.model(
             input_ids=input_ids, attention_mask=mask, use_cache=False
         ).last_hidden_state
@@ -138,6 +139,10 @@ def last_position_scorer(
     `tolerance` on the probe batches (of one length for the unmasked scorer); else (full, why not)."""
     if not supports_last_position(full.reward_model.model):
         return full, "decoder layers other than " + ", ".join(LLAMA_SHAPED_LAYERS)
+    if full.reward_model.attention != SDPA:
+        # last_layer_at runs the last layer's attention as SDPA (no logit cap) and, unmasked, relies on
+        # SDPA's causal attention without a mask: neither is the eager forward
+        return full, "eager attention (the config caps attention logits), which the last layer's SDPA drops"
     candidate = LastPositionScorer(full.reward_model, full.sliding_window, unmasked)
     return _checked(candidate, full, device, probes, tolerance)
 
@@ -243,6 +248,7 @@ class Scorers:
     unmasked: ServingForm | None
     packed: ServingForm | None
     last_position: bool  # the padded scorer runs the last layer only where the head reads
+    attention: str = SDPA  # the backbone's attention implementation (model.attention_implementation)
 
     @property
     def plan(self) -> ForwardPlan:
@@ -250,7 +256,11 @@ class Scorers:
         traced = sum(form.traced for form in forms)
         execution = "traced" if traced == len(forms) else "eager" if not traced else "partly-traced"
         return ForwardPlan(
-            "packed" if self.packed else "padded", execution, self.last_position, self.unmasked is not None
+            "packed" if self.packed else "padded",
+            execution,
+            self.last_position,
+            self.unmasked is not None,
+            self.attention,
         )
 
 
@@ -266,6 +276,10 @@ def choose_scorers(
     """Build, check and (where asked) trace every forward variant the settings allow; log each refusal.
     `structure` (the model's config) keys the reuse of traces across loads (trace_cache)."""
     vocab_size = model.model.config.vocab_size
+    if model.attention != SDPA:
+        log.info(
+            "%s: %s attention: the config caps attention logits, which SDPA drops", folder, model.attention
+        )
     full = PaddedScorer(model, sliding_window)
     eager: nn.Module = full
     why = "pytorch { last_position_only: false }"
@@ -309,4 +323,4 @@ def choose_scorers(
                 packed_tensors,
                 structure,
             )
-    return Scorers(padded, unmasked_form, packed_form, last_position)
+    return Scorers(padded, unmasked_form, packed_form, last_position, model.attention)

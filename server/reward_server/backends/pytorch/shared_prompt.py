@@ -75,9 +75,12 @@ def shared_prompt_scores(
     cut = layers.pop() if last_position else None
     cache = DynamicCache()  # every key kept: the mask applies a sliding window
     prefix_ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
-    # One row, no padding: without a mask attention runs as causal (cheaper), unless a window cuts it.
+    # One row, no padding: without a mask SDPA attention runs as causal (cheaper), unless a window cuts it;
+    # eager attention needs the mask whatever the length.
     windowed = sliding_window and len(prefix) > sliding_window
-    prefix_mask = padded_causal_mask(torch.ones_like(prefix_ids), sliding_window) if windowed else None
+    prefix_mask = None
+    if windowed or not model.runs_causal_unmasked:
+        prefix_mask = model.attention_mask(padded_causal_mask(torch.ones_like(prefix_ids), sliding_window))
     hidden, cos, sin = run_layers(backbone, layers, prefix_ids, prefix_mask, 0, cache)
     cut_cache = rotated_keys_values(cut, cut.input_layernorm(hidden), cos, sin) if cut is not None else None
 
@@ -87,7 +90,9 @@ def shared_prompt_scores(
         [torch.ones(rows, len(prefix), dtype=suffix_mask.dtype, device=device), suffix_mask], 1
     )
     mask = padded_causal_mask(attention_mask, sliding_window, queries=width)
-    hidden, cos, sin = run_layers(backbone, layers, input_ids, mask, len(prefix), expanded_cache(cache, rows))
+    hidden, cos, sin = run_layers(
+        backbone, layers, input_ids, model.attention_mask(mask), len(prefix), expanded_cache(cache, rows)
+    )
     row_index, last = torch.arange(rows, device=device), last_token_positions(suffix_mask)
     if cut is None:
         pooled = hidden[row_index, last]
