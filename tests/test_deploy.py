@@ -5,7 +5,8 @@ autoscaler's metric and the monitor match what those arguments say; they pass `k
 --strict` for every Kubernetes version we claim and the checkov security linter. Installs: one
 constraints file pins what CI installs and what the image installs; the server's distribution ships
 the client and names no distribution of ours. Readiness: the health name the probe and the client
-watch goes NOT_SERVING when a model the server must serve is not ready (a real server).
+watch goes NOT_SERVING when a model the server must serve is not ready, and stays SERVING after an
+unload by request (a real server).
 """
 
 from __future__ import annotations
@@ -337,8 +338,21 @@ def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not
             assert health_of(server.target, "late") == NOT_SERVING
             assert health_of(server.target, READY_SERVICE_NAME) == SERVING
 
-            # A model the server was started to serve is not ready: the server is not.
+            # An unload by request is the operator's choice, not a fault: the replica stays in rotation
+            # for the models it still serves (taking it out would stop those too), as KServe's
+            # ServerReady says (one rule, docs/model-management.md). The model's own name says NOT_SERVING.
             control.UnloadModel(reward_pb2.UnloadModelRequest(model="rm"), timeout=60)
+            assert health_of(server.target, "rm") == NOT_SERVING
+            assert health_of(server.target, READY_SERVICE_NAME) == SERVING
+            assert isinstance(client.get_score(CHAT_1, timeout=30), float)
+
+            # Loaded again, it is required again: left with no ready version (its only version replaced
+            # by one that fails to load), it makes the server not ready.
+            control.LoadModel(reward_pb2.LoadModelRequest(model="rm"), timeout=60)
+            shutil.rmtree(tmp_path / "rm" / "1")
+            publish_broken(tmp_path / "rm", tiny_checkpoint, 2)
+            with pytest.raises(grpc.RpcError):
+                control.LoadModel(reward_pb2.LoadModelRequest(model="rm"), timeout=60)
             assert health_of(server.target, "rm") == NOT_SERVING
             wait_for(lambda: health_of(server.target, READY_SERVICE_NAME) == NOT_SERVING, timeout=10)
             assert health_of(server.target, "other") == SERVING  # per model, the other one still serves
@@ -347,6 +361,7 @@ def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not
             with pytest.raises(UnavailableError):
                 client.get_score(CHAT_1, timeout=5)
 
+            shutil.copytree(tiny_checkpoint, tmp_path / "rm" / "3")
             control.LoadModel(reward_pb2.LoadModelRequest(model="rm"), timeout=60)
             wait_for(lambda: health_of(server.target, READY_SERVICE_NAME) == SERVING, timeout=10)
             wait_for(lambda: _scores(client))

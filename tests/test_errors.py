@@ -31,6 +31,11 @@ def server(tiny_checkpoint, tmp_path_factory):
     add_model(
         repo, "slow", tiny_checkpoint, config_text("slow", max_batch_size=8, delay_us=1_500_000, queue=2)
     )
+    # A batch of "held" goes only when 3 inputs wait (or after a minute): a test decides when its queue
+    # empties, by sending the input that completes the batch.
+    add_model(
+        repo, "held", tiny_checkpoint, config_text("held", max_batch_size=3, delay_us=60_000_000, queue=3)
+    )
     broken = add_model(repo, "broken", tiny_checkpoint)
     (broken / "1" / "model.safetensors").write_bytes(b"not a safetensors file")
     with serve_repo(repo, strict=False, max_items_per_request=8) as running:
@@ -144,17 +149,25 @@ def test_draining_server_is_unavailable(server, rm):
 
 
 def test_full_queue_is_resource_exhausted_at_once(server):
-    with RewardClient(server.target, model="slow") as client:
-        first = threading.Thread(target=client.get_scores, args=([CHAT_1, CHAT_2],))
-        first.start()  # two inputs fill the queue (max_queue_size 2) for 1.5 s
-        batcher = server.running.repository.resolve("slow", "").instances[0]
+    batcher = server.running.repository.resolve("held", "").instances[0]
+    batches = batcher.stats.batches
+    answered: list[list[float]] = []
+    with RewardClient(server.target, model="held", timeout=60) as client:
+        first = threading.Thread(target=lambda: answered.append(client.get_scores([CHAT_1, CHAT_2])))
+        first.start()  # two of the three places (max_queue_size 3); no batch goes before a third input
         while batcher.pending() < 2:
+            assert first.is_alive(), "the first request ended before its inputs were queued"
             time.sleep(0.01)
-        started = time.monotonic()
-        with pytest.raises(rc.ResourceExhaustedError, match="queue of slow/1#0 is full"):
-            client.get_score(CHAT_1)
-        assert time.monotonic() - started < 1.0, "a full queue must refuse at once, not wait"
-        first.join()
+        # Two more do not fit. Room would come only from the input sent below, so a server that waited
+        # for room instead of refusing would answer DEADLINE_EXCEEDED here, not RESOURCE_EXHAUSTED.
+        with pytest.raises(rc.ResourceExhaustedError, match="queue of held/1#0 is full"):
+            client.get_scores([CHAT_1, CHAT_2], timeout=30)
+        # Refused while the queue was full: no batch ran meanwhile, the first request's inputs still wait.
+        assert batcher.pending() == 2 and batcher.stats.batches == batches and first.is_alive()
+        assert isinstance(client.get_score(CHAT_1), float)  # the third input: the batch of three goes
+        first.join(60)
+    assert len(answered) == 1 and len(answered[0]) == 2
+    assert batcher.stats.batches == batches + 1
     assert_still_serving(server)
 
 

@@ -1,4 +1,5 @@
-"""Model repository: config.pbtxt validation, version policies, layout rules, strict start."""
+"""Model repository: config.pbtxt validation, version policies, layout rules, strict start (every model
+has a ready version; a failed version the policy can do without does not stop it)."""
 
 from __future__ import annotations
 
@@ -159,6 +160,21 @@ def test_strict_start_refuses_when_a_model_fails_to_load(tiny_checkpoint, tmp_pa
         assert bad.versions[0].state == "UNAVAILABLE" and "max_batch_size" in bad.versions[0].reason
         with RewardClient(server.target, model="bad") as client, pytest.raises(rc.UnavailableError):
             client.get_score(CHAT_1)
+
+
+@pytest.mark.parametrize("policy", ["latest { num_versions: 1 }", "all {}"])
+def test_strict_start_serves_the_older_version_when_a_newer_one_fails(tiny_checkpoint, tmp_path, policy):
+    # A replica restarting with a bad new version on a shared volume: the policy can serve version 1.
+    extra = f"version_policy {{ {policy} }}\npytorch {{ torchscript: false }}\n"
+    model = add_model(tmp_path, "m", tiny_checkpoint, config_text("m", extra=extra), versions=(1, 2))
+    (model / "2" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with serve_repo(tmp_path, strict=True) as server, RewardClient(server.target, model="m") as rm:
+        with RewardClient(server.target, model="m", version=1) as v1:
+            assert rm.get_score(CHAT_1) == v1.get_score(CHAT_1)
+        (index,) = rm.repository_index()
+        versions = {v.version: (v.state, v.reason) for v in index.versions}
+        assert index.state == "READY" and versions["1"] == ("READY", "")
+        assert versions["2"][0] == "UNAVAILABLE" and "safetensors" in versions["2"][1]
 
 
 def test_checkpoint_with_missing_head_or_pickled_weights_is_refused(tiny_checkpoint, tmp_path):

@@ -54,6 +54,12 @@ class RewardCore:
         self._max_items = max_items_per_request
         self.draining = False
 
+    def ready(self) -> bool:
+        """Server readiness, the one rule behind KServe's ServerReady, HTTP /v2/health/ready and the
+        `reward.ready` health name: not draining, and every model the repository requires has a ready
+        version (ModelRepository.ready)."""
+        return not self.draining and self.repository.ready()
+
     async def _score_inputs(
         self,
         model: str,

@@ -3,7 +3,8 @@
 `build_server(settings)` returns the started server and its bound port (port 0 picks a free one).
 Health (grpc.health.v1): "" and the RewardService are SERVING until a drain starts; each model's
 name is SERVING while it has a ready (loaded and warmed up) version, updated on every load / unload;
-READY_SERVICE_NAME is SERVING while not draining and every model this server must serve is ready.
+READY_SERVICE_NAME is SERVING while the server is ready (RewardCore.ready, the rule KServe's ServerReady
+follows too).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from reward_server.fronts.kserve.grpc_front import SERVICE_NAME as KSERVE_SERVIC
 from reward_server.fronts.kserve.grpc_front import add_kserve_service
 from reward_server.metrics import ServerMetrics
 from reward_server.repository import ModelRepository, RepositoryPoller
+from reward_server.repository.layout import scan_models
 from reward_server.runtime.memory import FrozenHeap
 from reward_server.settings import ServerSettings
 
@@ -45,16 +47,16 @@ T = TypeVar("T")
 
 SERVICE_NAME = SERVICE.full_name
 REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
-# "Send requests here": the Kubernetes readiness probe and the client's health watch ask for it.
-# The models a server must serve are those ready after its initial load (strict mode, the default,
-# refuses to start without all of them; --no-strict serves without the ones that failed), less any
-# removed from the repository since (poll mode). A model added later does not gate it: a model being
-# copied onto a shared volume, or failing on every replica at once, must not take every replica out.
+# "Send requests here": the Kubernetes readiness probe and the client's health watch ask for it. It is
+# SERVING while RewardCore.ready() holds: not draining, and every model the repository requires has a
+# ready version (ModelRepository: a model is required from its first ready version until it is unloaded
+# by request or removed from the repository). A model that never loaded does not gate it: one that failed
+# at a --no-strict start, or one being copied onto a shared volume, must not take every replica out.
 READY_SERVICE_NAME = "reward.ready"
 
 
 class StartupError(Exception):
-    """The server refused to start (a model failed to load in strict mode, the port is taken)."""
+    """The server refused to start (a model has no ready version in strict mode, the port is taken)."""
 
 
 # How long no call may arrive before a draining server closes its port (see RewardServer.stop).
@@ -122,7 +124,7 @@ class _HealthUpdater:
         self.repository: ModelRepository | None = None
         self.core: RewardCore | None = None
         self.heap: FrozenHeap | None = None  # set once the server serves
-        self.required: set[str] | None = None  # None until the initial load is done
+        self.started = False  # READY_SERVICE_NAME is set from the end of build_server on
 
     def __call__(self, model: str) -> None:
         if self.heap is not None:
@@ -137,31 +139,29 @@ class _HealthUpdater:
         await self.update_ready()
 
     async def start_ready(self) -> None:
-        """After the initial load: the models ready now are the ones the server must serve."""
-        assert self.repository is not None
-        self.required = {m.name for m in self.repository.list_models() if self.repository.model_ready(m.name)}
+        self.started = True
         await self.update_ready()
 
     async def update_ready(self) -> None:
-        assert self.repository is not None
-        if self.required is None:
+        if self.core is None or not self.started:
             return
-        self.required &= {m.name for m in self.repository.list_models()}  # poll mode: removed ones
-        ready = all(self.repository.model_ready(name) for name in self.required)
-        draining = self.core is not None and self.core.draining
-        await self._health.set(READY_SERVICE_NAME, _SERVING if ready and not draining else _NOT_SERVING)
+        await self._health.set(READY_SERVICE_NAME, _SERVING if self.core.ready() else _NOT_SERVING)
 
 
-def _initial_load(repository: ModelRepository, settings: ServerSettings) -> list[str]:
+def _initial_load(repository: ModelRepository, settings: ServerSettings) -> tuple[list[str], list[str]]:
+    """Load what the server starts with: every model of the repository, or in explicit mode those of
+    --load-model. Returns (one line per failure, the models left with no ready version)."""
     if settings.model_control_mode != "explicit":
-        return repository.load_all()
-    failures = []
-    for name in settings.load_models:
-        try:
-            failures += repository.load_model(name)
-        except RewardServerError as e:
-            failures.append(f"{name}: {e}")
-    return failures
+        names = [folder.name for folder in scan_models(repository.root)]
+        failures = repository.load_all()
+    else:
+        names, failures = list(settings.load_models), []
+        for name in names:
+            try:
+                failures += repository.load_model(name)
+            except RewardServerError as e:
+                failures.append(f"{name}: {e}")
+    return failures, [name for name in names if not repository.model_ready(name)]
 
 
 def _register_services(
@@ -217,11 +217,14 @@ async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
         settings.model_repository, mode=settings.model_control_mode, metrics=metrics, on_change=on_change
     )
     on_change.repository = repository
-    failures = await asyncio.to_thread(_initial_load, repository, settings)
-    if failures and settings.strict:
+    failures, unready = await asyncio.to_thread(_initial_load, repository, settings)
+    # Strict: every model has a ready version. A failed version the policy can do without (a bad new
+    # version next to one that loads) does not stop a start: it is logged and in the repository index.
+    if unready and settings.strict:
         await asyncio.to_thread(repository.close)
         raise StartupError(
-            "models failed to load (use --no-strict to serve the others):\n  " + "\n  ".join(failures)
+            f"models with no ready version: {', '.join(unready)} (use --no-strict to serve the others):\n  "
+            + "\n  ".join(failures)
         )
 
     encode_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="encode")

@@ -75,8 +75,11 @@ class ServerSettings:
     model_repository: Path = option(help="path of the Triton-style model repository", metavar="PATH")
     host: str = option("[::]", "address to bind ([::]: every interface)", metavar="ADDRESS")
     port: int = option(50051, "gRPC port (0 picks one)", minimum=0, maximum=65535, metavar="PORT")
-    # Refuse to start when any model fails to load (Triton's exit-on-error).
-    strict: bool = option(True, "refuse to start when a model fails to load; --no-strict serves the others")
+    # Refuse to start when a model has no ready version (Triton's exit-on-error); a failed version the
+    # version policy can do without does not count.
+    strict: bool = option(
+        True, "refuse to start when a model has no ready version; --no-strict serves the others"
+    )
     max_items_per_request: int = option(4096, "most inputs one Score or Rank request may carry", minimum=1)
     # Bearer token required in `authorization` metadata; None disables auth. Health stays open.
     auth_token: str | None = option(

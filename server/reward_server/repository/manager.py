@@ -9,6 +9,13 @@ Model control modes, as Triton names them:
 Hot swap: a new version (or a version reloaded under a changed config) is loaded and warmed up while
 the old one keeps serving; it is then swapped in at once; the old one leaves the routing table, the
 requests holding it (acquire) finish on it, and only then is it closed and its memory freed.
+
+Readiness (Triton's rule, one for every front and the `reward.ready` health name): a model becomes
+*required* when it first has a ready version (at the initial load, by LoadModel, or by a poll) and stops
+being required when it is unloaded by request or removed from the repository; the repository is ready
+while every required model has a ready version. A model that never loaded (a `--no-strict` start with a
+model that failed, a model still being copied onto a shared volume) does not gate it; a required model
+left with no ready version (its only version replaced by one that fails) does.
 """
 
 from __future__ import annotations
@@ -189,6 +196,7 @@ class ModelRepository:
         self._on_change = on_change or (lambda name: None)
         self._models: dict[str, _ModelEntry] = {}
         self._seen: dict[str, Fingerprint] = {}  # poll mode: fingerprints last acted on
+        self._required: set[str] = set()  # the models readiness waits for (see the module's docstring)
         self._lock = threading.Lock()  # guards the routing table (_models and the slots' states)
         self._control = threading.Lock()  # one load / unload / poll at a time
 
@@ -221,6 +229,7 @@ class ModelRepository:
             entry = self._models.get(name)
             if entry is None:
                 raise NotFound(f"model {name!r} is not loaded")
+            self._stop_requiring(name)  # first: its versions going UNLOADING must not read as not ready
             self._unload(entry, UNLOADED)
 
     def poll(self) -> list[str]:
@@ -240,12 +249,17 @@ class ModelRepository:
             with self._control:
                 entry = self._models.get(name)
                 if entry is not None:
+                    self._stop_requiring(name)
                     self._unload(entry, "removed from the repository")
                     with self._lock:
                         del self._models[name]
                     self._seen.pop(name, None)
             self._on_change(name)
         return failures
+
+    def _stop_requiring(self, name: str) -> None:
+        with self._lock:
+            self._required.discard(name)
 
     def _check_name(self, name: str) -> None:
         if not MODEL_NAME.match(name):
@@ -300,6 +314,8 @@ class ModelRepository:
         slots, failures = self._choose_versions(config, on_disk, old_slots, retry_failed)
         with self._lock:  # the swap: one step for every request that looks the model up
             self._models[name] = _ModelEntry(name, config, versions=dict(sorted(slots.items())))
+            if any(slot.state == READY for slot in slots.values()):
+                self._required.add(name)
         self._on_change(name)
         self._retire_unused(old_slots, slots)
         return failures
@@ -492,11 +508,10 @@ class ModelRepository:
         return entry is not None and any(s.state == READY for s in entry.versions.values())
 
     def ready(self) -> bool:
-        """True when every model the server should serve has a ready version: all of them, but one that
-        was unloaded by request (Triton's server readiness in explicit mode)."""
-        return all(
-            self.model_ready(name) for name, entry in list(self._models.items()) if entry.reason != UNLOADED
-        )
+        """True when every required model has a ready version (the rule: the module's docstring). The
+        server is ready when this holds and it is not draining (RewardCore.ready)."""
+        with self._lock:
+            return all(self.model_ready(name) for name in self._required)
 
     def metadata(self, model: str) -> ModelMetadata:
         entry = self._models.get(model)

@@ -77,9 +77,8 @@ class KServeCore:
         return True
 
     def server_ready(self) -> bool:
-        """Not draining, and every model the server should serve (not unloaded by request) has a
-        ready version."""
-        return not self.core.draining and self._repository.ready()
+        """RewardCore.ready: the rule the `reward.ready` health name follows too."""
+        return self.core.ready()
 
     def model_ready(self, model: str, version: str = "") -> bool:
         """Whether (model, version) would serve a request now; a bad version string is INVALID_ARGUMENT."""
