@@ -31,7 +31,7 @@ class Architecture:
     name: str
     config_class: str
     extra: dict[str, Any] = field(default_factory=dict)
-    # What the PyTorch backend serves (see backends/torch_eager.py): the last layer at the last position
+    # What the PyTorch backend serves (backends/pytorch/scorers.py): the last layer at the last position
     # only (and so packed batches and the unmasked forward for one-length batches), or the full forward.
     last_position: bool = False
     # Whether Rank candidates with a long common prompt run it once (backends/pytorch/shared_prompt.py).

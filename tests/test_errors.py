@@ -1,4 +1,4 @@
-"""The error table of ARCHITECTURE.md, row by row, through a real server; it keeps serving after."""
+"""The error table of docs/operations.md ("Errors"), row by row, through a real server that keeps serving."""
 
 from __future__ import annotations
 

@@ -147,9 +147,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
 
     serve = commands.add_parser(
         "serve",
-        help="serve a model repository over gRPC",
+        help="serve a model repository over gRPC and HTTP",
         parents=[after],
-        description="Serve a model repository over gRPC. Every option can also be set "
+        description="Serve a model repository over gRPC and HTTP. Every option can also be set "
         "by its environment variable; the command line wins over it.",
     )
     add_serve_options(serve, environ)

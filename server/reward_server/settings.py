@@ -63,7 +63,8 @@ def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
 
 
 def read_token_file(path: str) -> str:
-    """The bearer token in a file (its first line, stripped); an empty file is refused."""
+    """The bearer token in a file (its whole content, surrounding whitespace stripped); an empty file is
+    refused."""
     token = Path(path).read_text(encoding="utf-8").strip()
     if not token:
         raise ValueError(f"auth token file {path!r} is empty (an empty token would turn authentication off)")
@@ -360,8 +361,8 @@ def settings_from_options(
 
 
 def read_auth_token(path: str | None, environ: Mapping[str, str] | None = None) -> str | None:
-    """The token from a file (first line), else from $REWARD_SERVER_AUTH_TOKEN, else None. A file or a
-    variable that is empty is refused: an empty token would silently turn authentication off."""
+    """The token from a file (its content, stripped), else from $REWARD_SERVER_AUTH_TOKEN, else None. A file
+    or a variable that is empty is refused: an empty token would silently turn authentication off."""
     if path:
         return read_token_file(path)
     environ = os.environ if environ is None else environ
