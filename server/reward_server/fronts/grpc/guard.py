@@ -31,7 +31,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from reward_server.errors import InvalidArgument, ResourceExhausted, RewardServerError
-from reward_server.fronts.grpc.interceptors import BearerToken, metadata_value
+from reward_server.fronts.grpc.auth import BearerToken, metadata_value
 from reward_server.fronts.grpc.limits import named, oversized_identifier, oversized_string
 from reward_server.metrics import ServerMetrics
 from reward_server.request_record import RequestRecord, current_request
