@@ -36,6 +36,17 @@ def pki(tmp_path_factory):
     }
 
 
+def mtls_client(target: str, pki: dict, model: str = "tiny") -> RewardClient:
+    """A client that trusts the server CA and presents a certificate of the client CA: what mTLS accepts."""
+    return RewardClient(
+        target,
+        model=model,
+        ca_cert=pki["server_ca"],
+        client_cert=pki["client"].cert,
+        client_key=pki["client"].key,
+    )
+
+
 @pytest.fixture(scope="module")
 def repo(tiny_checkpoint, tmp_path_factory):
     path = tmp_path_factory.mktemp("repo")
@@ -114,13 +125,7 @@ def test_tls_health_answers_without_a_token(tls_server, pki):
 def test_mtls_client_scores_when_it_presents_a_certificate_of_the_client_ca(
     mtls_server, pki, tiny_checkpoint
 ):
-    with RewardClient(
-        mtls_server.target,
-        model="tiny",
-        ca_cert=pki["server_ca"],
-        client_cert=pki["client"].cert,
-        client_key=pki["client"].key,
-    ) as rm:
+    with mtls_client(mtls_server.target, pki) as rm:
         assert close(rm.get_score(CHAT_1), reference_score(tiny_checkpoint, CHAT_1))
 
 
@@ -135,13 +140,7 @@ def test_mtls_handshake_fails_when_the_client_certificate_is_missing_or_foreign(
         with pytest.raises(rc.UnavailableError, match=CLOSED_IN_HANDSHAKE):
             rm.get_score(CHAT_1)
     # The server is unharmed: a client with the right certificate still gets scores.
-    with RewardClient(
-        mtls_server.target,
-        model="tiny",
-        ca_cert=pki["server_ca"],
-        client_cert=pki["client"].cert,
-        client_key=pki["client"].key,
-    ) as rm:
+    with mtls_client(mtls_server.target, pki) as rm:
         assert isinstance(rm.get_score(CHAT_1), float)
 
 
@@ -179,13 +178,7 @@ def test_serve_command_takes_the_tls_flags_and_refuses_a_client_without_a_certif
         str(pki["client_ca"]),
     ).wait_started()
     try:
-        with RewardClient(
-            server.target,
-            model="demo",
-            ca_cert=pki["server_ca"],
-            client_cert=pki["client"].cert,
-            client_key=pki["client"].key,
-        ) as rm:
+        with mtls_client(server.target, pki, "demo") as rm:
             assert isinstance(rm.get_score(CHAT_1), float)
         with RewardClient(server.target, model="demo", ca_cert=pki["server_ca"], timeout=10) as rm:
             with pytest.raises(rc.UnavailableError, match=CLOSED_IN_HANDSHAKE):
