@@ -4,6 +4,8 @@ repositories written into tmp_path."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import re
 import shutil
@@ -208,6 +210,40 @@ def start_servers(count: int, repo: Path, *extra: str, timeout: float = 180) -> 
     return servers
 
 
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+# Prepended to run_client_only's script: importing any of BLOCKED (top-level names) raises ImportError.
+IMPORT_BLOCKER = """
+import importlib.abc, sys
+
+BLOCKED = {blocked!r}
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_client_only(script: str, *args: str, blocked: set[str], **env: str) -> dict:
+    """`python -c script args` in a fresh interpreter with only client/ on PYTHONPATH (plus `env`) and
+    the packages `blocked` unimportable (the script sees their names as BLOCKED); asserts that it exits 0
+    and returns the JSON object it prints."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    environ.update(PYTHONPATH=str(CLIENT_DIR), **env)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_BLOCKER.format(blocked=set(blocked)) + script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 __all__ = [
     "CHAT_1",
     "CHAT_2",
@@ -218,6 +254,7 @@ __all__ = [
     "command",
     "config_text",
     "random_chat",
+    "run_client_only",
     "serve_repo",
     "start_servers",
 ]
