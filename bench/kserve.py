@@ -44,8 +44,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from bench.load import closed_loop
-from bench.suite import ROOT, WORKLOAD_MODEL, SuiteOptions, make_workload, write_repository
+from bench.load import closed_loop, run_load_process
+from bench.suite import WORKLOAD_MODEL, SuiteOptions, make_workload, write_repository
 from reward_api.v1 import reward_pb2, reward_pb2_grpc
 from reward_server.fronts.kserve import encode_bytes_raw
 
@@ -208,20 +208,7 @@ async def drive_protocol(
         "warmup_s": options.warmup_s,
         "duration_s": options.duration_s,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.kserve",
-        "load",
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(json.dumps(spec).encode())
-    if process.returncode:
-        raise RuntimeError(f"load process failed ({process.returncode}): {err.decode()[-2000:]}")
-    return json.loads(out)
+    return await run_load_process("bench.kserve", spec, "load")
 
 
 async def side_by_side(

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from reward_client import AsyncRewardClient, RewardError
@@ -26,6 +27,26 @@ from reward_client import AsyncRewardClient, RewardError
 S = TypeVar("S")  # what a client's session opens: a channel, a client, an HTTP session
 
 SENT_AT_KEY = "x-bench-sent-at"  # metadata: time.time() when the client sent the call (with "stamp")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run_load_process(module: str, spec: dict, *args: str) -> dict:
+    """Runs `python -m <module> <args>` (a load process: closed_loop's clients) with `spec` as JSON on its
+    stdin and returns the JSON object its last stdout line holds (what it imports may print before it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(json.dumps(spec).encode())
+    if process.returncode:
+        raise RuntimeError(f"load process failed ({process.returncode}): {err.decode()[-2000:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])
 
 
 def percentile(values: list[float], q: float) -> float:

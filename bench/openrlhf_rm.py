@@ -48,7 +48,7 @@ import types
 from contextlib import nullcontext
 from pathlib import Path
 
-from bench.load import closed_loop
+from bench.load import closed_loop, run_load_process
 from bench.suite import ROOT, SuiteOptions, write_repository
 from bench.workloads import score_workload
 
@@ -165,20 +165,7 @@ async def drive(url: str, samples: list[dict], concurrency: int, warmup_s: float
         "warmup_s": warmup_s,
         "duration_s": duration_s,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.openrlhf_rm",
-        "load",
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(json.dumps(spec).encode())
-    if process.returncode:
-        raise RuntimeError(f"load process failed ({process.returncode}): {err.decode()[-2000:]}")
-    return json.loads(out.decode().strip().splitlines()[-1])
+    return await run_load_process("bench.openrlhf_rm", spec, "load")
 
 
 def render_samples(folder: Path, chats: list[list[dict]]) -> tuple[list[dict], list[list[int]]]:

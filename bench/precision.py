@@ -19,11 +19,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from bench_model import SHAPE
 
 from reward_server.backends.pytorch import PyTorchBackend
 from reward_server.backends.settings import PyTorchSettings
 from reward_server.checkpoint import read_checkpoint
-from reward_server.offline.tiny_models import TinyShape, write_tiny_checkpoint
+from reward_server.offline.tiny_models import write_tiny_checkpoint
 
 # (label, dtype, last_position_only); the first is the reference
 RUNS = [
@@ -46,18 +47,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=48)
     args = parser.parse_args()
     rng = random.Random(0)
-    shape = TinyShape(
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-    )
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = read_checkpoint(write_tiny_checkpoint(Path(tmp) / "m", shape=shape, seed=0))
+        checkpoint = read_checkpoint(write_tiny_checkpoint(Path(tmp) / "m", shape=SHAPE, seed=0))
         sequences = [
-            [rng.randrange(5, shape.vocab_size) for _ in range(rng.randint(16, 512))] for _ in range(args.n)
+            [rng.randrange(5, SHAPE.vocab_size) for _ in range(rng.randint(16, 512))] for _ in range(args.n)
         ]
         results = {}
         for label, dtype, last_position_only in RUNS:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 import statistics
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 from bench import profiling
 from bench.floor import GPU_EXTRA_BUDGETS, TOKEN_BUDGETS, measure_floor, shape_rate
 from bench.instance_thread import run_alone
+from bench.load import run_load_process
 from bench.peers import BareServicer, start_grpc, start_naive_peer
 from bench.workloads import Workload, rank_workload, score_workload
 from reward_server.offline.tiny_models import TinyShape, write_tiny_checkpoint
@@ -166,19 +165,7 @@ async def drive(
         "duration_s": duration,
         "stamp": stamp,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.load",
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(json.dumps(spec).encode())
-    if process.returncode:
-        raise RuntimeError(f"load process failed ({process.returncode}): {err.decode()[-2000:]}")
-    return json.loads(out)
+    return await run_load_process("bench.load", spec)
 
 
 async def _profiled(options: SuiteOptions, summary: Path) -> None:

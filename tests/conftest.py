@@ -16,6 +16,36 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
 
 
+@pytest.fixture(scope="module")
+def tiny_repo(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A repository holding tiny_checkpoint as model `tiny` with the default config (one per module)."""
+    from helpers import add_model
+
+    path = tmp_path_factory.mktemp("repo")
+    add_model(path, "tiny", tiny_checkpoint)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> dict:
+    """A server CA with its server certificate (127.0.0.1 / localhost), a client CA with its client
+    certificate, and a rogue CA with a client certificate that no server trusts (shared, read-only)."""
+    from certs import CertificateAuthority
+
+    folder = tmp_path_factory.mktemp("pki")
+    server_ca, client_ca, rogue_ca = (
+        CertificateAuthority(folder, n) for n in ("server-ca", "client-ca", "rogue-ca")
+    )
+    return {
+        "server_ca": server_ca.pem,
+        "client_ca": client_ca.pem,
+        "rogue_ca": rogue_ca.pem,
+        "server": server_ca.issue("server", server=True),
+        "client": client_ca.issue("client", server=False),
+        "rogue_client": rogue_ca.issue("rogue-client", server=False),
+    }
+
+
 @pytest.fixture(scope="session")
 def seed_originals(tmp_path_factory) -> dict:
     """Each seed family in its original layout: name -> (folder, original config.json)."""

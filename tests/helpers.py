@@ -4,6 +4,8 @@ repositories written into tmp_path."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import re
 import shutil
@@ -12,7 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from reward_server.server import RewardServer, build_server
 from reward_server.settings import ServerSettings
@@ -208,6 +214,78 @@ def start_servers(count: int, repo: Path, *extra: str, timeout: float = 180) -> 
     return servers
 
 
+def health_of(target: str, service: str) -> int:
+    """The grpc.health.v1 status the server at `target` answers for `service` ("": the process)."""
+    with grpc.insecure_channel(target) as channel:
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            .status
+        )
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 60, step: float = 0.05) -> float:
+    """Seconds until `condition()` held; fails after `timeout`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def publish(
+    source: Path, model_folder: Path, version: int, break_it: Callable[[Path], None] | None = None
+) -> Path:
+    """A version folder published as `reward-server import` does (hidden copy, then one rename), broken
+    first by `break_it(folder)` when given."""
+    staging = model_folder / f".staging-{version}"
+    shutil.copytree(source, staging)
+    if break_it is not None:
+        break_it(staging)
+    staging.rename(model_folder / str(version))
+    return model_folder / str(version)
+
+
+def unloadable_weights(folder: Path) -> None:
+    """publish's break_it for a version whose weights do not load."""
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+# Prepended to run_client_only's script: importing any of BLOCKED (top-level names) raises ImportError.
+IMPORT_BLOCKER = """
+import importlib.abc, sys
+
+BLOCKED = {blocked!r}
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_client_only(script: str, *args: str, blocked: set[str], **env: str) -> dict:
+    """`python -c script args` in a fresh interpreter with only client/ on PYTHONPATH (plus `env`) and
+    the packages `blocked` unimportable (the script sees their names as BLOCKED); asserts that it exits 0
+    and returns the JSON object it prints."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    environ.update(PYTHONPATH=str(CLIENT_DIR), **env)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_BLOCKER.format(blocked=set(blocked)) + script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 __all__ = [
     "CHAT_1",
     "CHAT_2",
@@ -217,9 +295,14 @@ __all__ = [
     "add_model",
     "command",
     "config_text",
+    "health_of",
+    "publish",
     "random_chat",
+    "run_client_only",
     "serve_repo",
     "start_servers",
+    "unloadable_weights",
+    "wait_until",
 ]
 
 

@@ -14,20 +14,9 @@ from pathlib import Path
 import pytest
 
 import reward_client as rc
-from helpers import CHAT_1, ServerProcess, add_model, config_text, serve_repo
+from helpers import CHAT_1, ServerProcess, add_model, config_text, publish, serve_repo, wait_until
 from reward_client import RewardClient
 from reward_client._calls import SERVICE_CONFIG
-
-
-def publish(source: Path, model_folder: Path, version: int, break_it=None) -> Path:
-    """A version folder published as `reward-server import` does (hidden copy, then rename), broken
-    first by `break_it(folder)` when given."""
-    staging = model_folder / f".staging-{version}"
-    shutil.copytree(source, staging)
-    if break_it is not None:
-        break_it(staging)
-    staging.rename(model_folder / str(version))
-    return model_folder / str(version)
 
 
 def malformed_tokenizer(folder: Path) -> None:
@@ -37,14 +26,6 @@ def malformed_tokenizer(folder: Path) -> None:
 def versions_of(client: RewardClient, name: str = "rm") -> dict[str, tuple[str, str]]:
     model = {m.name: m for m in client.repository_index()}[name]
     return {v.version: (v.state, v.reason) for v in model.versions}
-
-
-def wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not met within {timeout} s")
-        time.sleep(0.05)
 
 
 def failed_loads(caplog, version: int) -> int:
@@ -63,7 +44,7 @@ def test_poll_mode_keeps_the_ready_version_serving_when_a_new_version_fails_and_
             bad = publish(tiny_checkpoint, model, 2, malformed_tokenizer)
 
             # Never stuck in LOADING: the failed version shows UNAVAILABLE with its reason.
-            wait_for(lambda: versions_of(client).get("2", ("",))[0] == "UNAVAILABLE")
+            wait_until(lambda: versions_of(client).get("2", ("",))[0] == "UNAVAILABLE")
             state, reason = versions_of(client)["2"]
             assert "tokenizer" in reason and str(tmp_path) not in reason
             assert versions_of(client)["1"] == ("READY", "")
@@ -79,7 +60,7 @@ def test_poll_mode_keeps_the_ready_version_serving_when_a_new_version_fails_and_
             assert failed_loads(caplog, 2) == 1
 
             shutil.copy(tiny_checkpoint / "tokenizer.json", bad / "tokenizer.json")  # the fix
-            wait_for(lambda: versions_of(client) == {"2": ("READY", "")})
+            wait_until(lambda: versions_of(client) == {"2": ("READY", "")})
             assert client.rank_conversations([CHAT_1, CHAT_1]).version == "2"
             assert failed_loads(caplog, 2) == 1
 

@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -31,11 +30,21 @@ import grpc
 import pytest
 import tomllib
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from helpers import CHAT_1, ServerProcess, add_model, config_text, serve_repo
+from helpers import (
+    CHAT_1,
+    ServerProcess,
+    add_model,
+    config_text,
+    health_of,
+    publish,
+    serve_repo,
+    unloadable_weights,
+    wait_until,
+)
 from reward_api.v1 import reward_pb2, reward_pb2_grpc
 from reward_client import RewardClient, UnavailableError
 from reward_client._calls import READY_SERVICE
@@ -287,30 +296,6 @@ def test_manifests_pass_the_checkov_security_linter_with_every_skip_justified():
 # --- readiness: the health name the probe and the client watch ------------------------------------
 
 
-def health_of(target: str, service: str) -> int:
-    with grpc.insecure_channel(target) as channel:
-        return (
-            health_pb2_grpc.HealthStub(channel)
-            .Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-            .status
-        )
-
-
-def wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def publish_broken(model_folder: Path, checkpoint: Path, version: int) -> None:
-    """A version whose weights do not load, published the way `reward-server import` does (one rename)."""
-    staging = model_folder / f".staging-{version}"
-    shutil.copytree(checkpoint, staging)
-    (staging / "model.safetensors").write_bytes(b"not a safetensors file")
-    staging.rename(model_folder / str(version))
-
-
 def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not_ready(
     tiny_checkpoint, tmp_path
 ):
@@ -332,7 +317,7 @@ def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not
             late = tmp_path / "late"
             late.mkdir()
             (late / "config.pbtxt").write_text(config_text("late"))
-            publish_broken(late, tiny_checkpoint, 1)
+            publish(tiny_checkpoint, late, 1, unloadable_weights)
             with pytest.raises(grpc.RpcError):
                 control.LoadModel(reward_pb2.LoadModelRequest(model="late"), timeout=60)
             assert health_of(server.target, "late") == NOT_SERVING
@@ -350,11 +335,11 @@ def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not
             # by one that fails to load), it makes the server not ready.
             control.LoadModel(reward_pb2.LoadModelRequest(model="rm"), timeout=60)
             shutil.rmtree(tmp_path / "rm" / "1")
-            publish_broken(tmp_path / "rm", tiny_checkpoint, 2)
+            publish(tiny_checkpoint, tmp_path / "rm", 2, unloadable_weights)
             with pytest.raises(grpc.RpcError):
                 control.LoadModel(reward_pb2.LoadModelRequest(model="rm"), timeout=60)
             assert health_of(server.target, "rm") == NOT_SERVING
-            wait_for(lambda: health_of(server.target, READY_SERVICE_NAME) == NOT_SERVING, timeout=10)
+            wait_until(lambda: health_of(server.target, READY_SERVICE_NAME) == NOT_SERVING, timeout=10)
             assert health_of(server.target, "other") == SERVING  # per model, the other one still serves
             assert health_of(server.target, "") == SERVING  # liveness: the process is fine
             # The client watches the ready name: a replica out of rotation gets no calls.
@@ -363,8 +348,8 @@ def test_ready_health_goes_not_serving_when_a_model_the_server_must_serve_is_not
 
             shutil.copytree(tiny_checkpoint, tmp_path / "rm" / "3")
             control.LoadModel(reward_pb2.LoadModelRequest(model="rm"), timeout=60)
-            wait_for(lambda: health_of(server.target, READY_SERVICE_NAME) == SERVING, timeout=10)
-            wait_for(lambda: _scores(client))
+            wait_until(lambda: health_of(server.target, READY_SERVICE_NAME) == SERVING, timeout=10)
+            wait_until(lambda: _scores(client))
 
 
 def _scores(client: RewardClient) -> bool:
@@ -384,9 +369,9 @@ def test_ready_health_goes_not_serving_when_the_server_drains(tiny_checkpoint, t
             answered: list[float] = []
             caller = threading.Thread(target=lambda: answered.append(client.get_score(CHAT_1)))
             caller.start()
-            wait_for(lambda: server.running.guard.in_flight > 0, timeout=10)
+            wait_until(lambda: server.running.guard.in_flight > 0, timeout=10)
             stopping = asyncio.run_coroutine_threadsafe(server.running.stop(grace=10), server.loop)
-            wait_for(lambda: health_of(server.target, READY_SERVICE_NAME) == NOT_SERVING, timeout=5)
+            wait_until(lambda: health_of(server.target, READY_SERVICE_NAME) == NOT_SERVING, timeout=5)
             caller.join(30)
             stopping.result(30)
         assert len(answered) == 1  # the request in flight was answered

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import CHAT_1, add_model, serve_repo
+from helpers import CHAT_1, serve_repo
 from reward_api.v1 import reward_pb2 as pb
 from reward_client import RewardClient
 
@@ -64,10 +64,9 @@ def mutated(seed: bytes) -> st.SearchStrategy[bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    add_model(repo, "tiny", tiny_checkpoint)
-    with serve_repo(repo, max_items_per_request=16) as running:  # model control mode none: no load/unload
+def server(tiny_repo):
+    # model control mode none: no load/unload
+    with serve_repo(tiny_repo, max_items_per_request=16) as running:
         yield running
 
 

@@ -51,11 +51,13 @@ def score_bytes(**fields) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    add_model(repo, "tiny", tiny_checkpoint)
+def server(tiny_repo):
     with serve_repo(
-        repo, max_items_per_request=16, metrics_port=0, model_control_mode="explicit", load_models=("tiny",)
+        tiny_repo,
+        max_items_per_request=16,
+        metrics_port=0,
+        model_control_mode="explicit",
+        load_models=("tiny",),
     ) as running:
         yield running
 

@@ -15,8 +15,6 @@ import inspect
 import json
 import os
 import pickle
-import subprocess
-import sys
 import textwrap
 from copy import deepcopy
 from functools import partial
@@ -26,7 +24,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers import add_model, serve_repo
+from helpers import add_model, run_client_only, serve_repo
 from reference import close
 from reward_client import InvalidArgumentError, RewardClient
 from reward_client.integrations import ClientSettings, close_clients
@@ -121,20 +119,12 @@ def test_client_settings_raise_naming_the_variable_when_the_environment_is_wrong
 
 # --- import-light ---------------------------------------------------------------------------------
 
-BLOCKED = textwrap.dedent(
+# What the script must run without: the heavy libraries, the server and the frameworks themselves.
+BLOCKED = {"torch", "transformers", "tokenizers", "safetensors", "numpy", "reward_server", "trl", "verl"}
+BLOCKED |= {"openrlhf", "datasets", "accelerate"}
+INTEGRATIONS_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc, importlib.util, json, sys
-
-    BLOCKED = {"torch", "transformers", "tokenizers", "safetensors", "numpy", "reward_server", "trl", "verl",
-               "openrlhf", "datasets", "accelerate"}
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Block())
+    import importlib.util, json, sys
     import reward_client.integrations
     from reward_client.integrations import openrlhf, trl, verl
     target, prompt, completions, query, example = sys.argv[1:]
@@ -155,28 +145,17 @@ BLOCKED = textwrap.dedent(
 def test_integrations_import_and_score_without_torch_or_frameworks_when_they_are_absent(server, rm):
     completions = ["A reward model scores answers.", "No idea."]
     query = "<s><|im_start|>user\nWhat is a reward model?<|im_end|>\n"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(
-        PYTHONPATH=str(ROOT / "client"), REWARD_SERVER_ADDRESS=server.target, REWARD_SERVER_MODEL="tiny"
+    answer = run_client_only(
+        INTEGRATIONS_SCRIPT,
+        server.target,
+        "What is a reward model?",
+        json.dumps(completions),
+        query,
+        str(EXAMPLE),
+        blocked=BLOCKED,
+        REWARD_SERVER_ADDRESS=server.target,
+        REWARD_SERVER_MODEL="tiny",
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            BLOCKED,
-            server.target,
-            "What is a reward model?",
-            json.dumps(completions),
-            query,
-            str(EXAMPLE),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
     expected = rm.rank_candidates(
         [{"role": "user", "content": "What is a reward model?"}], completions
     ).scores

@@ -19,7 +19,6 @@ import tritonclient.http as tc
 import tritonclient.http.aio as tc_aio
 from tritonclient.utils import InferenceServerException
 
-from certs import CertificateAuthority
 from helpers import CHAT_1, CHAT_2, ServerProcess, add_model, close, serve_repo
 from reward_client import RewardClient
 
@@ -30,16 +29,13 @@ TOKEN = "an-http-token"
 
 
 @pytest.fixture(scope="module")
-def repo(tiny_checkpoint, tmp_path_factory):
-    path = tmp_path_factory.mktemp("repo")
-    add_model(path, "tiny", tiny_checkpoint)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(repo):
+def server(tiny_repo):
     with serve_repo(
-        repo, http_port=0, max_items_per_request=64, max_chars_per_message=2000, max_message_bytes=256 * 1024
+        tiny_repo,
+        http_port=0,
+        max_items_per_request=64,
+        max_chars_per_message=2000,
+        max_message_bytes=256 * 1024,
     ) as running:
         yield running
 
@@ -452,8 +448,8 @@ def test_http_metrics_count_http_requests_by_method_when_served_on_the_http_port
     assert 'method="http:ModelInfer",model="",version=""' in body and 'code="INVALID_ARGUMENT"' in body
 
 
-def test_http_draining_server_answers_503_and_not_ready_when_stopping(repo):
-    running = serve_repo(repo, http_port=0)
+def test_http_draining_server_answers_503_and_not_ready_when_stopping(tiny_repo):
+    running = serve_repo(tiny_repo, http_port=0)
     url = f"127.0.0.1:{running.server.http.port}"
     assert (
         post(url, "/v2", b"", method="GET")[0] == 200
@@ -475,21 +471,6 @@ def test_http_draining_server_answers_503_and_not_ready_when_stopping(repo):
         post(url, "/v2/health/live", b"", method="GET")
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pki")
-    server_ca, client_ca = (
-        CertificateAuthority(folder, "server-ca"),
-        CertificateAuthority(folder, "client-ca"),
-    )
-    return {
-        "server_ca": server_ca.pem,
-        "client_ca": client_ca.pem,
-        "server": server_ca.issue("server", server=True),
-        "client": client_ca.issue("client", server=False),
-    }
-
-
 def _https(
     port: int, path: str, context: ssl.SSLContext, headers: dict | None = None, body: bytes | None = None
 ):
@@ -502,9 +483,9 @@ def _https(
         connection.close()
 
 
-def test_http_tls_and_token_admit_the_right_credentials_and_refuse_the_wrong_ones(repo, pki, rm):
+def test_http_tls_and_token_admit_the_right_credentials_and_refuse_the_wrong_ones(tiny_repo, pki, rm):
     with serve_repo(
-        repo, http_port=0, tls_cert=pki["server"].cert, tls_key=pki["server"].key, auth_token=TOKEN
+        tiny_repo, http_port=0, tls_cert=pki["server"].cert, tls_key=pki["server"].key, auth_token=TOKEN
     ) as running:
         port = running.server.http.port
         context = ssl.create_default_context(cafile=str(pki["server_ca"]))
@@ -540,9 +521,9 @@ def test_http_tls_and_token_admit_the_right_credentials_and_refuse_the_wrong_one
             _https(port, "/v2/health/live", untrusting)
 
 
-def test_http_mutual_tls_admits_a_client_certificate_of_the_ca_and_refuses_none(repo, pki):
+def test_http_mutual_tls_admits_a_client_certificate_of_the_ca_and_refuses_none(tiny_repo, pki):
     with serve_repo(
-        repo,
+        tiny_repo,
         http_port=0,
         tls_cert=pki["server"].cert,
         tls_key=pki["server"].key,
@@ -556,7 +537,7 @@ def test_http_mutual_tls_admits_a_client_certificate_of_the_ca_and_refuses_none(
         assert _https(port, "/v2/health/live", context)[0] == 200
 
 
-def test_build_server_refuses_to_start_when_the_http_port_is_taken(repo):
+def test_build_server_refuses_to_start_when_the_http_port_is_taken(tiny_repo):
     import socket
 
     from reward_server.server import StartupError
@@ -565,7 +546,7 @@ def test_build_server_refuses_to_start_when_the_http_port_is_taken(repo):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         with pytest.raises(StartupError, match=f"cannot serve HTTP on port {taken.getsockname()[1]}"):
-            serve_repo(repo, http_port=taken.getsockname()[1])
+            serve_repo(tiny_repo, http_port=taken.getsockname()[1])
 
 
 def test_http_package_imports_first_when_nothing_else_is_loaded():
@@ -581,10 +562,10 @@ def test_http_package_imports_first_when_nothing_else_is_loaded():
     assert done.returncode == 0, done.stderr
 
 
-def test_serve_command_serves_http_on_the_port_it_logs_when_http_port_is_0(repo):
+def test_serve_command_serves_http_on_the_port_it_logs_when_http_port_is_0(tiny_repo):
     import re
 
-    server = ServerProcess(repo, "--http-port", "0").wait_started()
+    server = ServerProcess(tiny_repo, "--http-port", "0").wait_started()
     try:
         deadline = time.monotonic() + 30
         while not (found := re.search(r"KServe v2 HTTP on 127\.0\.0\.1:(\d+)", server.log())):

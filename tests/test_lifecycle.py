@@ -10,16 +10,26 @@ import shutil
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 import reward_client as rc
-from helpers import CHAT_1, CHAT_2, ServerProcess, add_model, config_text, random_chat, serve_repo
+from helpers import (
+    CHAT_1,
+    CHAT_2,
+    ServerProcess,
+    add_model,
+    config_text,
+    health_of,
+    publish,
+    random_chat,
+    serve_repo,
+    wait_until,
+)
 from reward_api.v1 import reward_pb2 as pb
 from reward_api.v1 import reward_pb2_grpc
 from reward_client import RewardClient
@@ -30,34 +40,8 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def health_of(target: str, service: str) -> int:
-    with grpc.insecure_channel(target) as channel:
-        return (
-            health_pb2_grpc.HealthStub(channel)
-            .Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-            .status
-        )
-
-
 def index_of(client: RewardClient) -> dict[str, rc.RepositoryModel]:
     return {m.name: m for m in client.repository_index()}
-
-
-def publish(source: Path, model_folder: Path, version: int) -> None:
-    """Add a version folder the way `reward-server import` does: copy under a hidden name, then rename."""
-    staging = model_folder / f".staging-{version}"
-    shutil.copytree(source, staging)
-    staging.rename(model_folder / str(version))
-
-
-def wait_until(condition, timeout: float, step: float = 0.05) -> float:
-    """Seconds until `condition()` held; fails after `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
-    return time.monotonic() - start
 
 
 def conversation(chat: list[dict]) -> pb.ScoreInput:

@@ -10,14 +10,13 @@ import shutil
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 import tritonclient.grpc as triton
 import tritonclient.http as triton_http
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from tritonclient.utils import InferenceServerException
 
-from helpers import ServerThread, add_model, config_text, serve_repo
+from helpers import ServerThread, add_model, config_text, health_of, publish, serve_repo, unloadable_weights
 from reward_server.server import READY_SERVICE_NAME
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -29,25 +28,15 @@ def fast_model(repo: Path, name: str, checkpoint: Path, versions: tuple[int, ...
     return add_model(repo, name, checkpoint, config_text(name, extra=FAST_LOAD), versions)
 
 
-def publish_broken(model_folder: Path, checkpoint: Path, version: int) -> None:
-    """A version whose weights do not load, published as `reward-server import` does (one rename)."""
-    staging = model_folder / f".staging-{version}"
-    shutil.copytree(checkpoint, staging)
-    (staging / "model.safetensors").write_bytes(b"not a safetensors file")
-    staging.rename(model_folder / str(version))
-
-
 def replace_with_broken(model_folder: Path, checkpoint: Path) -> None:
     """The model's only version replaced by a newer one that fails: a reload leaves no ready version
     (the version policy selects the new one; the old folder is gone)."""
     shutil.rmtree(model_folder / "1")
-    publish_broken(model_folder, checkpoint, 2)
+    publish(checkpoint, model_folder, 2, unloadable_weights)
 
 
 def serving(server: ServerThread, name: str) -> bool:
-    with grpc.insecure_channel(server.target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status == SERVING
+    return health_of(server.target, name) == SERVING
 
 
 def readiness(server: ServerThread) -> tuple[bool, bool, bool]:
@@ -84,7 +73,7 @@ def test_server_ready_when_a_model_failed_at_a_no_strict_start(tiny_checkpoint, 
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.pbtxt").write_text(config_text("broken", extra=FAST_LOAD))
-    publish_broken(broken, tiny_checkpoint, 1)
+    publish(tiny_checkpoint, broken, 1, unloadable_weights)
     with serve_repo(tmp_path, strict=False, http_port=0) as server:
         # A model that never loaded is not one the server must serve: every notion agrees it is ready.
         assert readiness(server) == (True, True, True)

@@ -10,8 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import reward_client as rc
-from certs import CertificateAuthority
-from helpers import CHAT_1, add_model, serve_repo
+from helpers import CHAT_1, serve_repo
 from reference import close, reference_score
 from reward_client import RewardClient
 
@@ -20,39 +19,29 @@ TOKEN = "tls-and-a-token"
 CLOSED_IN_HANDSHAKE = "(?i)handshake|socket closed|connection reset"
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pki")
-    server_ca, client_ca, rogue_ca = (
-        CertificateAuthority(folder, n) for n in ("server-ca", "client-ca", "rogue-ca")
+def mtls_client(target: str, pki: dict, model: str = "tiny") -> RewardClient:
+    """A client that trusts the server CA and presents a certificate of the client CA: what mTLS accepts."""
+    return RewardClient(
+        target,
+        model=model,
+        ca_cert=pki["server_ca"],
+        client_cert=pki["client"].cert,
+        client_key=pki["client"].key,
     )
-    return {
-        "server_ca": server_ca.pem,
-        "client_ca": client_ca.pem,
-        "rogue_ca": rogue_ca.pem,
-        "server": server_ca.issue("server", server=True),
-        "client": client_ca.issue("client", server=False),
-        "rogue_client": rogue_ca.issue("rogue-client", server=False),
-    }
 
 
 @pytest.fixture(scope="module")
-def repo(tiny_checkpoint, tmp_path_factory):
-    path = tmp_path_factory.mktemp("repo")
-    add_model(path, "tiny", tiny_checkpoint)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tls_server(repo, pki):
-    with serve_repo(repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, auth_token=TOKEN) as server:
+def tls_server(tiny_repo, pki):
+    with serve_repo(
+        tiny_repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, auth_token=TOKEN
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def mtls_server(repo, pki):
+def mtls_server(tiny_repo, pki):
     with serve_repo(
-        repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, tls_client_ca=pki["client_ca"]
+        tiny_repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, tls_client_ca=pki["client_ca"]
     ) as server:
         yield server
 
@@ -114,13 +103,7 @@ def test_tls_health_answers_without_a_token(tls_server, pki):
 def test_mtls_client_scores_when_it_presents_a_certificate_of_the_client_ca(
     mtls_server, pki, tiny_checkpoint
 ):
-    with RewardClient(
-        mtls_server.target,
-        model="tiny",
-        ca_cert=pki["server_ca"],
-        client_cert=pki["client"].cert,
-        client_key=pki["client"].key,
-    ) as rm:
+    with mtls_client(mtls_server.target, pki) as rm:
         assert close(rm.get_score(CHAT_1), reference_score(tiny_checkpoint, CHAT_1))
 
 
@@ -135,13 +118,7 @@ def test_mtls_handshake_fails_when_the_client_certificate_is_missing_or_foreign(
         with pytest.raises(rc.UnavailableError, match=CLOSED_IN_HANDSHAKE):
             rm.get_score(CHAT_1)
     # The server is unharmed: a client with the right certificate still gets scores.
-    with RewardClient(
-        mtls_server.target,
-        model="tiny",
-        ca_cert=pki["server_ca"],
-        client_cert=pki["client"].cert,
-        client_key=pki["client"].key,
-    ) as rm:
+    with mtls_client(mtls_server.target, pki) as rm:
         assert isinstance(rm.get_score(CHAT_1), float)
 
 
@@ -158,11 +135,11 @@ def test_client_refuses_a_certificate_without_its_key(pki):
         ({"tls_cert": "missing.crt", "tls_key": "missing.key"}, "does not exist"),
     ],
 )
-def test_settings_refuse_incomplete_tls_when_files_are_missing_or_unpaired(repo, fields, message):
+def test_settings_refuse_incomplete_tls_when_files_are_missing_or_unpaired(tiny_repo, fields, message):
     from reward_server.settings import ServerSettings
 
     with pytest.raises(ValueError, match=message):
-        ServerSettings(model_repository=repo, **fields)
+        ServerSettings(model_repository=tiny_repo, **fields)
 
 
 def test_serve_command_takes_the_tls_flags_and_refuses_a_client_without_a_certificate(pki):
@@ -179,13 +156,7 @@ def test_serve_command_takes_the_tls_flags_and_refuses_a_client_without_a_certif
         str(pki["client_ca"]),
     ).wait_started()
     try:
-        with RewardClient(
-            server.target,
-            model="demo",
-            ca_cert=pki["server_ca"],
-            client_cert=pki["client"].cert,
-            client_key=pki["client"].key,
-        ) as rm:
+        with mtls_client(server.target, pki, "demo") as rm:
             assert isinstance(rm.get_score(CHAT_1), float)
         with RewardClient(server.target, model="demo", ca_cert=pki["server_ca"], timeout=10) as rm:
             with pytest.raises(rc.UnavailableError, match=CLOSED_IN_HANDSHAKE):
@@ -195,8 +166,10 @@ def test_serve_command_takes_the_tls_flags_and_refuses_a_client_without_a_certif
         server.kill()
 
 
-def test_tls_client_scores_over_a_list_of_replicas_checking_each_certificate(repo, pki, tls_server):
-    with serve_repo(repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, auth_token=TOKEN) as second:
+def test_tls_client_scores_over_a_list_of_replicas_checking_each_certificate(tiny_repo, pki, tls_server):
+    with serve_repo(
+        tiny_repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, auth_token=TOKEN
+    ) as second:
         targets = [tls_server.target, f"localhost:{second.port}"]
         with RewardClient(targets, model="tiny", ca_cert=pki["server_ca"], token=TOKEN) as rm:
             assert len(rm.get_scores([CHAT_1] * 6)) == 6
@@ -205,8 +178,10 @@ def test_tls_client_scores_over_a_list_of_replicas_checking_each_certificate(rep
                 rm.get_score(CHAT_1)
 
 
-def test_health_port_answers_plaintext_probes_of_a_tls_server_with_the_serving_port_statuses(repo, pki):
-    with serve_repo(repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, health_port=0) as server:
+def test_health_port_answers_plaintext_probes_of_a_tls_server_with_the_serving_port_statuses(tiny_repo, pki):
+    with serve_repo(
+        tiny_repo, tls_cert=pki["server"].cert, tls_key=pki["server"].key, health_port=0
+    ) as server:
         health_target = f"127.0.0.1:{server.running.health_port}"
         with grpc.insecure_channel(health_target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)

@@ -178,13 +178,24 @@ class RLRoutes:
         return web.json_response({"rewards": rewards, "scores": rewards, "extra_logs": {}})
 
     @staticmethod
-    def _usage(tokens: int) -> dict[str, Any]:
-        return {
-            "prompt_tokens": tokens,
-            "total_tokens": tokens,
-            "completion_tokens": 0,
-            "prompt_tokens_details": None,
-        }
+    def _vllm_list(id_prefix: str, model: str, data: list[dict[str, Any]], tokens: int) -> web.Response:
+        """vLLM's envelope of a /classify or /pooling answer: one `data` entry per input, and the usage
+        (every token read is a prompt token)."""
+        return web.json_response(
+            {
+                "id": f"{id_prefix}-{uuid.uuid4().hex}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": model,
+                "data": data,
+                "usage": {
+                    "prompt_tokens": tokens,
+                    "total_tokens": tokens,
+                    "completion_tokens": 0,
+                    "prompt_tokens_details": None,
+                },
+            }
+        )
 
     async def classify(self, request: web.Request) -> web.Response:
         body = await _body(request)
@@ -194,16 +205,7 @@ class RLRoutes:
             {"index": i, "label": LABEL, "probs": [_sigmoid(s) if activate else s], "num_classes": 1}
             for i, s in enumerate(scores)
         ]
-        return web.json_response(
-            {
-                "id": f"classify-{uuid.uuid4().hex}",
-                "object": "list",
-                "created": int(time.time()),
-                "model": name,
-                "data": data,
-                "usage": self._usage(tokens),
-            }
-        )
+        return self._vllm_list("classify", name, data, tokens)
 
     async def pooling(self, request: web.Request) -> web.Response:
         """The sequence-reward case: one value per input, the raw score (task "classify": vLLM's
@@ -221,16 +223,7 @@ class RLRoutes:
             {"index": i, "object": "pooling", "data": [_sigmoid(s) if activate else s]}
             for i, s in enumerate(scores)
         ]
-        return web.json_response(
-            {
-                "id": f"pool-{uuid.uuid4().hex}",
-                "object": "list",
-                "created": int(time.time()),
-                "model": name,
-                "data": data,
-                "usage": self._usage(tokens),
-            }
-        )
+        return self._vllm_list("pool", name, data, tokens)
 
     async def models(self, request: web.Request) -> web.Response:
         created = int(time.time())
