@@ -299,11 +299,12 @@ def test_oversize_bursts_leave_no_lasting_memory_when_repeated(demo_process):
                 time.sleep(0.25)
             growths.append(demo_process.memory_rss_bytes() - baseline)
     # Without the trim each 384 MiB burst left most of itself behind, more after each burst. Allocator
-    # fragmentation may keep part of one burst (how much depends on what ran before): the bound is half a
-    # burst, and the floor must not rise from burst to burst.
+    # fragmentation keeps part of a burst, a different part each time (on a busy machine anywhere from
+    # nothing to a third of a burst, flat for seconds after the trim, not growing): the bound is half a
+    # burst after every burst, and the third may not sit a third of a burst above the first.
     shown = ", ".join(f"{g / MIB:.0f}" for g in growths)
     assert max(growths) < 192 * MIB, f"RSS stayed {shown} MiB above its floor after each 384 MiB burst"
-    assert growths[2] < growths[0] + 64 * MIB, f"the floor rose burst after burst: {shown} MiB"
+    assert growths[2] < growths[0] + 128 * MIB, f"the floor rose burst after burst: {shown} MiB"
     assert_serves_demo(demo_process.target)
 
 
