@@ -69,6 +69,8 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
 }
 
 _LENGTH = struct.Struct("<I")
+# The scanner json.loads scans with (a decoder without hooks): (text, index) -> (value, end).
+_SCAN_JSON = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__; not in typeshed
 
 
 @dataclass(frozen=True)
@@ -231,9 +233,20 @@ def _sentences(tensor: InferTensor) -> list[ScoreInput]:
     return out
 
 
+def _json(text: str) -> object:
+    """json.loads(text). A document that starts at the first character and ends at the last (what clients
+    send) is scanned directly, without json.loads's whitespace and BOM handling around the scan; any other
+    text, and any text that fails, goes through json.loads for its result or its exact error."""
+    try:
+        parsed, end = _SCAN_JSON(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return json.loads(text)
+    return parsed if end == len(text) else json.loads(text)
+
+
 def _conversation(name: str, row: int, text: str) -> Conversation:
     try:
-        parsed = json.loads(text)
+        parsed = _json(text)
     except ValueError as e:
         raise InvalidArgument(f"{_row(name, row)}: not JSON ({e})") from e
     if not isinstance(parsed, list) or not parsed:
