@@ -75,12 +75,14 @@ class Unimplemented(RewardServerError):
 def decode_inputs(request: pb.ModelInferRequest) -> list[InferTensor]:
     """The request's input tensors, from raw_input_contents (one entry per input) or typed contents."""
     inputs, raw = request.inputs, request.raw_input_contents
-    if raw:
-        if len(raw) != len(inputs):
-            raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(inputs)} inputs")
-        return [tensor_from_raw(t.name, t.datatype, tuple(t.shape), r) for t, r in zip(inputs, raw)]
+    if raw and len(raw) != len(inputs):
+        raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(inputs)} inputs")
     tensors = []
-    for t in inputs:
+    for index in range(len(inputs)):  # indexing costs less than iterating protobuf repeated fields
+        t = inputs[index]
+        if raw:
+            tensors.append(tensor_from_raw(t.name, t.datatype, tuple(t.shape), raw[index]))
+            continue
         field = _CONTENTS_FIELD.get(t.datatype)
         values = getattr(t.contents, field) if field else []
         tensors.append(tensor_from_contents(t.name, t.datatype, tuple(t.shape), values))
