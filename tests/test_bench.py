@@ -205,3 +205,19 @@ def test_kserve_bench_reports_every_protocol_when_run_briefly(tmp_path):
         assert run["ratios"][protocol] == run[protocol]["requests_per_s"] / run["score"]["requests_per_s"]
         assert entry["median_ratios"][protocol] == run["ratios"][protocol]
     assert "/infer (HTTP, binary)" in summary(results) and "ModelInfer (gRPC)" in summary(results)
+
+
+def test_kserve_cost_times_both_protocols_when_each_answers_the_cores_reward():
+    from bench.kserve_cost import measure
+
+    timings = asyncio.run(measure(count=20, repeats=2))  # RuntimeError if a response lost the reward
+    assert set(timings) == {"Score", "ModelInfer"} and all(t > 0 for t in timings.values())
+
+
+def test_kserve_cost_served_reports_both_protocols_when_run_briefly(tmp_path):
+    from bench.kserve_cost import served
+
+    options = SuiteOptions(bench_shape=TinyShape(max_position_embeddings=1024), max_batch_tokens=2048)
+    result = asyncio.run(served(4, tmp_path, options))  # no tuning
+    assert result["score_us"] > 0 and result["infer_us"] > 0
+    assert all(abs(v) < 1e6 for v in result.values())  # finite, and under a second per call

@@ -18,6 +18,9 @@ tensors.py -- the tensor view
     result_tensors(results, requested: Sequence[str] | None) -> list[InferTensor]
         rewards FP32 [B, 1], num_tokens INT32 [B, 1], num_truncated_tokens INT32 [B, 1]; the requested
         subset in the requested order; an unknown name is InvalidArgument.
+    output_names(requested: Sequence[str] | None) -> tuple[str, ...]   result_tensors' names, checked
+    output_shape(name, batch) -> tuple[int, ...]; output_raw(name, results) -> bytes
+        an output's shape and raw bytes without building its tensor (tensor_raw of it, byte for byte)
     INPUTS / OUTPUTS: name -> (datatype, dims without the batch dimension)
 metadata.py -- JSON-shaped dicts in Triton's proto field names, int64 values as numbers
     server_metadata(extra_extensions=()) -> {"name", "version", "extensions"}
@@ -33,6 +36,8 @@ service.py -- KServeCore(core: core.RewardCore)
     model_statistics(model="", version="") -> dict            (all models when model is "")
     async infer(model, version, tensors, requested_outputs: Sequence[str] | None, deadline: float | None)
         -> (model_name: str, version: str, outputs: list[InferTensor])    deadline: time.monotonic()
+    async infer_results(same arguments) -> InferResults(model, version, results, outputs: output names)
+        infer's checks and scores, the output tensors left unbuilt (the gRPC front packs raw outputs)
     repository_index(ready_only=False) -> list[{"name", "version", "state", "reason"}]
     async load_model(model, parameters=None); async unload_model(model, parameters=None)
         (non-empty parameters: InvalidArgument; outside explicit mode: FailedPrecondition)
@@ -49,13 +54,16 @@ from reward_server.fronts.kserve.metadata import (
     model_statistics,
     server_metadata,
 )
-from reward_server.fronts.kserve.service import KServeCore
+from reward_server.fronts.kserve.service import InferResults, KServeCore
 from reward_server.fronts.kserve.tensors import (
     INPUTS,
     OUTPUTS,
     InferTensor,
     decode_bytes_raw,
     encode_bytes_raw,
+    output_names,
+    output_raw,
+    output_shape,
     request_inputs,
     result_tensors,
     tensor_from_contents,
@@ -67,6 +75,7 @@ __all__ = [
     "EXTENSIONS",
     "INPUTS",
     "OUTPUTS",
+    "InferResults",
     "InferTensor",
     "KServeCore",
     "VersionStatistics",
@@ -75,6 +84,9 @@ __all__ = [
     "model_config",
     "model_metadata",
     "model_statistics",
+    "output_names",
+    "output_raw",
+    "output_shape",
     "request_inputs",
     "result_tensors",
     "server_metadata",

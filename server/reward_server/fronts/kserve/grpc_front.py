@@ -12,8 +12,9 @@ loaded beside them: protobuf's descriptor pool refuses a symbol defined twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,15 @@ from tritonclient.grpc import service_pb2_grpc
 
 from reward_server.core import deadline_from
 from reward_server.errors import InvalidArgument, RewardServerError
-from reward_server.fronts.kserve.service import KServeCore
-from reward_server.fronts.kserve.tensors import InferTensor, tensor_from_contents, tensor_from_raw, tensor_raw
+from reward_server.fronts.kserve.service import InferResults, KServeCore
+from reward_server.fronts.kserve.tensors import (
+    OUTPUTS,
+    InferTensor,
+    output_raw,
+    output_shape,
+    tensor_from_contents,
+    tensor_from_raw,
+)
 
 if TYPE_CHECKING:  # server.py imports this module to register the service
     from reward_server.fronts.grpc.guard import RequestGuard
@@ -66,11 +74,12 @@ class Unimplemented(RewardServerError):
 
 def decode_inputs(request: pb.ModelInferRequest) -> list[InferTensor]:
     """The request's input tensors, from raw_input_contents (one entry per input) or typed contents."""
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
+    inputs, raw = request.inputs, request.raw_input_contents
+    if raw and len(raw) != len(inputs):
+        raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(inputs)} inputs")
     tensors = []
-    for index, t in enumerate(request.inputs):
+    for index in range(len(inputs)):  # indexing costs less than iterating protobuf repeated fields
+        t = inputs[index]
         if raw:
             tensors.append(tensor_from_raw(t.name, t.datatype, tuple(t.shape), raw[index]))
             continue
@@ -80,18 +89,27 @@ def decode_inputs(request: pb.ModelInferRequest) -> list[InferTensor]:
     return tensors
 
 
-def encode_response(
-    model: str, version: str, request_id: str, outputs: Iterable[InferTensor]
-) -> pb.ModelInferResponse:
-    """Outputs always in raw_output_contents: tritonclient reads numeric outputs only from there."""
-    outputs = list(outputs)
+# Distinct (outputs asked, batch size) pairs whose serialized output descriptions are kept.
+OUTPUT_TEMPLATES = 256
+
+
+@functools.lru_cache(maxsize=OUTPUT_TEMPLATES)
+def _outputs_template(names: tuple[str, ...], batch: int) -> bytes:
+    """A response holding only the output descriptions (name, datatype, shape), serialized: the same for
+    every request of `batch` rows asking for `names`, so it is built once instead of per request."""
     return pb.ModelInferResponse(
-        model_name=model,
-        model_version=version,
-        id=request_id,
-        outputs=[_OUTPUT(name=t.name, datatype=t.datatype, shape=t.shape) for t in outputs],
-        raw_output_contents=[tensor_raw(t) for t in outputs],
-    )
+        outputs=[_OUTPUT(name=n, datatype=OUTPUTS[n][0], shape=output_shape(n, batch)) for n in names]
+    ).SerializeToString()
+
+
+def encode_response(done: InferResults, request_id: str) -> pb.ModelInferResponse:
+    """Outputs always in raw_output_contents: tritonclient reads numeric outputs only from there."""
+    response = pb.ModelInferResponse.FromString(_outputs_template(done.outputs, len(done.results)))
+    response.model_name = done.model
+    response.model_version = done.version
+    response.id = request_id
+    response.raw_output_contents.extend([output_raw(n, done.results) for n in done.outputs])
+    return response
 
 
 class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -142,14 +160,14 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        model, version, outputs = await self._core.infer(
+        done = await self._core.infer_results(
             request.model_name,
             request.model_version,
             decode_inputs(request),
             [o.name for o in request.outputs],
             deadline_from(context.time_remaining()),
         )
-        return encode_response(model, version, request.id, outputs)
+        return encode_response(done, request.id)
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext

@@ -8,9 +8,10 @@ statistics come back as JSON-shaped dicts (metadata.py); tensors as InferTensor 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from reward_server.core import RewardCore
-from reward_server.datatypes import Conversation, ScoreInput, ScoreRequest, Text
+from reward_server.datatypes import Conversation, ScoreInput, ScoreRequest, ScoreResult, Text
 from reward_server.errors import InvalidArgument, NotFound, Unavailable
 from reward_server.fronts.kserve.metadata import (
     VersionStatistics,
@@ -19,9 +20,19 @@ from reward_server.fronts.kserve.metadata import (
     model_statistics,
     server_metadata,
 )
-from reward_server.fronts.kserve.tensors import InferTensor, request_inputs, result_tensors
+from reward_server.fronts.kserve.tensors import InferTensor, output_names, request_inputs, result_tensors
 from reward_server.repository import LoadedVersion
 from reward_server.runtime.batching import InferenceCounts
+
+
+@dataclass(frozen=True)
+class InferResults:
+    """An infer request's answer before its output tensors are built."""
+
+    model: str
+    version: str  # the version served, as a numeric string
+    results: tuple[ScoreResult, ...]  # one per input row, in order
+    outputs: tuple[str, ...]  # the output names to answer with, checked, in the order asked
 
 
 def _sum_counts(counts: Sequence[InferenceCounts]) -> InferenceCounts:
@@ -132,16 +143,27 @@ class KServeCore:
     ) -> tuple[str, str, list[InferTensor]]:
         """(model name, version served as a numeric string, output tensors);
         `deadline` is time.monotonic()."""
+        done = await self.infer_results(model, version, tensors, requested_outputs, deadline)
+        return done.model, done.version, result_tensors(done.results, done.outputs)
+
+    async def infer_results(
+        self,
+        model: str,
+        version: str,
+        tensors: Sequence[InferTensor],
+        requested_outputs: Sequence[str] | None,
+        deadline: float | None,
+    ) -> InferResults:
+        """infer() short of building the output tensors: for a front that encodes the outputs from the
+        results itself (tensors.output_raw), with the same checks in the same order."""
         if not model:
             raise InvalidArgument("the request names no model")
         inputs = request_inputs(tensors)
         if self._max_chars:
             self._check_chars(inputs)
-        outputs = list(requested_outputs) if requested_outputs else None
-        if outputs:
-            result_tensors((), outputs)  # an unknown output name fails before any compute
+        outputs = output_names(requested_outputs)  # an unknown output name fails before any compute
         response = await self.core.score(ScoreRequest(model, version, tuple(inputs)), deadline)
-        return response.model, str(response.version), result_tensors(response.results, outputs)
+        return InferResults(response.model, str(response.version), response.results, outputs)
 
     def _check_chars(self, inputs: Sequence[ScoreInput]) -> None:
         for row, item in enumerate(inputs):

@@ -20,8 +20,11 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -66,6 +69,8 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
 }
 
 _LENGTH = struct.Struct("<I")
+# The scanner json.loads scans with (a decoder without hooks): (text, index) -> (value, end).
+_SCAN_JSON = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__; not in typeshed
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,16 @@ def _element_count(name: str, shape: Sequence[int]) -> int:
 
 def decode_bytes_raw(buf: bytes, count: int, name: str = "") -> list[bytes]:
     """`count` elements of BYTES raw data: each a 4-byte little-endian length, then that many bytes."""
+    # One element filling the buffer (one text or conversation per request, the usual call): its prefix is
+    # read in place and checked against the buffer's size. Anything else, every malformed buffer included,
+    # takes the general loop and its errors.
+    if count == 1 and len(buf) >= 4 and _LENGTH.unpack_from(buf)[0] == len(buf) - 4:
+        return [bytes(buf[4:])]
+    return _bytes_elements(buf, count, name)
+
+
+def _bytes_elements(buf: bytes, count: int, name: str) -> list[bytes]:
+    """decode_bytes_raw's general path: any count, every check."""
     where = f"tensor {name!r}" if name else "BYTES tensor"
     view = memoryview(buf)
     items, offset = [], 0
@@ -136,8 +151,8 @@ def tensor_from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes) 
     dtype = _known_dtype(name, datatype)
     count = _element_count(name, shape)
     if datatype == "BYTES":
-        data = np.empty(count, dtype=object)
-        data[:] = decode_bytes_raw(raw, count, name)
+        # Bytes objects are scalars to numpy: a flat object array of `count` elements, whatever they hold.
+        data = np.array(decode_bytes_raw(raw, count, name), dtype=object)
     else:
         if len(raw) != count * dtype.itemsize:
             raise InvalidArgument(
@@ -164,8 +179,8 @@ def tensor_from_contents(name: str, datatype: str, shape: Sequence[int], values:
     return InferTensor(name, datatype, tuple(shape), data.reshape(-1))
 
 
-def _checked(tensor: InferTensor) -> np.ndarray:
-    """The tensor's data as an array of its shape, after the datatype and size checks."""
+def _check(tensor: InferTensor) -> None:
+    """An input's datatype, its data's size against its shape, and its batch dimension."""
     datatype, _ = INPUTS[tensor.name]
     if tensor.datatype != datatype:
         raise InvalidArgument(f"input {tensor.name!r}: datatype {tensor.datatype}, expected {datatype}")
@@ -180,18 +195,25 @@ def _checked(tensor: InferTensor) -> np.ndarray:
             f"input {tensor.name!r}: shape {list(tensor.shape)}: the first dimension is the "
             f"batch and must be at least 1"
         )
+
+
+def _checked(tensor: InferTensor) -> np.ndarray:
+    """The tensor's data as an array of its shape, after the datatype and size checks."""
+    _check(tensor)
     return tensor.data.reshape(tensor.shape)
 
 
 def _rows_of_one(tensor: InferTensor) -> list[bytes]:
     """A BYTES input of one element per row: shape [B] or [B, 1]."""
-    data = _checked(tensor)
-    if data.ndim > 2 or (data.ndim == 2 and data.shape[1] != 1):
+    _check(tensor)
+    shape = tensor.shape  # checked on the shape itself: no reshaped copy of the data is needed
+    if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
         raise InvalidArgument(
-            f"input {tensor.name!r}: shape {list(tensor.shape)}: one element per row "
-            f"is expected ([B] or [B, 1])"
+            f"input {tensor.name!r}: shape {list(shape)}: one element per row is expected ([B] or [B, 1])"
         )
-    return list(data.reshape(-1))
+    flat = tensor.data.reshape(-1)
+    # tolist() hands back an object array's elements as they are, far cheaper than list() over the array.
+    return flat.tolist() if flat.dtype == object else list(flat)
 
 
 def _text(name: str, row: int, value: object) -> str:
@@ -211,33 +233,50 @@ def _sentences(tensor: InferTensor) -> list[ScoreInput]:
     return out
 
 
-def _conversation(name: str, row: int, text: str) -> Conversation:
-    where = f"input {name!r} row {row}"
+def _json(text: str) -> object:
+    """json.loads(text). A document that starts at the first character and ends at the last (what clients
+    send) is scanned directly, without json.loads's whitespace and BOM handling around the scan; any other
+    text, and any text that fails, goes through json.loads for its result or its exact error."""
     try:
-        parsed = json.loads(text)
+        parsed, end = _SCAN_JSON(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return json.loads(text)
+    return parsed if end == len(text) else json.loads(text)
+
+
+def _conversation(name: str, row: int, text: str) -> Conversation:
+    try:
+        parsed = _json(text)
     except ValueError as e:
-        raise InvalidArgument(f"{where}: not JSON ({e})") from e
+        raise InvalidArgument(f"{_row(name, row)}: not JSON ({e})") from e
     if not isinstance(parsed, list) or not parsed:
-        raise InvalidArgument(f'{where}: expected a non-empty JSON list of {{"role", "content"}} objects')
+        raise InvalidArgument(
+            f'{_row(name, row)}: expected a non-empty JSON list of {{"role", "content"}} objects'
+        )
     messages = []
     for index, m in enumerate(parsed):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
+        if not isinstance(m, dict):
+            role = content = None
+        else:
+            role, content = m.get("role"), m.get("content")
+        if not isinstance(role, str) or not isinstance(content, str):
             raise InvalidArgument(
-                f'{where} message {index}: expected an object with string "role" and "content"'
+                f'{_row(name, row)} message {index}: expected an object with string "role" and "content"'
             )
-        role, content = m["role"], m["content"]
         if role not in ROLES:
             raise InvalidArgument(
-                f"{where} message {index}: unknown role {role!r} (expected one of {', '.join(ROLES)})"
+                f"{_row(name, row)} message {index}: unknown role {role!r} "
+                f"(expected one of {', '.join(ROLES)})"
             )
         if role in NON_EMPTY_ROLES and not content:
-            raise InvalidArgument(f"{where} message {index}: empty content in a {role} message")
+            raise InvalidArgument(f"{_row(name, row)} message {index}: empty content in a {role} message")
         messages.append(Message(role, content))
     return Conversation(tuple(messages))
+
+
+def _row(name: str, row: int) -> str:
+    """Where an error is, for its message (formatted only when there is one)."""
+    return f"input {name!r} row {row}"
 
 
 def _messages(tensor: InferTensor) -> list[ScoreInput]:
@@ -302,31 +341,66 @@ def request_inputs(tensors: Sequence[InferTensor]) -> list[ScoreInput]:
     return _token_rows(by_name[TOKENS], by_name.get(SEQUENCE_LENGTHS))
 
 
-def result_tensors(
-    results: Sequence[ScoreResult], requested: Sequence[str] | None = None
-) -> list[InferTensor]:
-    """The output tensors of a request's results: all three, or the `requested` ones in that order."""
-    names = list(OUTPUTS) if not requested else list(requested)
+def output_names(requested: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The outputs a request gets: all three, or the `requested` ones in that order (checked)."""
+    names = tuple(OUTPUTS) if not requested else tuple(requested)
     for name in names:
         if name not in OUTPUTS:
             raise InvalidArgument(f"unknown output {name!r} (outputs: {', '.join(OUTPUTS)})")
     if len(set(names)) != len(names):
-        raise InvalidArgument(f"an output is requested twice: {names}")
+        raise InvalidArgument(f"an output is requested twice: {list(names)}")
+    return names
+
+
+def output_shape(name: str, batch: int) -> tuple[int, ...]:
+    """The shape of output `name` for `batch` results."""
+    return (batch, *OUTPUTS[name][1])
+
+
+# Output name -> the ScoreResult field it holds.
+_COLUMNS = {
+    REWARDS: attrgetter("score"),
+    NUM_TOKENS: attrgetter("num_tokens"),
+    NUM_TRUNCATED_TOKENS: attrgetter("num_truncated_tokens"),
+}
+
+
+def result_tensors(
+    results: Sequence[ScoreResult], requested: Sequence[str] | None = None
+) -> list[InferTensor]:
+    """The output tensors of a request's results: all three, or the `requested` ones in that order."""
     batch = len(results)
-    columns = {
-        REWARDS: lambda: [r.score for r in results],
-        NUM_TOKENS: lambda: [r.num_tokens for r in results],
-        NUM_TRUNCATED_TOKENS: lambda: [r.num_truncated_tokens for r in results],
-    }
     return [
         InferTensor(
             name,
             OUTPUTS[name][0],
-            (batch, 1),
-            np.array(columns[name](), dtype=NUMPY_DTYPES[OUTPUTS[name][0]]).reshape(batch, 1),
+            output_shape(name, batch),
+            np.array([_COLUMNS[name](r) for r in results], dtype=NUMPY_DTYPES[OUTPUTS[name][0]]).reshape(
+                output_shape(name, batch)
+            ),
         )
-        for name in names
+        for name in output_names(requested)
     ]
+
+
+# Output datatype -> the `array` typecode of its C type. A few values pack faster with `array` than through
+# a numpy array, into the same bytes (C float / int: IEEE single / 32-bit on every platform CPython runs
+# on; checked at import below all the same).
+_ARRAY_CODES = {"FP32": "f", "INT32": "i"}
+if any(array(code).itemsize != NUMPY_DTYPES[datatype].itemsize for datatype, code in _ARRAY_CODES.items()):
+    raise ImportError(f"array typecodes {_ARRAY_CODES} do not match the sizes of KServe's datatypes here")
+_BIG_ENDIAN = sys.byteorder == "big"
+# Output name -> (array typecode, the ScoreResult field it holds).
+_RAW_COLUMNS = {name: (_ARRAY_CODES[datatype], _COLUMNS[name]) for name, (datatype, _) in OUTPUTS.items()}
+
+
+def output_raw(name: str, results: Sequence[ScoreResult]) -> bytes:
+    """Output `name`'s raw bytes for `results`: tensor_raw of its result tensor, without building it."""
+    code, field = _RAW_COLUMNS[name]
+    column = array(code, [field(r) for r in results])
+    if _BIG_ENDIAN:  # raw data is little-endian
+        column.byteswap()
+    return column.tobytes()
 
 
 def tensor_raw(tensor: InferTensor) -> bytes:
