@@ -326,6 +326,10 @@ BAD_TENSORS = {
         "non-empty JSON list",
     ),
     "messages not JSON": (_request(("messages", "BYTES", [1, 1], _text("hello"))), "not JSON"),
+    "messages nested too deeply": (
+        _request(("messages", "BYTES", [1, 1], _text("[" * 100_000 + "]" * 100_000))),
+        "not JSON (nested too deeply)",
+    ),
     "message without content": (
         _request(("messages", "BYTES", [1], _text('[{"role": "user"}]'))),
         'string "role" and "content"',

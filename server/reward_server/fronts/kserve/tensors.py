@@ -249,6 +249,8 @@ def _conversation(name: str, row: int, text: str) -> Conversation:
         parsed = _json(text)
     except ValueError as e:
         raise InvalidArgument(f"{_row(name, row)}: not JSON ({e})") from e
+    except RecursionError:  # a hostile document nested deeper than the parser's recursion limit
+        raise InvalidArgument(f"{_row(name, row)}: not JSON (nested too deeply)") from None
     if not isinstance(parsed, list) or not parsed:
         raise InvalidArgument(
             f'{_row(name, row)}: expected a non-empty JSON list of {{"role", "content"}} objects'
