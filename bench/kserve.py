@@ -7,7 +7,7 @@ in one run, on one server.
 
 The suite's server, models and seeded workloads (bench/suite.py); the clients in a separate process
 (`python -m bench.kserve load < spec.json`): bench/load.py's closed loop, C clients, each with its own
-channel (gRPC) or aiohttp session (HTTP), one request at a time, one conversation per request, each
+channel and stubs (gRPC) or aiohttp session (HTTP), one request at a time, one conversation per request, each
 request built per call: Score, a `conversation` input on its generated stub; ModelInfer, a `messages`
 tensor (raw bytes) on Triton's generated stub; /infer, the same tensor in the binary tensor extension
 (a JSON header, then the raw bytes; the rewards come back raw too). So the client does the same work for
@@ -117,10 +117,24 @@ def http_infer_outputs(body: bytes, header_length: str | None) -> dict[str, np.n
     return outputs
 
 
-async def _model_infer(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> tuple[float, int]:
-    response = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
-        infer_request(model, chat), timeout=600
-    )
+class GrpcClient:
+    """One client's channel and its two stubs, built once per client as an application keeps its stub
+    (Triton's stub has some twenty methods: building it per call would bill ModelInfer for it)."""
+
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.aio.insecure_channel(target)
+        self.kserve = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        self.reward = reward_pb2_grpc.RewardServiceStub(self.channel)
+
+    async def __aenter__(self) -> GrpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.channel.close()
+
+
+async def _model_infer(client: GrpcClient, model: str, chat: list[dict]) -> tuple[float, int]:
+    response = await client.kserve.ModelInfer(infer_request(model, chat), timeout=600)
     names = [o.name for o in response.outputs]
     raw = response.raw_output_contents
     return (
@@ -129,8 +143,8 @@ async def _model_infer(channel: grpc.aio.Channel, model: str, chat: list[dict]) 
     )
 
 
-async def _score(channel: grpc.aio.Channel, model: str, chat: list[dict]) -> tuple[float, int]:
-    response = await reward_pb2_grpc.RewardServiceStub(channel).Score(score_request(model, chat), timeout=600)
+async def _score(client: GrpcClient, model: str, chat: list[dict]) -> tuple[float, int]:
+    response = await client.reward.Score(score_request(model, chat), timeout=600)
     return response.results[0].score, sum(r.num_tokens for r in response.results)
 
 
@@ -151,10 +165,10 @@ CALLS: dict[str, Callable[[Any, str, list[dict]], Awaitable[tuple[float, int]]]]
 
 
 def _session(protocol: str, target: str, http_target: str | None):
-    """What one client opens: a gRPC channel, or an aiohttp session on the HTTP port (one connection)."""
+    """What one client opens: a gRPC channel with its stubs, or an aiohttp session on the HTTP port."""
     if protocol == "http_infer":
         return aiohttp.ClientSession(f"http://{http_target}", timeout=aiohttp.ClientTimeout(total=600))
-    return grpc.aio.insecure_channel(target)
+    return GrpcClient(target)
 
 
 async def run_load(spec: dict) -> dict:
