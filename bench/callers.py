@@ -28,7 +28,7 @@ DEMO = ROOT / "model_repository"
 async def run(
     callers: tuple[int, ...], rounds: int, options: SuiteOptions, repository: Path
 ) -> dict[int, list[dict]]:
-    running, port = await build_server(ServerSettings(repository, host="127.0.0.1", port=0))
+    running, port = await build_server(ServerSettings(repository, host="127.0.0.1", port=0, http_port=None))
     try:
         encoder = running.repository.resolve("demo", "").encoder
         workload = score_workload("callers", encoder, 256, 8, 48, seed=3)
