@@ -59,7 +59,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 # unhealthyPodEvictionPolicy and topology spread matchLabelKeys (on by default from 1.27 / 1.30).
 KUBERNETES_VERSIONS = [f"1.{minor}" for minor in range(30, 38)]
 # Kinds from CRDs (Prometheus Operator, KEDA) and kustomize's own files: no schema in kubernetes-validate.
-CUSTOM_KINDS = {"PodMonitor", "ScaledObject"}
+CUSTOM_KINDS = {"PodMonitor", "PrometheusRule", "ScaledObject"}
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
