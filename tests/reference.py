@@ -3,7 +3,6 @@ time, on ids made by the tokenizer's own apply_chat_template. The server shares 
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,7 +37,3 @@ def reference_score(folder: Path, chat) -> float:
 
 def close(a: float, b: float, rel: float = 1e-5) -> bool:
     return abs(a - b) <= rel * max(1.0, abs(b))
-
-
-def config_json(folder: Path) -> dict:
-    return json.loads((Path(folder) / "config.json").read_text())

@@ -8,7 +8,6 @@ prefers. Each server has its own registry, so several servers can live in one pr
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from wsgiref.simple_server import WSGIServer
 
@@ -20,8 +19,6 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
-
-log = logging.getLogger(__name__)
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_SIZES = tuple(float(2**i) for i in range(11))  # 1 .. 1024

@@ -213,7 +213,6 @@ class ServeOption:
     flag: str  # --port
     env: str  # REWARD_SERVER_PORT
     kind: type  # the value's type: int, float, str, bool, Path or an Enum
-    optional: bool  # None is a value (the feature is off)
     repeated: bool  # a tuple: the flag repeats; the variable is comma-separated
     default: Any  # MISSING: required
     spec: Option
@@ -296,14 +295,14 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _kind(hint: Any) -> tuple[type, bool, bool]:
-    """(the value type, optional, repeated) of a field's type hint: `int | None`, `tuple[str, ...]`."""
+def _kind(hint: Any) -> tuple[type, bool]:
+    """(the value type, repeated) of a field's type hint: `int | None`, `tuple[str, ...]`."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is tuple:
-        return args[0], False, True
+        return args[0], True
     if len(args) == 1:  # X | None
-        return args[0], True, False
-    return hint, False, False
+        return args[0], False
+    return hint, False
 
 
 @functools.cache
@@ -316,9 +315,9 @@ def serve_options() -> tuple[ServeOption, ...]:
         if spec is None:
             continue
         flag = spec.flag or "--" + f.name.replace("_", "-")
-        kind, optional, repeated = _kind(hints[f.name])
+        kind, repeated = _kind(hints[f.name])
         env = ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
-        out.append(ServeOption(f.name, flag, env, kind, optional, repeated, f.default, spec))
+        out.append(ServeOption(f.name, flag, env, kind, repeated, f.default, spec))
     return tuple(out)
 
 

@@ -8,7 +8,6 @@ device once and the (fp16 or fp32) scores come back in one copy.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,8 +20,6 @@ from reward_server.backends.plan import ForwardPlan
 from reward_server.backends.settings import ONNXRUNTIME_DEFAULTS, OnnxRuntimeSettings
 from reward_server.checkpoint import Checkpoint
 from reward_server.errors import LoadError
-
-log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 LEVELS = {

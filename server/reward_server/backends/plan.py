@@ -11,8 +11,9 @@ class ForwardPlan:
     """How a backend runs a batch.
 
     layout: "packed" (inputs of different lengths share rows, see packing.py) or "padded" (one row each).
-    execution: "traced" (a TorchScript graph), "eager" (PyTorch module by module), "onnxruntime" (a
-      session over model.onnx), or a custom backend's own name.
+    execution: "traced" (a TorchScript graph), "eager" (PyTorch module by module), "partly-traced" (some
+      variants traced, the others eager), "onnxruntime" (a session over model.onnx), or a custom
+      backend's own name.
     last_position_only: the last decoder layer runs only where the reward head reads (last_position.py).
     unmasked: batches whose rows share one length run without an attention mask (causal attention).
     attention: the backbone's attention implementation: "sdpa" (the default), or "eager" for models whose

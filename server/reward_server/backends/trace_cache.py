@@ -82,8 +82,3 @@ def forget(key: str) -> None:
     """Trace this structure afresh next time (its reused trace did not match eager)."""
     with _LOCK:
         _TYPES.pop(key, None)
-
-
-def known_structures() -> int:
-    with _LOCK:
-        return len(_TYPES)

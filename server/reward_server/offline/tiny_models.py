@@ -40,7 +40,7 @@ class TinyShape:
     architecture: str = "llama"  # "llama" | "mistral"
 
 
-def train_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
+def train_tokenizer(vocab_size: int = 512):
     """A byte-level BPE fast tokenizer with the chat special tokens and a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -54,7 +54,7 @@ def train_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator((corpus or CORPUS) * 4, trainer=trainer)
+    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",
@@ -115,7 +115,7 @@ def write_tiny_checkpoint(
     return folder
 
 
-def demo_config_pbtxt(name: str = "demo") -> str:
+def demo_config_pbtxt() -> str:
     from reward_server.repository.config import RewardDefaults, config_pbtxt
 
     comment = (
@@ -123,7 +123,7 @@ def demo_config_pbtxt(name: str = "demo") -> str:
         "Its scores are deterministic but meaningless; it exists to try the server offline."
     )
     return config_pbtxt(
-        name,
+        "demo",
         RewardDefaults(max_sequence_length=512),
         comment=comment,
         max_batch_size=32,

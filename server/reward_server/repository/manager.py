@@ -69,12 +69,11 @@ LOADING, READY, UNAVAILABLE, UNLOADING = (
 )
 CONTROL_MODES = tuple(mode.value for mode in ModelControlMode)
 
-VersionLoader = Callable[..., LoadedVersion]
 # How long an unload waits for the requests holding a version before closing it anyway
 # (those still queued then get UNAVAILABLE).
 RETIRE_TIMEOUT_S = 120.0
 UNLOADED = "unloaded"  # the reason of a model unloaded by request (UnloadModel)
-# What a bad model folder makes a loader raise; anything else is logged with its traceback (a bug).
+# What a bad model folder makes load_version raise; anything else is logged with its traceback (a bug).
 EXPECTED_LOAD_ERRORS = (ModelFolderError, OSError, ValueError, RuntimeError)
 
 
@@ -181,7 +180,6 @@ class ModelRepository:
     def __init__(
         self,
         root: Path,
-        loader: VersionLoader = load_version,
         *,
         mode: str = "none",
         metrics: ServerMetrics | None = None,
@@ -191,7 +189,6 @@ class ModelRepository:
             raise ValueError(f"model control mode must be one of {', '.join(CONTROL_MODES)}, got {mode!r}")
         self.root = Path(root)
         self.mode = mode
-        self._loader = loader
         self._metrics = metrics
         self._on_change = on_change or (lambda name: None)
         self._models: dict[str, _ModelEntry] = {}
@@ -381,8 +378,8 @@ class ModelRepository:
             self._show_loading(name, version)
         try:
             check_version_folder(path, self.root)
-            loaded = self._loader(config, version, path, self._metrics)
-        except Exception as e:  # whatever a loader raises fails this version only
+            loaded = load_version(config, version, path, self._metrics)
+        except Exception as e:  # whatever load_version raises fails this version only
             reason = public_reason(e, self.root)
             log.error(
                 "model=%s version=%d failed to load: %s",

@@ -1,1 +1,2 @@
-"""What runs between the core and a backend: encoding, batching, tuning, threads and memory."""
+"""What runs between the core and a backend: encoding, shared-prompt planning, batching, token-budget
+tuning, OpenMP threads and memory."""

@@ -136,7 +136,8 @@ class _Settler:
 
 @dataclass
 class BatcherStats:
-    """Counters read by tests and, later, metrics. Updated on the batcher thread only."""
+    """Counters read by tests and bench/ (metrics come through BatchObserver). Updated on the batcher
+    thread only."""
 
     batches: int = 0
     computed: int = 0

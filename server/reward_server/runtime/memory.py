@@ -49,10 +49,8 @@ class AllocatorTrim:
     after the first one (a steady stream of large requests is trimmed once per interval), and never twice
     within TRIM_INTERVAL_S."""
 
-    def __init__(self, interval_s: float = TRIM_INTERVAL_S, settle_s: float = SETTLE_S) -> None:
+    def __init__(self) -> None:
         self._trim = _malloc_trim()
-        self._interval = interval_s
-        self._settle = settle_s
         self._lock = threading.Lock()
         self._pending = False
         self._first = self._due = float("-inf")
@@ -61,7 +59,7 @@ class AllocatorTrim:
     def after_large_request(self) -> None:
         with self._lock:
             now = time.monotonic()
-            self._due = now + self._settle
+            self._due = now + SETTLE_S
             if self._pending:
                 return
             self._pending = True
@@ -69,7 +67,7 @@ class AllocatorTrim:
         threading.Thread(target=self._run, name="malloc-trim", daemon=True).start()
 
     def _run_at(self) -> float:
-        return max(min(self._due, self._first + self._interval), self._last + self._interval)
+        return max(min(self._due, self._first + TRIM_INTERVAL_S), self._last + TRIM_INTERVAL_S)
 
     def _run(self) -> None:
         while True:
@@ -98,8 +96,7 @@ class FrozenHeap:
     unloaded; any thread): unfreeze at once, so that the cycles of an unloaded model are collectable
     again, and once the changes stop for REFREEZE_DELAY_S, collect and freeze again on a thread."""
 
-    def __init__(self, delay_s: float = REFREEZE_DELAY_S) -> None:
-        self._delay = delay_s
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._due = 0.0
         self._scheduled = False
@@ -111,7 +108,7 @@ class FrozenHeap:
     def changed(self) -> None:
         gc.unfreeze()
         with self._lock:
-            self._due = time.monotonic() + self._delay
+            self._due = time.monotonic() + REFREEZE_DELAY_S
             if self._scheduled:
                 return
             self._scheduled = True

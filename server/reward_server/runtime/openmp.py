@@ -7,7 +7,7 @@ teams together hold more threads than there are CPUs, libgomp stops spinning bet
 So one-off torch work (building a backend, its checks, warmup, token-budget tuning) runs on a thread of
 its own that exits when the work is done, taking its team with it; each instance's forwards then run in
 its batcher thread's team alone. And the CPU instances of one model share the CPUs out among their
-teams, unless the model's config sets their threads (threads_per_cpu_instance).
+teams (threads_per_cpu_instance), unless the model's config sets their threads.
 """
 
 from __future__ import annotations

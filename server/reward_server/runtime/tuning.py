@@ -12,14 +12,11 @@ falls well below the best, so slow large shapes are tried at most once.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reward_server.runtime.synthetic_ids import synthetic_batch
-
-log = logging.getLogger(__name__)
 
 BUDGETS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
 # Capped at the model's max length. Long rows matter: several padded rows run masked attention over

@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class PyTorchBackend(Backend):
-    """The model in PyTorch: weights from safetensors, a transformers backbone, run as a TorchScript
-    trace of LastPositionScorer (PaddedScorer where the layers do not allow it), or eagerly when tracing
-    is off or fails; `forward_plan` says which."""
+    """The model in PyTorch: weights from safetensors, a transformers backbone, run through the forward
+    variants its load-time checks keep (scorers.Scorers: padded or last-position, unmasked, packed), each
+    as a TorchScript trace, or eagerly when tracing is off or fails; `forward_plan` says which."""
 
     supports_shared_prompt = (
         True  # score_shared_prompt: see shared_prompt.py; refused at load where it differs

@@ -25,7 +25,7 @@ def attention_implementation(config: Any) -> str:
     (`attn_logit_softcapping`: Gemma2, or any config that sets it), since transformers' SDPA forward drops
     the cap and only its eager (and flash-attention-2) forward applies it, as the models were trained and
     as their cards score; SDPA otherwise (faster, and causal without a mask)."""
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text_config = config.get_text_config()  # the config itself, or a multimodal config's text part
     capped = any(getattr(c, "attn_logit_softcapping", None) is not None for c in (config, text_config))
     return EAGER if capped else SDPA
 

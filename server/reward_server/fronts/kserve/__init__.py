@@ -29,7 +29,7 @@ metadata.py -- JSON-shaped dicts in Triton's proto field names, int64 values as 
     model_config(ModelConfig, device, forward) -> Triton's ModelConfig (input/output, dynamic_batching,
         version_policy, instance_group with an explicit kind, parameters {"forward": the forward plan})
     model_statistics(Iterable[VersionStatistics]) -> {"model_stats": [...]}
-service.py -- KServeCore(core: core.RewardCore)
+service.py -- KServeCore(core: core.RewardCore, max_chars_per_message: int = 0)   (0: no limit)
     server_live() -> bool; server_ready() -> bool; model_ready(model, version="") -> bool
     server_metadata(extra_extensions=()) -> dict
     model_metadata(model, version="") -> dict; model_config(model, version="") -> dict

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -40,7 +39,6 @@ from reward_server.fronts.kserve.tensors import (
 if TYPE_CHECKING:  # server.py imports this module to register the service
     from reward_server.fronts.grpc.guard import RequestGuard
 
-log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 SERVICE_NAME = SERVICE.full_name  # inference.GRPCInferenceService
