@@ -1,4 +1,5 @@
-"""Prometheus metrics: request outcomes (from the guard), batch execution (from each batcher) and the
+"""Prometheus metrics: request outcomes (from the guard), batch execution (from each batcher), server
+readiness and the repository's version states and failed loads (from its change notifications), and the
 process (resident memory, CPU seconds, open fds, start time: prometheus_client's standard names).
 
 Names follow Triton's meaning where Triton has a counterpart (docs/operations.md, "Metrics", has the mapping);
@@ -8,7 +9,8 @@ prefers. Each server has its own registry, so several servers can live in one pr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -102,7 +104,24 @@ class ServerMetrics:
             [*_MODEL, "forward"],
             registry=r,
         )
+        # Readiness and the repository's table. Series exist for the models and versions the repository
+        # knows only; a version or model it forgets takes its state series along.
+        self.server_ready = Gauge(
+            "reward_server_ready", "1 while the server is ready (the reward.ready health name)", registry=r
+        )
+        self.model_version_state = Gauge(
+            "reward_model_version_state",
+            "1 for the current state of each version the repository knows",
+            [*_MODEL, "state"],
+            registry=r,
+        )
+        # Counted under the model folder's name: a model of the repository, never a name from a request.
+        self.model_load_failures = Counter(
+            "reward_model_load_failures", "version loads that failed", ["model"], registry=r
+        )
         self._forwards: dict[tuple[str, str], str] = {}
+        self._states: dict[str, dict[str, str]] = {}  # model -> version -> the state its series says
+        self._states_lock = threading.Lock()  # the repository notifies from any thread
         self._http: WSGIServer | None = None
 
     def request_done(self, model: str, version: str, method: str, code: str, seconds: float) -> None:
@@ -131,6 +150,32 @@ class ServerMetrics:
             self.queued_inputs.remove(model, str(version))
         except KeyError:
             pass
+
+    def set_ready(self, ready: bool) -> None:
+        self.server_ready.set(1 if ready else 0)
+
+    def model_known(self, model: str) -> None:
+        """A model the repository knows: its failure counter exists from 0, so the first failure is an
+        increase Prometheus can see."""
+        self.model_load_failures.labels(model)
+
+    def load_failed(self, model: str) -> None:
+        self.model_load_failures.labels(model).inc()
+
+    def version_states(self, model: str, states: Mapping[int, str]) -> None:
+        """The repository's versions of `model` and their states now (empty: it no longer knows the model).
+        One series per (model, version), its current state's; the series of a state left or a version
+        forgotten go."""
+        wanted = {str(version): state for version, state in states.items()}
+        with self._states_lock:
+            shown = self._states.pop(model, {})
+            for version, state in shown.items():
+                if wanted.get(version) != state:
+                    self.model_version_state.remove(model, version, state)
+            for version, state in wanted.items():
+                self.model_version_state.labels(model, version, state).set(1)
+            if wanted:
+                self._states[model] = wanted
 
     def serve_http(self, host: str, port: int) -> int:
         """`/metrics` on host:port (0 picks a free port); returns the port."""

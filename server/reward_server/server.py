@@ -89,7 +89,7 @@ class RewardServer:
         self.core.draining = True
         await self.health.set("", _NOT_SERVING)
         await self.health.set(SERVICE_NAME, _NOT_SERVING)
-        await self.health.set(READY_SERVICE_NAME, _NOT_SERVING)
+        await _report_ready(self.health, self.metrics, False)
         for model in self.repository.list_models():
             await self.health.set(model.name, _NOT_SERVING)
         deadline = time.monotonic() + (grace or 0.0)
@@ -114,12 +114,27 @@ class RewardServer:
         self.metrics.close()
 
 
-class _HealthUpdater:
-    """Called by the repository (on any thread) when a model's state changes: sets its health, and has
-    the frozen heap (runtime/memory.py) follow the change."""
+async def _report_ready(
+    health_servicer: health.aio.HealthServicer, metrics: ServerMetrics, ready: bool
+) -> None:
+    """Server readiness, wherever it is reported: the READY_SERVICE_NAME health name and the
+    reward_server_ready gauge say the same."""
+    metrics.set_ready(ready)
+    await health_servicer.set(READY_SERVICE_NAME, _SERVING if ready else _NOT_SERVING)
 
-    def __init__(self, health_servicer: health.aio.HealthServicer, loop: asyncio.AbstractEventLoop) -> None:
+
+class _HealthUpdater:
+    """Called by the repository (on any thread) when a model's state changes: sets its health and the
+    server's readiness, and has the frozen heap (runtime/memory.py) follow the change."""
+
+    def __init__(
+        self,
+        health_servicer: health.aio.HealthServicer,
+        metrics: ServerMetrics,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._health = health_servicer
+        self._metrics = metrics
         self._loop = loop
         self.repository: ModelRepository | None = None
         self.core: RewardCore | None = None
@@ -145,7 +160,7 @@ class _HealthUpdater:
     async def update_ready(self) -> None:
         if self.core is None or not self.started:
             return
-        await self._health.set(READY_SERVICE_NAME, _SERVING if self.core.ready() else _NOT_SERVING)
+        await _report_ready(self._health, self._metrics, self.core.ready())
 
 
 def _initial_load(repository: ModelRepository, settings: ServerSettings) -> tuple[list[str], list[str]]:
@@ -212,7 +227,7 @@ async def _started(what: str, port: int | None, start: Callable[[], Awaitable[T]
 async def build_server(settings: ServerSettings) -> tuple[RewardServer, int]:
     metrics = ServerMetrics()
     health_servicer = health.aio.HealthServicer()
-    on_change = _HealthUpdater(health_servicer, asyncio.get_running_loop())
+    on_change = _HealthUpdater(health_servicer, metrics, asyncio.get_running_loop())
     repository = ModelRepository(
         settings.model_repository, mode=settings.model_control_mode, metrics=metrics, on_change=on_change
     )

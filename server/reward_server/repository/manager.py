@@ -190,7 +190,7 @@ class ModelRepository:
         self.root = Path(root)
         self.mode = mode
         self._metrics = metrics
-        self._on_change = on_change or (lambda name: None)
+        self._on_change = on_change or (lambda name: None)  # through _changed, which updates the metrics
         self._models: dict[str, _ModelEntry] = {}
         self._seen: dict[str, Fingerprint] = {}  # poll mode: fingerprints last acted on
         self._required: set[str] = set()  # the models readiness waits for (see the module's docstring)
@@ -251,8 +251,24 @@ class ModelRepository:
                     with self._lock:
                         del self._models[name]
                     self._seen.pop(name, None)
-            self._on_change(name)
+            self._changed(name)
         return failures
+
+    def _changed(self, name: str) -> None:
+        """Every change of a model's entry ends here: the metrics follow the table, then `on_change` (the
+        server's health names) is told."""
+        if self._metrics is not None:
+            with self._lock:  # under the table's lock: two changes reach the metrics in their order
+                entry = self._models.get(name)
+                if entry is not None:
+                    self._metrics.model_known(name)
+                states = {v: str(s.state) for v, s in entry.versions.items()} if entry is not None else {}
+                self._metrics.version_states(name, states)
+        self._on_change(name)
+
+    def _load_failed(self, name: str) -> None:
+        if self._metrics is not None:
+            self._metrics.load_failed(name)
 
     def _stop_requiring(self, name: str) -> None:
         with self._lock:
@@ -283,7 +299,7 @@ class ModelRepository:
                 log.exception("model=%s: load failed unexpectedly", folder.name)
                 return [f"{folder.name}: {self._abandon_loading(folder.name, e)}"]
             finally:
-                self._on_change(folder.name)
+                self._changed(folder.name)
 
     def _abandon_loading(self, name: str, error: Exception) -> str:
         reason = public_reason(error, self.root)
@@ -292,6 +308,7 @@ class ModelRepository:
             for slot in entry.versions.values() if entry is not None else ():
                 if slot.state == LOADING:
                     slot.state, slot.reason = UNAVAILABLE, reason
+                    self._load_failed(name)
         return reason
 
     def _load_locked(self, folder: ModelFolder, retry_failed: bool) -> list[str]:
@@ -313,7 +330,7 @@ class ModelRepository:
             self._models[name] = _ModelEntry(name, config, versions=dict(sorted(slots.items())))
             if any(slot.state == READY for slot in slots.values()):
                 self._required.add(name)
-        self._on_change(name)
+        self._changed(name)
         self._retire_unused(old_slots, slots)
         return failures
 
@@ -381,6 +398,7 @@ class ModelRepository:
             loaded = load_version(config, version, path, self._metrics)
         except Exception as e:  # whatever load_version raises fails this version only
             reason = public_reason(e, self.root)
+            self._load_failed(name)
             log.error(
                 "model=%s version=%d failed to load: %s",
                 name,
@@ -404,7 +422,7 @@ class ModelRepository:
             entry = self._models.get(name)
             if entry is not None:
                 entry.versions[version] = _VersionSlot(LOADING)
-        self._on_change(name)
+        self._changed(name)
 
     def _retire_unused(self, old_slots: dict[int, _VersionSlot], slots: dict[int, _VersionSlot]) -> None:
         live = {id(s.loaded) for s in slots.values() if s.loaded is not None}
@@ -420,7 +438,7 @@ class ModelRepository:
             retiring = [(v, s) for v, s in entry.versions.items() if s.loaded is not None]
             for _, slot in retiring:
                 slot.state = UNLOADING
-        self._on_change(entry.name)
+        self._changed(entry.name)
         for _, slot in retiring:
             loaded, slot.loaded = slot.loaded, None
             assert loaded is not None
@@ -428,6 +446,7 @@ class ModelRepository:
             with self._lock:
                 slot.state, slot.reason = UNAVAILABLE, reason
         entry.reason = reason
+        self._changed(entry.name)
 
     def _retire(self, loaded: LoadedVersion, reason: str) -> None:
         """Close a version no request can newly reach, once the requests holding it have finished."""
